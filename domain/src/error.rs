@@ -1,0 +1,116 @@
+//! Errors a client sees. Each has a stable `code` (part of the protocol) and
+//! a human message. Infrastructure failures are not client errors: they are
+//! [`crate::store::StoreError`] and surface as `internal`.
+
+use serde::{Deserialize, Serialize};
+
+/// The stable error codes of the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not a JSON object.
+    BadJson,
+    /// A field is missing, of the wrong type, or out of range.
+    BadRequest,
+    /// `action` is missing or names no action.
+    UnknownAction,
+    /// One websocket frame was over 32 KB.
+    FrameTooLarge,
+    /// One websocket message was over 128 KB.
+    MessageTooLarge,
+    /// No valid credential or ticket (also: an expired ticket).
+    Unauthorized,
+    /// The caller's role may not take this action.
+    Forbidden,
+    /// No such thing, or it belongs to someone else (the two look the same).
+    NotFound,
+    /// The id is taken by something different (a retry must repeat the request exactly).
+    Conflict,
+    /// The worker is not approved (pending, rejected or revoked).
+    WorkerNotApproved,
+    /// The session has ended or failed.
+    SessionClosed,
+    /// A chunk beyond the end of an answer that is already final.
+    MessageFinal,
+    /// A second, different completion of an answer.
+    AlreadyComplete,
+    /// The prompt was already answered.
+    AlreadyAnswered,
+    /// The request does not fit the current state (e.g. a model the worker does not offer).
+    InvalidState,
+    /// The pairing code has expired.
+    Expired,
+    /// Unsupported protocol version.
+    UnsupportedVersion,
+    /// Something failed on the server; retrying later may help.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadJson => "bad_json",
+            Self::BadRequest => "bad_request",
+            Self::UnknownAction => "unknown_action",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::MessageTooLarge => "message_too_large",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::WorkerNotApproved => "worker_not_approved",
+            Self::SessionClosed => "session_closed",
+            Self::MessageFinal => "message_final",
+            Self::AlreadyComplete => "already_complete",
+            Self::AlreadyAnswered => "already_answered",
+            Self::InvalidState => "invalid_state",
+            Self::Expired => "expired",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status for this code where it answers an HTTP request ($connect, /api).
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::Unauthorized => 401,
+            Self::Forbidden | Self::WorkerNotApproved => 403,
+            Self::NotFound => 404,
+            Self::Conflict | Self::AlreadyComplete | Self::AlreadyAnswered => 409,
+            Self::Expired => 410,
+            Self::FrameTooLarge | Self::MessageTooLarge => 413,
+            Self::UnsupportedVersion => 426,
+            Self::Internal => 500,
+            _ => 400,
+        }
+    }
+}
+
+/// A client error: a stable code and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+}

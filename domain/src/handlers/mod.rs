@@ -1,0 +1,64 @@
+//! Handlers: plain async functions from (connection, frame, now) to a reply.
+
+use crate::push::Push;
+use crate::store::Store;
+
+/// Timing and limits of the domain, set by each host.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long a `POST /api/ticket` ticket stays valid.
+    pub ticket_ttl_ms: i64,
+    /// How long a pairing code stays valid.
+    pub pairing_ttl_ms: i64,
+    /// How often clients should ping.
+    pub heartbeat_ms: i64,
+    /// A worker not heard from for this long is offline.
+    pub presence_timeout_ms: i64,
+    /// A connection record expires this long after it was made (API Gateway's 2 h cap, plus slack).
+    pub connection_ttl_ms: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ticket_ttl_ms: 60_000,
+            pairing_ttl_ms: 15 * 60_000,
+            heartbeat_ms: 60_000,
+            presence_timeout_ms: 150_000,
+            connection_ttl_ms: 2 * 3600_000 + 10 * 60_000,
+        }
+    }
+}
+
+/// The domain with its two ports. Cheap to share: hosts wrap it in an `Arc`.
+pub struct Domain<S, P> {
+    pub store: S,
+    pub push: P,
+    pub config: Config,
+}
+
+impl<S: Store, P: Push> Domain<S, P> {
+    pub fn new(store: S, push: P, config: Config) -> Self {
+        Self {
+            store,
+            push,
+            config,
+        }
+    }
+}
+
+/// What a gateway knows of a connection attempt (`$connect`).
+#[derive(Clone, Debug)]
+pub struct ConnectRequest {
+    pub connection_id: crate::ids::ConnectionId,
+    /// `?ticket=` from the URL (users: a one-use, short-lived ticket).
+    pub ticket: Option<String>,
+    /// The token of an `Authorization: Bearer` header (workers: their credential).
+    pub bearer: Option<String>,
+    /// `?v=` from the URL: the protocol version the client speaks (default 1).
+    pub version: Option<String>,
+    pub now: crate::model::Millis,
+}
+
+mod entry;
+pub use entry::*;

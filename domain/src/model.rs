@@ -1,0 +1,264 @@
+//! Entities and their state machines. These are what the store keeps; the
+//! wire views of them live in [`crate::protocol`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::SecretHash;
+use crate::ids::{ConnectionId, MessageId, PromptId, SessionId, UserId, WorkerId};
+use crate::protocol::{ChunkBody, ModelInfo, ModelRef, PromptAnswer};
+
+/// Milliseconds since the Unix epoch. Handlers get `now` from their host
+/// (API Gateway's `requestTimeEpoch` or the local clock), never read a clock.
+pub type Millis = i64;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub secret_hash: SecretHash,
+    /// Admins see pairing requests nobody has claimed yet.
+    pub admin: bool,
+    pub created_at: Millis,
+}
+
+/// A worker's place in pairing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerStatus {
+    Pending,
+    Approved,
+    Rejected,
+    Revoked,
+}
+
+impl WorkerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "approved" => Self::Approved,
+            "rejected" => Self::Rejected,
+            "revoked" => Self::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Worker {
+    pub id: WorkerId,
+    /// `None` until an owner approves the pairing.
+    pub owner: Option<UserId>,
+    pub status: WorkerStatus,
+    pub credential_hash: SecretHash,
+    /// The machine's name (hostname unless overridden).
+    pub machine: String,
+    /// A label for this worker on its machine.
+    pub name: String,
+    pub workdir: String,
+    /// Current pairing code while pending.
+    pub pairing_code: Option<String>,
+    pub pairing_expires_at: Option<Millis>,
+    /// The worker's live connection, if any.
+    pub connection: Option<ConnectionId>,
+    pub last_seen: Option<Millis>,
+    pub models: Vec<ModelInfo>,
+    pub default_model: Option<ModelRef>,
+    pub version: Option<String>,
+    pub created_at: Millis,
+}
+
+impl Worker {
+    /// Online: approved, with a live connection that was heard from recently.
+    pub fn online(&self, now: Millis, presence_timeout_ms: i64) -> bool {
+        self.status == WorkerStatus::Approved
+            && self.connection.is_some()
+            && self.last_seen.is_some_and(|t| now - t <= presence_timeout_ms)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Stored; the worker has not created its agent session yet.
+    Starting,
+    /// The agent session exists and nothing is running.
+    Ready,
+    /// An answer is being produced.
+    Busy,
+    Ended,
+    Failed,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Busy => "busy",
+            Self::Ended => "ended",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "starting" => Self::Starting,
+            "ready" => Self::Ready,
+            "busy" => Self::Busy,
+            "ended" => Self::Ended,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+
+    pub fn is_closed(self) -> bool {
+        matches!(self, Self::Ended | Self::Failed)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Session {
+    pub id: SessionId,
+    pub owner: UserId,
+    pub worker: WorkerId,
+    pub model: ModelRef,
+    pub title: String,
+    pub status: SessionStatus,
+    /// The agent's own id for this session (opencode's `ses_…`).
+    pub agent_session_id: Option<String>,
+    pub error: Option<String>,
+    /// Messages stored so far; the next message gets this number.
+    pub message_count: u32,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// The state of one message's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// Stored; its worker has not been sent it (offline, or the session is starting).
+    Queued,
+    /// Pushed to the worker; not yet started.
+    Dispatched,
+    /// The agent is answering.
+    Streaming,
+    Complete,
+    Failed,
+    Aborted,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Dispatched => "dispatched",
+            Self::Streaming => "streaming",
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+            Self::Aborted => "aborted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "dispatched" => Self::Dispatched,
+            "streaming" => Self::Streaming,
+            "complete" => Self::Complete,
+            "failed" => Self::Failed,
+            "aborted" => Self::Aborted,
+            _ => return None,
+        })
+    }
+
+    /// Complete, failed or aborted: no more chunks beyond the final count.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Complete | Self::Failed | Self::Aborted)
+    }
+
+    /// Waiting for the worker: to be pushed again when it says hello.
+    pub fn is_pending(self) -> bool {
+        matches!(self, Self::Queued | Self::Dispatched)
+    }
+}
+
+/// One user message and the agent's answer to it. The answer is the
+/// message's chunks, in `seq` order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub id: MessageId,
+    pub session: SessionId,
+    pub owner: UserId,
+    pub worker: WorkerId,
+    /// Position in the session, from 0.
+    pub number: u32,
+    pub text: String,
+    pub status: MessageStatus,
+    /// Set when final: how many chunks the answer has (seqs `0..chunk_count`).
+    pub chunk_count: Option<u32>,
+    /// The answer's text when complete (as the agent has it).
+    pub final_text: Option<String>,
+    pub error: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// One piece of an answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chunk {
+    pub message: MessageId,
+    pub seq: u32,
+    pub body: ChunkBody,
+    pub created_at: Millis,
+}
+
+/// A question put to the user: a permission prompt or the `question` tool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prompt {
+    pub id: PromptId,
+    pub session: SessionId,
+    pub message: MessageId,
+    pub worker: WorkerId,
+    pub owner: UserId,
+    pub kind: PromptKind,
+    pub answer: Option<PromptAnswer>,
+    /// The worker has acknowledged the answer (or nothing is left to deliver).
+    pub delivered: bool,
+    pub created_at: Millis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptKind {
+    Permission,
+    Question,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    User(UserId),
+    Worker(WorkerId),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub principal: Principal,
+    /// For a worker connection: its owner, once approved.
+    pub owner: Option<UserId>,
+    pub connected_at: Millis,
+    pub last_seen: Millis,
+    /// After this the record is stale whatever happened ($disconnect is best effort).
+    pub expires_at: Millis,
+}

@@ -1,0 +1,1 @@
+//! Helpers shared by adapters' tests: the store contract suite.
