@@ -1,0 +1,16 @@
+//! # tether-local
+//!
+//! The embedded host: everything Tether needs in one process, no AWS account.
+//!
+//! - [`sqlite`]: `SqliteStore`, the store port on SQLite (WAL, synchronous
+//!   commits, migrations).
+//! - [`gateway`]: a websocket gateway with API Gateway's semantics
+//!   (connection ids, `$connect`/`$disconnect`, routing on `action`, push by
+//!   connection id with 410-like `Gone`, frame and message size limits, idle
+//!   timeout and maximum connection age).
+//! - [`host`]: wires store, domain and gateway into the HTTP server that
+//!   `tether up` and `tether serve` run.
+
+pub mod gateway;
+pub mod host;
+pub mod sqlite;
