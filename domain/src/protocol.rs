@@ -601,8 +601,12 @@ pub enum ServerFrame {
     SessionUpdated { session: SessionView },
     /// A message was stored or changed status (to watchers of its session).
     MessageUpdated { message: MessageView },
-    /// A piece of an answer (to watchers of its session).
-    Chunk { chunk: ChunkView },
+    /// New pieces of an answer, in seq order (to watchers of its session).
+    Chunks {
+        session_id: SessionId,
+        message_id: MessageId,
+        chunks: Vec<ChunkView>,
+    },
 
     // --- to workers ---
     /// The worker's own pairing status changed (approved, rejected, revoked).

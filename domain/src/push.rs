@@ -21,6 +21,24 @@ pub trait Push: Send + Sync + 'static {
         conn: &ConnectionId,
         frame: &str,
     ) -> impl Future<Output = Result<(), PushError>> + Send;
+    /// Sends one frame to many connections; returns the failures. Adapters
+    /// that pay a round trip per send (API Gateway) override this to send
+    /// concurrently.
+    fn send_many(
+        &self,
+        conns: &[ConnectionId],
+        frame: &str,
+    ) -> impl Future<Output = Vec<(ConnectionId, PushError)>> + Send {
+        async move {
+            let mut failed = Vec::new();
+            for conn in conns {
+                if let Err(e) = self.send(conn, frame).await {
+                    failed.push((conn.clone(), e));
+                }
+            }
+            failed
+        }
+    }
     /// Closes a connection (its `$disconnect` follows).
     fn disconnect(&self, conn: &ConnectionId) -> impl Future<Output = Result<(), PushError>> + Send;
 }

@@ -1,56 +1,340 @@
 //! The entry points a host calls: `$connect`, `$disconnect`, a frame, the two
 //! HTTP endpoints and the admin commands.
 
-use crate::auth::Secret;
-use crate::error::ApiError;
-use crate::ids::ConnectionId;
-use crate::model::{Millis, Principal, User};
-use crate::protocol::{PairData, PairRequest, ServerFrame, TicketData};
+use tracing::{debug, info, instrument, warn};
+
+use crate::auth::{self, Secret};
+use crate::error::{ApiError, ErrorCode};
+use crate::ids::{ConnectionId, UserId, WorkerId};
+use crate::model::{Connection, Millis, Principal, User, Worker, WorkerStatus};
+use crate::protocol::{
+    ClientFrame, PairData, PairRequest, Request, ServerFrame, TicketData, PROTOCOL_VERSION,
+};
 use crate::push::Push;
 use crate::store::Store;
 
 use super::{ConnectRequest, Domain};
 
+/// Who sent a frame, as its connection record says.
+pub(crate) enum Caller {
+    User { conn: Connection, user: UserId },
+    Worker { conn: Connection, worker: Worker },
+}
+
+const MAX_NAME_LEN: usize = 128;
+const MAX_PATH_LEN: usize = 1024;
+
 impl<S: Store, P: Push> Domain<S, P> {
     /// `$connect`: authenticates and records the connection. An `Err` refuses
-    /// the upgrade (HTTP status from [`crate::ErrorCode::http_status`]).
+    /// the upgrade (HTTP status from [`ErrorCode::http_status`]).
+    #[instrument(skip_all, fields(connection_id = %req.connection_id))]
     pub async fn connect(&self, req: ConnectRequest) -> Result<Principal, ApiError> {
-        let _ = req;
-        Err(ApiError::new(crate::ErrorCode::Internal, "not yet"))
+        if let Some(v) = &req.version {
+            if v != &PROTOCOL_VERSION.to_string() {
+                return Err(ApiError::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!("protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"),
+                ));
+            }
+        }
+        let now = req.now;
+        let (principal, owner, worker) = if let Some(ticket) = req.ticket {
+            let secret = Secret::from_client(ticket)
+                .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "empty ticket"))?;
+            let user = self.store.take_ticket(&secret.hash(), now).await?.ok_or_else(|| {
+                ApiError::new(ErrorCode::Unauthorized, "the ticket is unknown, used or expired")
+            })?;
+            (Principal::User(user.clone()), Some(user), None)
+        } else if let Some(bearer) = req.bearer {
+            let worker = self.worker_by_bearer(&bearer).await?;
+            match worker.status {
+                WorkerStatus::Pending | WorkerStatus::Approved => {}
+                WorkerStatus::Rejected | WorkerStatus::Revoked => {
+                    return Err(ApiError::new(
+                        ErrorCode::WorkerNotApproved,
+                        format!("this worker was {}; pair it again", worker.status.as_str()),
+                    ))
+                }
+            }
+            (Principal::Worker(worker.id.clone()), worker.owner.clone(), Some(worker))
+        } else {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "connect with ?ticket= (users) or an Authorization: Bearer credential (workers)",
+            ));
+        };
+        let conn = Connection {
+            id: req.connection_id.clone(),
+            principal: principal.clone(),
+            owner,
+            connected_at: now,
+            last_seen: now,
+            expires_at: now + self.config.connection_ttl_ms,
+        };
+        self.store.put_connection(&conn).await?;
+        if let Some(worker) = worker {
+            self.store
+                .set_worker_connection(&worker.id, &conn.id, now)
+                .await?;
+            if worker.status == WorkerStatus::Approved {
+                self.announce_worker(&worker.id, None, now).await;
+            }
+        }
+        debug!(?principal, "connected");
+        Ok(principal)
     }
 
     /// `$disconnect` (best effort: may never come, or come late).
+    #[instrument(skip_all, fields(connection_id = %conn))]
     pub async fn disconnect(&self, conn: &ConnectionId, now: Millis) {
-        let _ = (conn, now);
+        self.forget_connection(conn, now).await;
     }
 
     /// One frame from a connection: exactly one reply, pushes as side effects.
+    #[instrument(skip_all, fields(connection_id = %conn))]
     pub async fn handle_frame(&self, conn: &ConnectionId, text: &str, now: Millis) -> ServerFrame {
-        let _ = (conn, text, now);
-        ServerFrame::err(None, ApiError::new(crate::ErrorCode::Internal, "not yet"))
+        let frame = match ClientFrame::parse(text) {
+            Ok(f) => f,
+            Err(e) => return ServerFrame::err(e.id, e.error),
+        };
+        let id = frame.id.clone();
+        match self.route(conn, frame.request, now).await {
+            Ok(data) => ServerFrame::ok(id, data),
+            Err(e) => {
+                debug!(code = e.code.as_str(), message = %e.message, "request refused");
+                ServerFrame::err(Some(id), e)
+            }
+        }
     }
 
-    /// `POST /api/ticket` with `Authorization: Bearer <user secret>`.
-    pub async fn issue_ticket(&self, bearer: Option<&str>, now: Millis) -> Result<TicketData, ApiError> {
-        let _ = (bearer, now);
-        Err(ApiError::new(crate::ErrorCode::Internal, "not yet"))
+    async fn caller(&self, conn: &ConnectionId, now: Millis) -> Result<Caller, ApiError> {
+        let record = self
+            .store
+            .connection(conn)
+            .await?
+            .filter(|c| c.expires_at > now)
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::Unauthorized, "this connection is not known; reconnect")
+            })?;
+        match &record.principal {
+            Principal::User(user) => Ok(Caller::User {
+                user: user.clone(),
+                conn: record,
+            }),
+            Principal::Worker(id) => {
+                let worker = self.store.worker(id).await?.ok_or_else(|| {
+                    ApiError::new(ErrorCode::Unauthorized, "this worker no longer exists")
+                })?;
+                Ok(Caller::Worker {
+                    worker,
+                    conn: record,
+                })
+            }
+        }
     }
 
-    /// `POST /api/pair` with `Authorization: Bearer <new worker credential>`.
-    pub async fn pair(&self, bearer: Option<&str>, req: PairRequest, now: Millis) -> Result<PairData, ApiError> {
-        let _ = (bearer, req, now);
-        Err(ApiError::new(crate::ErrorCode::Internal, "not yet"))
+    async fn route(
+        &self,
+        conn: &ConnectionId,
+        request: Request,
+        now: Millis,
+    ) -> Result<serde_json::Value, ApiError> {
+        let caller = self.caller(conn, now).await?;
+        match (&caller, request) {
+            (_, Request::Ping {}) => self.ping(&caller, now).await,
+            (_, Request::Me {}) => self.me(&caller).await,
+            (Caller::User { conn, user }, request) => self.user_action(conn, user, request, now).await,
+            (Caller::Worker { conn, worker }, request) => {
+                self.worker_action(conn, worker, request, now).await
+            }
+        }
+    }
+
+    async fn worker_by_bearer(&self, bearer: &str) -> Result<Worker, ApiError> {
+        let secret = Secret::from_client(bearer)
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "empty credential"))?;
+        self.store
+            .worker_by_credential(&secret.hash())
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown worker credential"))
+    }
+
+    /// `POST /api/ticket` with `Authorization: Bearer <user secret>`: a
+    /// one-use ticket for the websocket URL, valid for `ticket_ttl_ms`.
+    pub async fn issue_ticket(
+        &self,
+        bearer: Option<&str>,
+        now: Millis,
+    ) -> Result<TicketData, ApiError> {
+        let secret = bearer
+            .and_then(Secret::from_client)
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "send Authorization: Bearer <your secret>"))?;
+        let user = self
+            .store
+            .user_by_secret(&secret.hash())
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown secret"))?;
+        let ticket = Secret::generate("ttk_");
+        let expires_at = now + self.config.ticket_ttl_ms;
+        self.store.put_ticket(&ticket.hash(), &user.id, expires_at).await?;
+        Ok(TicketData {
+            ticket: ticket.expose().to_owned(),
+            expires_at,
+        })
+    }
+
+    /// `POST /api/pair` with `Authorization: Bearer <credential>`: a new
+    /// worker (its credential is unknown) becomes pending with a pairing code;
+    /// a pending one gets a fresh code; an approved one learns it is approved.
+    /// The credential is chosen by the worker and never leaves it again but as
+    /// this header, so nothing secret is ever sent back.
+    pub async fn pair(
+        &self,
+        bearer: Option<&str>,
+        req: PairRequest,
+        now: Millis,
+    ) -> Result<PairData, ApiError> {
+        let secret = bearer.and_then(Secret::from_client).ok_or_else(|| {
+            ApiError::new(ErrorCode::Unauthorized, "send Authorization: Bearer <new credential>")
+        })?;
+        if secret.expose().len() < 32 {
+            return Err(ApiError::bad_request("the credential must be at least 32 characters"));
+        }
+        let machine = clean_label(&req.machine, "machine", MAX_NAME_LEN)?;
+        let workdir = clean_label(&req.workdir, "workdir", MAX_PATH_LEN)?;
+        let name = match &req.name {
+            Some(n) => clean_label(n, "name", MAX_NAME_LEN)?,
+            None => default_worker_name(&workdir),
+        };
+        let hash = secret.hash();
+        let code = auth::pairing_code();
+        let expires_at = now + self.config.pairing_ttl_ms;
+        let worker = match self.store.worker_by_credential(&hash).await? {
+            Some(w) => w,
+            None => {
+                let worker = Worker {
+                    id: WorkerId::random(),
+                    owner: None,
+                    status: WorkerStatus::Pending,
+                    credential_hash: hash,
+                    machine,
+                    name,
+                    workdir,
+                    pairing_code: Some(code.clone()),
+                    pairing_expires_at: Some(expires_at),
+                    connection: None,
+                    last_seen: None,
+                    models: Vec::new(),
+                    default_model: None,
+                    version: None,
+                    created_at: now,
+                };
+                self.store.create_worker(&worker).await?;
+                info!(worker_id = %worker.id, "new worker waiting for approval");
+                return Ok(PairData {
+                    worker_id: worker.id,
+                    status: WorkerStatus::Pending,
+                    code: Some(code),
+                    expires_at: Some(expires_at),
+                });
+            }
+        };
+        match worker.status {
+            WorkerStatus::Pending => {
+                // Keep a code that is still valid: the owner may be typing it.
+                if let (Some(c), Some(exp)) = (&worker.pairing_code, worker.pairing_expires_at) {
+                    if exp > now {
+                        return Ok(PairData {
+                            worker_id: worker.id,
+                            status: WorkerStatus::Pending,
+                            code: Some(c.clone()),
+                            expires_at: Some(exp),
+                        });
+                    }
+                }
+                self.store.set_pairing_code(&worker.id, &code, expires_at).await?;
+                Ok(PairData {
+                    worker_id: worker.id,
+                    status: WorkerStatus::Pending,
+                    code: Some(code),
+                    expires_at: Some(expires_at),
+                })
+            }
+            status => Ok(PairData {
+                worker_id: worker.id,
+                status,
+                code: None,
+                expires_at: None,
+            }),
+        }
     }
 
     /// Admin: creates a user and returns its secret (shown once).
-    pub async fn add_user(&self, name: &str, admin: bool, now: Millis) -> Result<(User, Secret), ApiError> {
-        let _ = (name, admin, now);
-        Err(ApiError::new(crate::ErrorCode::Internal, "not yet"))
+    pub async fn add_user(
+        &self,
+        name: &str,
+        admin: bool,
+        now: Millis,
+    ) -> Result<(User, Secret), ApiError> {
+        let name = clean_label(name, "user name", 64)?;
+        if self.store.user_by_name(&name).await?.is_some() {
+            return Err(ApiError::new(ErrorCode::Conflict, format!("user {name} exists")));
+        }
+        let secret = Secret::generate("tsk_");
+        let user = User {
+            id: UserId::random(),
+            name,
+            secret_hash: secret.hash(),
+            admin,
+            created_at: now,
+        };
+        match self.store.create_user(&user).await {
+            Ok(()) => Ok((user, secret)),
+            Err(crate::store::StoreError::Conflict(_)) => Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("user {} exists", user.name),
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Admin: gives a user a new secret (the old one stops working).
     pub async fn reset_user_secret(&self, name: &str) -> Result<Secret, ApiError> {
-        let _ = name;
-        Err(ApiError::new(crate::ErrorCode::Internal, "not yet"))
+        let user = self
+            .store
+            .user_by_name(name)
+            .await?
+            .ok_or_else(|| ApiError::not_found("user"))?;
+        let secret = Secret::generate("tsk_");
+        if !self.store.set_user_secret(&user.id, &secret.hash()).await? {
+            return Err(ApiError::not_found("user"));
+        }
+        warn!(user_id = %user.id, "user secret reset");
+        Ok(secret)
     }
+}
+
+/// Trims a label a client sent and checks it is sensible.
+pub(crate) fn clean_label(s: &str, what: &str, max: usize) -> Result<String, ApiError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(ApiError::bad_request(format!("{what} must not be empty")));
+    }
+    if s.len() > max {
+        return Err(ApiError::bad_request(format!("{what} is longer than {max} bytes")));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!("{what} has control characters")));
+    }
+    Ok(s.to_owned())
+}
+
+fn default_worker_name(workdir: &str) -> String {
+    workdir
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("worker")
+        .to_owned()
 }

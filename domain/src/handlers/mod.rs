@@ -61,4 +61,6 @@ pub struct ConnectRequest {
 }
 
 mod entry;
-pub use entry::*;
+mod support;
+mod users;
+mod workers;

@@ -1,0 +1,278 @@
+//! What the action handlers share: entity views, fan-out, history pages.
+
+use tracing::{debug, warn};
+
+use crate::error::ApiError;
+use crate::ids::{ConnectionId, SessionId, UserId, WorkerId};
+use crate::model::{Chunk, Message, Millis, Session, Worker};
+use crate::protocol::{
+    ChunkView, Cursor, HistoryPage, MachineView, MessageView, ServerFrame, SessionView, WorkerView,
+};
+use crate::push::{Push, PushError};
+use crate::store::{Store, StoreError};
+
+use super::Domain;
+
+/// History pages stay well under API Gateway's 128 KB message limit.
+const PAGE_BUDGET_BYTES: usize = 96 * 1024;
+const PAGE_MESSAGES: u32 = 20;
+const PAGE_CHUNKS: u32 = 200;
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        // The detail goes to the log, not to the client.
+        warn!(error = %e, "store failure");
+        ApiError::new(crate::ErrorCode::Internal, "storage is unavailable; retry later")
+    }
+}
+
+pub(crate) fn worker_view(w: &Worker, now: Millis, presence_timeout_ms: i64) -> WorkerView {
+    WorkerView {
+        worker_id: w.id.clone(),
+        machine: w.machine.clone(),
+        name: w.name.clone(),
+        workdir: w.workdir.clone(),
+        status: w.status,
+        online: w.online(now, presence_timeout_ms),
+        last_seen: w.last_seen,
+        models: w.models.clone(),
+        default_model: w.default_model.clone(),
+        pairing_code: w.pairing_code.clone(),
+        created_at: w.created_at,
+    }
+}
+
+pub(crate) fn machines(workers: Vec<WorkerView>) -> Vec<MachineView> {
+    let mut machines: Vec<MachineView> = Vec::new();
+    for w in workers {
+        match machines.iter_mut().find(|m| m.name == w.machine) {
+            Some(m) => {
+                m.online |= w.online;
+                m.workers.push(w);
+            }
+            None => machines.push(MachineView {
+                name: w.machine.clone(),
+                online: w.online,
+                workers: vec![w],
+            }),
+        }
+    }
+    machines.sort_by(|a, b| a.name.cmp(&b.name));
+    machines
+}
+
+pub(crate) fn session_view(s: &Session) -> SessionView {
+    SessionView {
+        session_id: s.id.clone(),
+        worker_id: s.worker.clone(),
+        model: s.model.clone(),
+        title: s.title.clone(),
+        status: s.status,
+        error: s.error.clone(),
+        message_count: s.message_count,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+    }
+}
+
+pub(crate) fn message_view(m: &Message) -> MessageView {
+    MessageView {
+        session_id: m.session.clone(),
+        message_id: m.id.clone(),
+        number: m.number,
+        text: m.text.clone(),
+        status: m.status,
+        chunk_count: m.chunk_count,
+        final_text: m.final_text.clone(),
+        error: m.error.clone(),
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+pub(crate) fn chunk_view(session: &SessionId, c: &Chunk) -> ChunkView {
+    ChunkView {
+        session_id: session.clone(),
+        message_id: c.message.clone(),
+        seq: c.seq,
+        body: c.body.clone(),
+    }
+}
+
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("protocol types serialize")
+}
+
+impl<S: Store, P: Push> Domain<S, P> {
+    /// Sends a frame to connections, dropping the records of gone ones
+    /// (API Gateway may never deliver their `$disconnect`).
+    pub(crate) async fn fan_out(&self, conns: &[ConnectionId], frame: &ServerFrame) {
+        if conns.is_empty() {
+            return;
+        }
+        let text = frame.to_json();
+        for (conn, err) in self.push.send_many(conns, &text).await {
+            match err {
+                PushError::Gone => {
+                    // Fan-out targets browsers, which carry no presence: dropping the record is all.
+                    debug!(connection_id = %conn, "push to a gone connection; removing it");
+                    if let Err(e) = self.store.delete_connection(&conn).await {
+                        warn!(connection_id = %conn, error = %e, "could not delete connection");
+                    }
+                }
+                PushError::Other(e) => warn!(connection_id = %conn, error = %e, "push failed"),
+            }
+        }
+    }
+
+    /// Removes a connection record and, for a worker, its presence.
+    pub(crate) async fn forget_connection(&self, conn: &ConnectionId, now: Millis) {
+        let removed = match self.store.delete_connection(conn).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(connection_id = %conn, error = %e, "could not delete connection");
+                return;
+            }
+        };
+        if let Some(crate::model::Connection {
+            principal: crate::model::Principal::Worker(worker),
+            ..
+        }) = removed
+        {
+            match self.store.clear_worker_connection(&worker, conn).await {
+                Ok(true) => self.announce_worker(&worker, None, now).await,
+                Ok(false) => {}
+                Err(e) => warn!(worker_id = %worker, error = %e, "could not clear presence"),
+            }
+        }
+    }
+
+    /// Pushes to every browser connection of a user.
+    pub(crate) async fn to_user(&self, user: &UserId, frame: &ServerFrame, now: Millis) {
+        match self.store.user_connections(user, now).await {
+            Ok(conns) => self.fan_out(&conns, frame).await,
+            Err(e) => warn!(user_id = %user, error = %e, "could not list user connections"),
+        }
+    }
+
+    /// Pushes to every connection watching a session.
+    pub(crate) async fn to_watchers(&self, session: &SessionId, frame: &ServerFrame) {
+        match self.store.watchers(session).await {
+            Ok(conns) => self.fan_out(&conns, frame).await,
+            Err(e) => warn!(session_id = %session, error = %e, "could not list watchers"),
+        }
+    }
+
+    /// Pushes to a worker's live connection. False if it has none (or it is
+    /// gone): the caller leaves the work queued for the worker's next hello.
+    pub(crate) async fn to_worker(&self, worker: &Worker, frame: &ServerFrame, now: Millis) -> bool {
+        let Some(conn) = &worker.connection else {
+            return false;
+        };
+        match self.push.send(conn, &frame.to_json()).await {
+            Ok(()) => true,
+            Err(PushError::Gone) => {
+                self.forget_connection(conn, now).await;
+                false
+            }
+            Err(PushError::Other(e)) => {
+                warn!(worker_id = %worker.id, error = %e, "push to worker failed");
+                false
+            }
+        }
+    }
+
+    /// Tells a worker's owner that it changed (presence, models, status).
+    /// Reads the worker afresh unless given.
+    pub(crate) async fn announce_worker(&self, worker: &WorkerId, fresh: Option<&Worker>, now: Millis) {
+        let loaded;
+        let w = match fresh {
+            Some(w) => w,
+            None => match self.store.worker(worker).await {
+                Ok(Some(w)) => {
+                    loaded = w;
+                    &loaded
+                }
+                _ => return,
+            },
+        };
+        let Some(owner) = &w.owner else { return };
+        let frame = ServerFrame::WorkerUpdated {
+            worker: worker_view(w, now, self.config.presence_timeout_ms),
+        };
+        self.to_user(owner, &frame, now).await;
+    }
+
+    /// Announces a session's new state to its owner's connections.
+    pub(crate) async fn announce_session(&self, session: &Session, now: Millis) {
+        let frame = ServerFrame::SessionUpdated {
+            session: session_view(session),
+        };
+        self.to_user(&session.owner, &frame, now).await;
+    }
+
+    /// Announces a message's new state to its session's watchers.
+    pub(crate) async fn announce_message(&self, message: &Message) {
+        let frame = ServerFrame::MessageUpdated {
+            message: message_view(message),
+        };
+        self.to_watchers(&message.session, &frame).await;
+    }
+
+    /// One page of history from `after`, within [`PAGE_BUDGET_BYTES`].
+    pub(crate) async fn history_page(
+        &self,
+        session: &Session,
+        after: Cursor,
+    ) -> Result<HistoryPage, ApiError> {
+        let mut page = HistoryPage {
+            session: session_view(session),
+            messages: Vec::new(),
+            chunks: Vec::new(),
+            next: None,
+        };
+        let mut used = 0usize;
+        let mut number = after.message;
+        'messages: loop {
+            let batch = self
+                .store
+                .messages_of(&session.id, number, PAGE_MESSAGES)
+                .await?;
+            let batch_len = batch.len();
+            for m in batch {
+                let mut seq = if m.number == after.message { after.seq } else { 0 };
+                let view = message_view(&m);
+                let size = json(&view).to_string().len();
+                if used + size > PAGE_BUDGET_BYTES && !page.messages.is_empty() {
+                    page.next = Some(Cursor { message: m.number, seq });
+                    break 'messages;
+                }
+                used += size;
+                page.messages.push(view);
+                loop {
+                    let chunks = self.store.chunks(&m.id, seq, PAGE_CHUNKS).await?;
+                    let n = chunks.len();
+                    for c in chunks {
+                        let view = chunk_view(&session.id, &c);
+                        let size = json(&view).to_string().len();
+                        if used + size > PAGE_BUDGET_BYTES {
+                            page.next = Some(Cursor { message: m.number, seq: c.seq });
+                            break 'messages;
+                        }
+                        used += size;
+                        seq = c.seq + 1;
+                        page.chunks.push(view);
+                    }
+                    if n < PAGE_CHUNKS as usize {
+                        break;
+                    }
+                }
+                number = m.number + 1;
+            }
+            if batch_len < PAGE_MESSAGES as usize {
+                break;
+            }
+        }
+        Ok(page)
+    }
+}

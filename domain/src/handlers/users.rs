@@ -1,0 +1,593 @@
+//! Actions of users (browser connections) and the two either role may take.
+
+use serde_json::{json, Value};
+
+use crate::auth;
+use crate::error::{ApiError, ErrorCode};
+use crate::ids::{MessageId, SessionId, UserId, WorkerId};
+use crate::model::{
+    Connection, Message, MessageStatus, Millis, Session, SessionStatus, Worker, WorkerStatus,
+};
+use crate::protocol::{
+    MeData, ModelRef, PromptAnswer, Request, Role, ServerFrame, MAX_TEXT_BYTES,
+    PROTOCOL_VERSION,
+};
+use crate::push::Push;
+use crate::store::{Inserted, MessagePatch, SessionPatch, Store};
+
+use super::entry::{clean_label, Caller};
+use super::support::{json, machines, message_view, session_view, worker_view};
+use super::Domain;
+
+const MAX_TITLE_LEN: usize = 200;
+
+impl<S: Store, P: Push> Domain<S, P> {
+    pub(crate) async fn ping(&self, caller: &Caller, now: Millis) -> Result<Value, ApiError> {
+        match caller {
+            Caller::User { conn, .. } => self.store.touch_connection(&conn.id, now).await?,
+            Caller::Worker { conn, worker } => {
+                self.store.touch_connection(&conn.id, now).await?;
+                // A worker whose presence lapsed is back: say so.
+                let was_online = worker.online(now, self.config.presence_timeout_ms);
+                if worker.connection.as_ref() != Some(&conn.id) {
+                    self.store
+                        .set_worker_connection(&worker.id, &conn.id, now)
+                        .await?;
+                } else {
+                    self.store.touch_worker(&worker.id, now).await?;
+                }
+                if !was_online && worker.status == WorkerStatus::Approved {
+                    self.announce_worker(&worker.id, None, now).await;
+                }
+            }
+        }
+        Ok(json!({ "now": now, "heartbeat_ms": self.config.heartbeat_ms }))
+    }
+
+    pub(crate) async fn me(&self, caller: &Caller) -> Result<Value, ApiError> {
+        let data = match caller {
+            Caller::User { user, .. } => {
+                let u = self
+                    .store
+                    .user(user)
+                    .await?
+                    .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "user no longer exists"))?;
+                MeData {
+                    protocol: PROTOCOL_VERSION,
+                    role: Role::User,
+                    user_id: Some(u.id),
+                    user_name: Some(u.name),
+                    worker_id: None,
+                    worker_status: None,
+                    pairing_code: None,
+                    heartbeat_ms: self.config.heartbeat_ms,
+                }
+            }
+            Caller::Worker { worker, .. } => MeData {
+                protocol: PROTOCOL_VERSION,
+                role: Role::Worker,
+                user_id: None,
+                user_name: None,
+                worker_id: Some(worker.id.clone()),
+                worker_status: Some(worker.status),
+                pairing_code: worker.pairing_code.clone(),
+                heartbeat_ms: self.config.heartbeat_ms,
+            },
+        };
+        Ok(json(&data))
+    }
+
+    pub(crate) async fn user_action(
+        &self,
+        conn: &Connection,
+        user: &UserId,
+        request: Request,
+        now: Millis,
+    ) -> Result<Value, ApiError> {
+        match request {
+            Request::MachineList {} => self.machine_list(user, now).await,
+            Request::PairingList {} => self.pairing_list(user, now).await,
+            Request::PairingLookup { code } => {
+                let w = self.pending_by_code(&code, now).await?;
+                Ok(json!({ "worker": worker_view(&w, now, self.config.presence_timeout_ms) }))
+            }
+            Request::PairingApprove { code, name } => {
+                self.pairing_decide(user, &code, name, true, now).await
+            }
+            Request::PairingReject { code } => self.pairing_decide(user, &code, None, false, now).await,
+            Request::WorkerRevoke { worker_id } => self.worker_revoke(user, &worker_id, now).await,
+            Request::SessionStart {
+                session_id,
+                worker_id,
+                model,
+                title,
+            } => {
+                self.session_start(user, session_id, &worker_id, model, title, now)
+                    .await
+            }
+            Request::SessionList {
+                worker_id,
+                before,
+                limit,
+            } => {
+                if let Some(w) = &worker_id {
+                    self.owned_worker(user, w).await?;
+                }
+                let limit = limit.unwrap_or(50).clamp(1, 200);
+                let sessions = self
+                    .store
+                    .sessions_of(user, worker_id.as_ref(), before, limit)
+                    .await?;
+                let views: Vec<_> = sessions.iter().map(session_view).collect();
+                Ok(json!({ "sessions": views }))
+            }
+            Request::SessionWatch { session_id, after } => {
+                let session = self.owned_session(user, &session_id).await?;
+                // Watch first, then read: whatever the read misses is stored
+                // later, and its fan-out finds this watch.
+                if !self.store.watch(&session.id, &conn.id).await? {
+                    return Err(ApiError::new(ErrorCode::Unauthorized, "this connection is gone; reconnect"));
+                }
+                let page = self.history_page(&session, after.unwrap_or_default()).await?;
+                Ok(json(&page))
+            }
+            Request::SessionUnwatch { session_id } => {
+                let session = self.owned_session(user, &session_id).await?;
+                self.store.unwatch(&session.id, &conn.id).await?;
+                Ok(json!({}))
+            }
+            Request::SessionHistory { session_id, after } => {
+                let session = self.owned_session(user, &session_id).await?;
+                let page = self.history_page(&session, after.unwrap_or_default()).await?;
+                Ok(json(&page))
+            }
+            Request::SessionEnd { session_id } => self.session_end(user, &session_id, now).await,
+            Request::MessageSend {
+                session_id,
+                message_id,
+                text,
+            } => self.message_send(user, &session_id, message_id, text, now).await,
+            Request::MessageAbort { message_id } => self.message_abort(user, &message_id, now).await,
+            Request::PromptReply { prompt_id, answer } => {
+                let prompt = self
+                    .store
+                    .prompt(&prompt_id)
+                    .await?
+                    .filter(|p| &p.owner == user)
+                    .ok_or_else(|| ApiError::not_found("prompt"))?;
+                let fits = matches!(
+                    (&answer, prompt.kind),
+                    (PromptAnswer::Permission { .. }, crate::model::PromptKind::Permission)
+                        | (
+                            PromptAnswer::Question { .. } | PromptAnswer::QuestionRejected,
+                            crate::model::PromptKind::Question
+                        )
+                );
+                if !fits {
+                    return Err(ApiError::bad_request("this answer does not fit the prompt's kind"));
+                }
+                let answered = self
+                    .store
+                    .answer_prompt(&prompt.id, &answer)
+                    .await?
+                    .ok_or_else(|| ApiError::new(ErrorCode::AlreadyAnswered, "this prompt was already answered"))?;
+                if let Some(worker) = self.store.worker(&answered.worker).await? {
+                    let frame = ServerFrame::PromptAnswer {
+                        prompt_id: answered.id.clone(),
+                        session_id: answered.session.clone(),
+                        message_id: answered.message.clone(),
+                        answer,
+                    };
+                    self.to_worker(&worker, &frame, now).await;
+                }
+                Ok(json!({ "prompt_id": answered.id }))
+            }
+            _ => Err(ApiError::forbidden("only workers may take this action")),
+        }
+    }
+
+    async fn machine_list(&self, user: &UserId, now: Millis) -> Result<Value, ApiError> {
+        let workers = self.store.workers_of(user).await?;
+        let views = workers
+            .iter()
+            .filter(|w| w.status != WorkerStatus::Rejected)
+            .map(|w| worker_view(w, now, self.config.presence_timeout_ms))
+            .collect();
+        Ok(json!({ "machines": machines(views) }))
+    }
+
+    async fn pairing_list(&self, user: &UserId, now: Millis) -> Result<Value, ApiError> {
+        let u = self
+            .store
+            .user(user)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "user no longer exists"))?;
+        if !u.admin {
+            return Err(ApiError::forbidden(
+                "only admins see unclaimed pairings; approve a worker with its code",
+            ));
+        }
+        let pending: Vec<_> = self
+            .store
+            .pending_workers(now)
+            .await?
+            .iter()
+            .map(|w| worker_view(w, now, self.config.presence_timeout_ms))
+            .collect();
+        Ok(json!({ "workers": pending }))
+    }
+
+    async fn pending_by_code(&self, code: &str, now: Millis) -> Result<Worker, ApiError> {
+        let code = auth::normalize_code(code)
+            .ok_or_else(|| ApiError::bad_request("a pairing code is 8 letters or digits, like KX7P-Q2MD"))?;
+        let worker = self
+            .store
+            .worker_by_pairing_code(&code)
+            .await?
+            .filter(|w| w.status == WorkerStatus::Pending)
+            .ok_or_else(|| ApiError::not_found("pairing code"))?;
+        if worker.pairing_expires_at.is_none_or(|t| t <= now) {
+            return Err(ApiError::new(
+                ErrorCode::Expired,
+                "this pairing code has expired; restart the worker for a new one",
+            ));
+        }
+        Ok(worker)
+    }
+
+    async fn pairing_decide(
+        &self,
+        user: &UserId,
+        code: &str,
+        name: Option<String>,
+        approve: bool,
+        now: Millis,
+    ) -> Result<Value, ApiError> {
+        let worker = self.pending_by_code(code, now).await?;
+        let name = name.map(|n| clean_label(&n, "name", 128)).transpose()?;
+        let to = if approve {
+            WorkerStatus::Approved
+        } else {
+            WorkerStatus::Rejected
+        };
+        let updated = self
+            .store
+            .transition_worker(
+                &worker.id,
+                WorkerStatus::Pending,
+                to,
+                approve.then_some(user),
+                name.as_deref(),
+            )
+            .await?
+            .ok_or_else(|| ApiError::not_found("pairing code"))?;
+        let conns = self.store.worker_connections(&worker.id).await?;
+        let frame = ServerFrame::PairingStatus { status: to };
+        self.fan_out(&conns, &frame).await;
+        if approve {
+            self.store.set_connections_owner(&worker.id, user).await?;
+            self.announce_worker(&updated.id, Some(&updated), now).await;
+        } else {
+            for conn in &conns {
+                let _ = self.push.disconnect(conn).await;
+                self.forget_connection(conn, now).await;
+            }
+        }
+        Ok(json!({ "worker": worker_view(&updated, now, self.config.presence_timeout_ms) }))
+    }
+
+    async fn worker_revoke(
+        &self,
+        user: &UserId,
+        worker_id: &WorkerId,
+        now: Millis,
+    ) -> Result<Value, ApiError> {
+        let worker = self.owned_worker(user, worker_id).await?;
+        let updated = match self
+            .store
+            .transition_worker(&worker.id, WorkerStatus::Approved, WorkerStatus::Revoked, None, None)
+            .await?
+        {
+            Some(w) => w,
+            None if worker.status == WorkerStatus::Revoked => worker,
+            None => return Err(ApiError::new(ErrorCode::InvalidState, "this worker is not approved")),
+        };
+        let conns = self.store.worker_connections(&updated.id).await?;
+        let frame = ServerFrame::PairingStatus {
+            status: WorkerStatus::Revoked,
+        };
+        self.fan_out(&conns, &frame).await;
+        for conn in &conns {
+            let _ = self.push.disconnect(conn).await;
+            self.forget_connection(conn, now).await;
+        }
+        self.announce_worker(&updated.id, None, now).await;
+        Ok(json!({ "worker": worker_view(&updated, now, self.config.presence_timeout_ms) }))
+    }
+
+    pub(crate) async fn owned_worker(&self, user: &UserId, id: &WorkerId) -> Result<Worker, ApiError> {
+        self.store
+            .worker(id)
+            .await?
+            .filter(|w| w.owner.as_ref() == Some(user))
+            .ok_or_else(|| ApiError::not_found("worker"))
+    }
+
+    pub(crate) async fn owned_session(&self, user: &UserId, id: &SessionId) -> Result<Session, ApiError> {
+        self.store
+            .session(id)
+            .await?
+            .filter(|s| &s.owner == user)
+            .ok_or_else(|| ApiError::not_found("session"))
+    }
+
+    async fn session_start(
+        &self,
+        user: &UserId,
+        session_id: SessionId,
+        worker_id: &WorkerId,
+        model: ModelRef,
+        title: Option<String>,
+        now: Millis,
+    ) -> Result<Value, ApiError> {
+        let worker = self.owned_worker(user, worker_id).await?;
+        if worker.status != WorkerStatus::Approved {
+            return Err(ApiError::new(ErrorCode::WorkerNotApproved, "this worker is not approved"));
+        }
+        if model.provider_id.is_empty() || model.model_id.is_empty() {
+            return Err(ApiError::bad_request("model needs provider_id and model_id"));
+        }
+        if !worker.models.is_empty()
+            && !worker
+                .models
+                .iter()
+                .any(|m| m.provider_id == model.provider_id && m.model_id == model.model_id)
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "worker does not offer model {}/{}",
+                    model.provider_id, model.model_id
+                ),
+            ));
+        }
+        let title = match title {
+            Some(t) if !t.trim().is_empty() => clean_label(&t, "title", MAX_TITLE_LEN)?,
+            _ => String::new(),
+        };
+        let session = Session {
+            id: session_id,
+            owner: user.clone(),
+            worker: worker.id.clone(),
+            model,
+            title,
+            status: SessionStatus::Starting,
+            agent_session_id: None,
+            error: None,
+            message_count: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        match self.store.insert_session(&session).await? {
+            Inserted::New(s) => {
+                let frame = ServerFrame::SessionStart {
+                    session_id: s.id.clone(),
+                    model: s.model.clone(),
+                    title: s.title.clone(),
+                };
+                self.to_worker(&worker, &frame, now).await;
+                self.announce_session(&s, now).await;
+                Ok(json!({ "session": session_view(&s) }))
+            }
+            Inserted::Existing(s) => {
+                if s.owner == session.owner && s.worker == session.worker && s.model == session.model {
+                    Ok(json!({ "session": session_view(&s) }))
+                } else {
+                    Err(ApiError::new(ErrorCode::Conflict, "this session id is taken"))
+                }
+            }
+        }
+    }
+
+    async fn session_end(&self, user: &UserId, id: &SessionId, now: Millis) -> Result<Value, ApiError> {
+        let session = self.owned_session(user, id).await?;
+        let ended = match self
+            .store
+            .transition_session(
+                &session.id,
+                &[SessionStatus::Starting, SessionStatus::Ready, SessionStatus::Busy],
+                SessionStatus::Ended,
+                &SessionPatch::default(),
+                now,
+            )
+            .await?
+        {
+            Some(s) => s,
+            // Ending twice is harmless.
+            None => return Ok(json!({ "session": session_view(&session) })),
+        };
+        // Messages that never reached the agent end here; running ones end
+        // when the worker reports them aborted.
+        for m in self.store.open_messages(&session.worker).await? {
+            if m.session != session.id || !m.status.is_pending() {
+                continue;
+            }
+            let patch = MessagePatch {
+                chunk_count: Some(0),
+                error: Some("the session ended".into()),
+                ..MessagePatch::default()
+            };
+            if let Some(m) = self
+                .store
+                .transition_message(&m.id, &[MessageStatus::Queued], MessageStatus::Aborted, &patch, now)
+                .await?
+            {
+                self.announce_message(&m).await;
+            }
+        }
+        if let Some(worker) = self.store.worker(&session.worker).await? {
+            let frame = ServerFrame::SessionEnd {
+                session_id: session.id.clone(),
+            };
+            self.to_worker(&worker, &frame, now).await;
+        }
+        self.announce_session(&ended, now).await;
+        Ok(json!({ "session": session_view(&ended) }))
+    }
+
+    async fn message_send(
+        &self,
+        user: &UserId,
+        session_id: &SessionId,
+        message_id: MessageId,
+        text: String,
+        now: Millis,
+    ) -> Result<Value, ApiError> {
+        if text.trim().is_empty() {
+            return Err(ApiError::bad_request("text must not be empty"));
+        }
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "text is longer than {MAX_TEXT_BYTES} bytes"
+            )));
+        }
+        let session = self.owned_session(user, session_id).await?;
+        if session.status.is_closed() {
+            return Err(ApiError::new(
+                ErrorCode::SessionClosed,
+                format!("this session has {}", session.status.as_str()),
+            ));
+        }
+        let worker = self
+            .store
+            .worker(&session.worker)
+            .await?
+            .ok_or_else(|| ApiError::not_found("worker"))?;
+        if worker.status != WorkerStatus::Approved {
+            return Err(ApiError::new(ErrorCode::WorkerNotApproved, "this session's worker is not approved"));
+        }
+        let message = Message {
+            id: message_id,
+            session: session.id.clone(),
+            owner: user.clone(),
+            worker: worker.id.clone(),
+            number: 0,
+            text,
+            status: MessageStatus::Queued,
+            chunk_count: None,
+            final_text: None,
+            error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let stored = match self.store.insert_message(&message).await? {
+            Inserted::New(m) => m,
+            Inserted::Existing(m) => {
+                return if m.session == message.session && m.owner == message.owner && m.text == message.text {
+                    Ok(json!({ "message": message_view(&m) }))
+                } else {
+                    Err(ApiError::new(ErrorCode::Conflict, "this message id is taken"))
+                };
+            }
+        };
+        self.announce_message(&stored).await;
+        let stored = self.dispatch(&worker, &session, stored, now).await?;
+        Ok(json!({ "message": message_view(&stored) }))
+    }
+
+    /// Pushes a queued message to its worker if the session is ready and the
+    /// worker connected; marks it dispatched. Otherwise it stays queued for
+    /// the worker's next hello or the session's `session_ready`.
+    pub(crate) async fn dispatch(
+        &self,
+        worker: &Worker,
+        session: &Session,
+        message: Message,
+        now: Millis,
+    ) -> Result<Message, ApiError> {
+        if !matches!(session.status, SessionStatus::Ready | SessionStatus::Busy)
+            || worker.connection.is_none()
+            || !message.status.is_pending()
+        {
+            return Ok(message);
+        }
+        let frame = ServerFrame::MessageDispatch {
+            session_id: session.id.clone(),
+            agent_session_id: session.agent_session_id.clone(),
+            message_id: message.id.clone(),
+            number: message.number,
+            text: message.text.clone(),
+            model: session.model.clone(),
+        };
+        if !self.to_worker(worker, &frame, now).await {
+            return Ok(message);
+        }
+        match self
+            .store
+            .transition_message(
+                &message.id,
+                &[MessageStatus::Queued],
+                MessageStatus::Dispatched,
+                &MessagePatch::default(),
+                now,
+            )
+            .await?
+        {
+            Some(m) => {
+                self.announce_message(&m).await;
+                Ok(m)
+            }
+            // Already dispatched, started or aborted meanwhile.
+            None => Ok(self.store.message(&message.id).await?.unwrap_or(message)),
+        }
+    }
+
+    async fn message_abort(&self, user: &UserId, id: &MessageId, now: Millis) -> Result<Value, ApiError> {
+        let message = self
+            .store
+            .message(id)
+            .await?
+            .filter(|m| &m.owner == user)
+            .ok_or_else(|| ApiError::not_found("message"))?;
+        if message.status.is_final() {
+            return Ok(json!({ "message": message_view(&message) }));
+        }
+        let was_queued = message.status == MessageStatus::Queued;
+        // Not yet with the agent: it ends here. The worker is told as well,
+        // in case a dispatch is on its way.
+        let patch = MessagePatch {
+            chunk_count: Some(0),
+            error: Some("aborted before it started".into()),
+            ..MessagePatch::default()
+        };
+        let current = match self
+            .store
+            .transition_message(
+                &message.id,
+                &[MessageStatus::Queued, MessageStatus::Dispatched],
+                MessageStatus::Aborted,
+                &patch,
+                now,
+            )
+            .await?
+        {
+            Some(m) => {
+                self.announce_message(&m).await;
+                m
+            }
+            None => self.store.message(&message.id).await?.unwrap_or(message),
+        };
+        // A worker told of a message it never got ignores the abort.
+        if !was_queued || current.status == MessageStatus::Streaming {
+            if let Some(worker) = self.store.worker(&current.worker).await? {
+                let frame = ServerFrame::MessageAbort {
+                    session_id: current.session.clone(),
+                    message_id: current.id.clone(),
+                };
+                self.to_worker(&worker, &frame, now).await;
+            }
+        }
+        Ok(json!({ "message": message_view(&current) }))
+    }
+
+}

@@ -1,0 +1,549 @@
+//! Actions of workers.
+
+use std::collections::HashSet;
+
+use serde_json::{json, Value};
+use tracing::info;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::ids::{MessageId, SessionId};
+use crate::model::{
+    Chunk, Connection, Message, MessageStatus, Millis, Prompt, PromptKind, Session, SessionStatus,
+    Worker, WorkerStatus,
+};
+use crate::protocol::{
+    ChunkBody, ChunkIn, ChunksAck, Outcome, Request, ServerFrame, MAX_FRAME_BYTES,
+};
+use crate::push::Push;
+use crate::store::{Inserted, MessagePatch, SessionPatch, Store, WorkerProfile};
+
+use super::entry::clean_label;
+use super::support::{chunk_view, json, message_view, session_view, worker_view};
+use super::Domain;
+
+/// Most chunks one `chunks` frame may carry.
+const MAX_CHUNKS_PER_FRAME: usize = 256;
+
+impl<S: Store, P: Push> Domain<S, P> {
+    pub(crate) async fn worker_action(
+        &self,
+        conn: &Connection,
+        worker: &Worker,
+        request: Request,
+        now: Millis,
+    ) -> Result<Value, ApiError> {
+        if let Request::WorkerHello {
+            machine,
+            name,
+            workdir,
+            version,
+            models,
+            default_model,
+            active_messages,
+        } = request
+        {
+            let profile = WorkerProfile {
+                machine: machine.map(|m| clean_label(&m, "machine", 128)).transpose()?,
+                name: name.map(|n| clean_label(&n, "name", 128)).transpose()?,
+                workdir: workdir.map(|w| clean_label(&w, "workdir", 1024)).transpose()?,
+                version: version.map(|v| clean_label(&v, "version", 64)).transpose()?,
+                models,
+                default_model,
+            };
+            return self.hello(conn, worker, profile, active_messages, now).await;
+        }
+        if worker.status != WorkerStatus::Approved {
+            return Err(ApiError::new(
+                ErrorCode::WorkerNotApproved,
+                format!("this worker is {}", worker.status.as_str()),
+            ));
+        }
+        match request {
+            Request::SessionReady {
+                session_id,
+                agent_session_id,
+            } => self.session_ready(worker, &session_id, agent_session_id, now).await,
+            Request::SessionFailed { session_id, error } => {
+                self.session_failed(worker, &session_id, error, now).await
+            }
+            Request::MessageStarted { message_id } => {
+                let message = self.worker_message(worker, &message_id).await?;
+                let m = self.start_message(&message, now).await?;
+                Ok(json!({ "message": message_view(&m) }))
+            }
+            Request::Chunks { message_id, chunks } => {
+                self.chunks(worker, &message_id, chunks, now).await
+            }
+            Request::MessageComplete {
+                message_id,
+                outcome,
+                chunk_count,
+                final_text,
+                error,
+            } => {
+                self.complete(worker, &message_id, outcome, chunk_count, final_text, error, now)
+                    .await
+            }
+            Request::PromptDelivered { prompt_id } => {
+                let prompt = self
+                    .store
+                    .prompt(&prompt_id)
+                    .await?
+                    .filter(|p| p.worker == worker.id)
+                    .ok_or_else(|| ApiError::not_found("prompt"))?;
+                self.store.set_prompt_delivered(&prompt.id).await?;
+                Ok(json!({}))
+            }
+            _ => Err(ApiError::forbidden("only users may take this action")),
+        }
+    }
+
+    /// A worker (re)connected: store its profile, then push it everything it
+    /// is owed: sessions to start, messages to answer, answers to prompts.
+    async fn hello(
+        &self,
+        conn: &Connection,
+        worker: &Worker,
+        profile: WorkerProfile,
+        active: Vec<MessageId>,
+        now: Millis,
+    ) -> Result<Value, ApiError> {
+        self.store.set_worker_profile(&worker.id, &profile).await?;
+        self.store
+            .set_worker_connection(&worker.id, &conn.id, now)
+            .await?;
+        let worker = self
+            .store
+            .worker(&worker.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("worker"))?;
+        if worker.status != WorkerStatus::Approved {
+            return Ok(json!({
+                "worker": worker_view(&worker, now, self.config.presence_timeout_ms),
+                "heartbeat_ms": self.config.heartbeat_ms,
+            }));
+        }
+        self.announce_worker(&worker.id, Some(&worker), now).await;
+
+        for session in self.store.starting_sessions(&worker.id).await? {
+            let frame = ServerFrame::SessionStart {
+                session_id: session.id.clone(),
+                model: session.model.clone(),
+                title: session.title.clone(),
+            };
+            self.to_worker(&worker, &frame, now).await;
+        }
+        let active: HashSet<MessageId> = active.into_iter().collect();
+        let mut sessions: Vec<Session> = Vec::new();
+        let (mut dispatched, mut failed) = (0u32, 0u32);
+        for message in self.store.open_messages(&worker.id).await? {
+            match message.status {
+                MessageStatus::Streaming if !active.contains(&message.id) => {
+                    // The worker lost it (crashed or restarted): end it plainly.
+                    let patch = MessagePatch {
+                        error: Some("the worker stopped while answering".into()),
+                        ..MessagePatch::default()
+                    };
+                    if let Some(m) = self
+                        .store
+                        .transition_message(&message.id, &[MessageStatus::Streaming], MessageStatus::Failed, &patch, now)
+                        .await?
+                    {
+                        failed += 1;
+                        self.announce_message(&m).await;
+                        self.settle_session(&m.session, now).await?;
+                    }
+                }
+                MessageStatus::Queued | MessageStatus::Dispatched => {
+                    let session = match sessions.iter().find(|s| s.id == message.session) {
+                        Some(s) => s.clone(),
+                        None => {
+                            let Some(s) = self.store.session(&message.session).await? else {
+                                continue;
+                            };
+                            sessions.push(s.clone());
+                            s
+                        }
+                    };
+                    // Dispatched but not started: the push may have been lost; send again
+                    // (the worker ignores a message it already has).
+                    if message.status == MessageStatus::Dispatched {
+                        let frame = ServerFrame::MessageDispatch {
+                            session_id: session.id.clone(),
+                            agent_session_id: session.agent_session_id.clone(),
+                            message_id: message.id.clone(),
+                            number: message.number,
+                            text: message.text.clone(),
+                            model: session.model.clone(),
+                        };
+                        if matches!(session.status, SessionStatus::Ready | SessionStatus::Busy)
+                            && self.to_worker(&worker, &frame, now).await
+                        {
+                            dispatched += 1;
+                        }
+                    } else if self.dispatch(&worker, &session, message, now).await?.status
+                        == MessageStatus::Dispatched
+                    {
+                        dispatched += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut prompts = 0u32;
+        for prompt in self.store.undelivered_prompts(&worker.id).await? {
+            if let Some(answer) = prompt.answer.clone() {
+                let frame = ServerFrame::PromptAnswer {
+                    prompt_id: prompt.id.clone(),
+                    session_id: prompt.session.clone(),
+                    message_id: prompt.message.clone(),
+                    answer,
+                };
+                if self.to_worker(&worker, &frame, now).await {
+                    prompts += 1;
+                }
+            }
+        }
+        info!(worker_id = %worker.id, dispatched, failed, prompts, "worker hello");
+        Ok(json!({
+            "worker": worker_view(&worker, now, self.config.presence_timeout_ms),
+            "heartbeat_ms": self.config.heartbeat_ms,
+        }))
+    }
+
+    async fn worker_session(&self, worker: &Worker, id: &SessionId) -> Result<Session, ApiError> {
+        self.store
+            .session(id)
+            .await?
+            .filter(|s| s.worker == worker.id)
+            .ok_or_else(|| ApiError::not_found("session"))
+    }
+
+    async fn worker_message(&self, worker: &Worker, id: &MessageId) -> Result<Message, ApiError> {
+        self.store
+            .message(id)
+            .await?
+            .filter(|m| m.worker == worker.id)
+            .ok_or_else(|| ApiError::not_found("message"))
+    }
+
+    async fn session_ready(
+        &self,
+        worker: &Worker,
+        id: &SessionId,
+        agent_session_id: String,
+        now: Millis,
+    ) -> Result<Value, ApiError> {
+        let agent_session_id = clean_label(&agent_session_id, "agent_session_id", 256)?;
+        let session = self.worker_session(worker, id).await?;
+        let patch = SessionPatch {
+            agent_session_id: Some(agent_session_id.clone()),
+            error: None,
+        };
+        let ready = match self
+            .store
+            .transition_session(&session.id, &[SessionStatus::Starting], SessionStatus::Ready, &patch, now)
+            .await?
+        {
+            Some(s) => s,
+            None if session.agent_session_id.as_deref() == Some(agent_session_id.as_str())
+                && !session.status.is_closed() =>
+            {
+                return Ok(json!({ "session": session_view(&session) }))
+            }
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidState,
+                    format!("this session is {}", session.status.as_str()),
+                ))
+            }
+        };
+        self.announce_session(&ready, now).await;
+        // Messages sent while the session was starting go out now, in order.
+        for message in self.store.open_messages(&worker.id).await? {
+            if message.session == ready.id && message.status == MessageStatus::Queued {
+                self.dispatch(worker, &ready, message, now).await?;
+            }
+        }
+        Ok(json!({ "session": session_view(&ready) }))
+    }
+
+    async fn session_failed(
+        &self,
+        worker: &Worker,
+        id: &SessionId,
+        error: String,
+        now: Millis,
+    ) -> Result<Value, ApiError> {
+        let session = self.worker_session(worker, id).await?;
+        let patch = SessionPatch {
+            agent_session_id: None,
+            error: Some(truncate_chars(&error, 2000)),
+        };
+        let failed = self
+            .store
+            .transition_session(
+                &session.id,
+                &[SessionStatus::Starting, SessionStatus::Ready, SessionStatus::Busy],
+                SessionStatus::Failed,
+                &patch,
+                now,
+            )
+            .await?;
+        let Some(failed) = failed else {
+            return Ok(json!({ "session": session_view(&session) }));
+        };
+        for message in self.store.open_messages(&worker.id).await? {
+            if message.session != failed.id || !message.status.is_pending() {
+                continue;
+            }
+            let patch = MessagePatch {
+                chunk_count: Some(0),
+                error: Some("the session failed".into()),
+                ..MessagePatch::default()
+            };
+            if let Some(m) = self
+                .store
+                .transition_message(&message.id, &[MessageStatus::Queued, MessageStatus::Dispatched], MessageStatus::Failed, &patch, now)
+                .await?
+            {
+                self.announce_message(&m).await;
+            }
+        }
+        self.announce_session(&failed, now).await;
+        Ok(json!({ "session": session_view(&failed) }))
+    }
+
+    /// Marks a message streaming (idempotent) and its session busy.
+    async fn start_message(&self, message: &Message, now: Millis) -> Result<Message, ApiError> {
+        match self
+            .store
+            .transition_message(
+                &message.id,
+                &[MessageStatus::Queued, MessageStatus::Dispatched],
+                MessageStatus::Streaming,
+                &MessagePatch::default(),
+                now,
+            )
+            .await?
+        {
+            Some(m) => {
+                self.announce_message(&m).await;
+                if let Some(s) = self
+                    .store
+                    .transition_session(&m.session, &[SessionStatus::Ready], SessionStatus::Busy, &SessionPatch::default(), now)
+                    .await?
+                {
+                    self.announce_session(&s, now).await;
+                }
+                Ok(m)
+            }
+            None => {
+                let current = self
+                    .store
+                    .message(&message.id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("message"))?;
+                if current.status == MessageStatus::Streaming || current.status.is_final() {
+                    Ok(current)
+                } else {
+                    Err(ApiError::new(ErrorCode::InvalidState, "the message cannot start"))
+                }
+            }
+        }
+    }
+
+    async fn chunks(
+        &self,
+        worker: &Worker,
+        message_id: &MessageId,
+        chunks: Vec<ChunkIn>,
+        now: Millis,
+    ) -> Result<Value, ApiError> {
+        if chunks.is_empty() {
+            return Err(ApiError::bad_request("chunks must not be empty"));
+        }
+        if chunks.len() > MAX_CHUNKS_PER_FRAME {
+            return Err(ApiError::bad_request(format!(
+                "at most {MAX_CHUNKS_PER_FRAME} chunks per frame"
+            )));
+        }
+        let mut seen = HashSet::new();
+        if !chunks.iter().all(|c| seen.insert(c.seq)) {
+            return Err(ApiError::bad_request("a seq appears twice in one frame"));
+        }
+        let mut message = self.worker_message(worker, message_id).await?;
+        // A final answer takes only the chunks it counted (they may arrive
+        // after the completion when frames are handled out of order).
+        if message.status.is_final() {
+            let count = message.chunk_count.unwrap_or(0);
+            if let Some(c) = chunks.iter().find(|c| c.seq >= count) {
+                return Err(ApiError::new(
+                    ErrorCode::MessageFinal,
+                    format!(
+                        "the answer is {} with {count} chunks; seq {} is beyond it",
+                        message.status.as_str(),
+                        c.seq
+                    ),
+                ));
+            }
+        } else if message.status.is_pending() {
+            // Chunks overtook `message_started`.
+            message = self.start_message(&message, now).await?;
+        }
+        let mut ack = ChunksAck {
+            stored: Vec::new(),
+            duplicate: Vec::new(),
+        };
+        let mut fresh = Vec::new();
+        for c in chunks {
+            let chunk = Chunk {
+                message: message.id.clone(),
+                seq: c.seq,
+                body: c.body,
+                created_at: now,
+            };
+            match self.store.insert_chunk(&chunk).await? {
+                Inserted::New(stored) => {
+                    self.record_prompt(&message, &stored, now).await?;
+                    ack.stored.push(stored.seq);
+                    fresh.push(chunk_view(&message.session, &stored));
+                }
+                Inserted::Existing(_) => ack.duplicate.push(c.seq),
+            }
+        }
+        if !fresh.is_empty() {
+            fresh.sort_by_key(|c| c.seq);
+            // One frame per watcher when it fits; split otherwise.
+            for group in split_to_frames(fresh) {
+                let frame = ServerFrame::Chunks {
+                    session_id: message.session.clone(),
+                    message_id: message.id.clone(),
+                    chunks: group,
+                };
+                self.to_watchers(&message.session, &frame).await;
+            }
+        }
+        Ok(json(&ack))
+    }
+
+    /// A permission request or question chunk opens a prompt the user answers.
+    async fn record_prompt(&self, message: &Message, chunk: &Chunk, now: Millis) -> Result<(), ApiError> {
+        let (id, kind) = match &chunk.body {
+            ChunkBody::PermissionRequest { prompt_id, .. } => (prompt_id, PromptKind::Permission),
+            ChunkBody::Question { prompt_id, .. } => (prompt_id, PromptKind::Question),
+            _ => return Ok(()),
+        };
+        let prompt = Prompt {
+            id: id.clone(),
+            session: message.session.clone(),
+            message: message.id.clone(),
+            worker: message.worker.clone(),
+            owner: message.owner.clone(),
+            kind,
+            answer: None,
+            delivered: false,
+            created_at: now,
+        };
+        self.store.insert_prompt(&prompt).await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn complete(
+        &self,
+        worker: &Worker,
+        message_id: &MessageId,
+        outcome: Outcome,
+        chunk_count: u32,
+        final_text: Option<String>,
+        error: Option<String>,
+        now: Millis,
+    ) -> Result<Value, ApiError> {
+        let message = self.worker_message(worker, message_id).await?;
+        let status = outcome.status();
+        if message.status.is_final() {
+            return if message.status == status && message.chunk_count == Some(chunk_count) {
+                // A retry of the same completion.
+                Ok(json!({ "message": message_view(&message) }))
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::AlreadyComplete,
+                    format!("this answer is already {}", message.status.as_str()),
+                ))
+            };
+        }
+        if !self.store.chunks(&message.id, chunk_count, 1).await?.is_empty() {
+            return Err(ApiError::bad_request(
+                "chunk_count is below the seq of a stored chunk",
+            ));
+        }
+        let patch = MessagePatch {
+            chunk_count: Some(chunk_count),
+            final_text,
+            error: error.map(|e| truncate_chars(&e, 2000)),
+        };
+        let done = match self
+            .store
+            .transition_message(
+                &message.id,
+                &[MessageStatus::Queued, MessageStatus::Dispatched, MessageStatus::Streaming],
+                status,
+                &patch,
+                now,
+            )
+            .await?
+        {
+            Some(m) => m,
+            None => {
+                // A concurrent completion won; judge against it.
+                let current = self.worker_message(worker, message_id).await?;
+                return if current.status == status && current.chunk_count == Some(chunk_count) {
+                    Ok(json!({ "message": message_view(&current) }))
+                } else {
+                    Err(ApiError::new(ErrorCode::AlreadyComplete, "this answer is already final"))
+                };
+            }
+        };
+        self.announce_message(&done).await;
+        self.settle_session(&done.session, now).await?;
+        Ok(json!({ "message": message_view(&done) }))
+    }
+
+    /// A busy session with no running answer is ready again.
+    async fn settle_session(&self, session: &SessionId, now: Millis) -> Result<(), ApiError> {
+        if let Some(s) = self
+            .store
+            .transition_session(session, &[SessionStatus::Busy], SessionStatus::Ready, &SessionPatch::default(), now)
+            .await?
+        {
+            self.announce_session(&s, now).await;
+        }
+        Ok(())
+    }
+}
+
+/// Groups chunk views so each pushed frame stays within API Gateway's frame size.
+fn split_to_frames(chunks: Vec<crate::protocol::ChunkView>) -> Vec<Vec<crate::protocol::ChunkView>> {
+    let budget = MAX_FRAME_BYTES - 1024;
+    let mut groups: Vec<Vec<_>> = Vec::new();
+    let mut used = 0;
+    for c in chunks {
+        let size = json(&c).to_string().len();
+        match groups.last_mut() {
+            Some(g) if used + size <= budget => {
+                used += size;
+                g.push(c);
+            }
+            _ => {
+                used = size;
+                groups.push(vec![c]);
+            }
+        }
+    }
+    groups
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
