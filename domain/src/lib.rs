@@ -25,6 +25,8 @@ pub mod protocol;
 pub mod push;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]
+pub mod fakes;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 pub use error::{ApiError, ErrorCode};

@@ -1,0 +1,532 @@
+//! Domain handlers against the embedded store, with a recording push port:
+//! the rules of each action, without sockets.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use tether_domain::fakes::RecordingPush;
+use tether_domain::handlers::ConnectRequest;
+use tether_domain::ids::ConnectionId;
+use tether_domain::protocol::{PairRequest, ServerFrame};
+use tether_domain::{Config, Domain, ErrorCode};
+use tether_local::sqlite::SqliteStore;
+
+struct Harness {
+    domain: Arc<Domain<SqliteStore, RecordingPush>>,
+    push: RecordingPush,
+    now: AtomicI64,
+    ids: AtomicU64,
+}
+
+const T0: i64 = 1_764_000_000_000;
+
+impl Harness {
+    fn new() -> Self {
+        let push = RecordingPush::default();
+        let store = SqliteStore::open_in_memory().expect("in-memory store");
+        Self {
+            domain: Arc::new(Domain::new(store, push.clone(), Config::default())),
+            push,
+            now: AtomicI64::new(T0),
+            ids: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    fn advance(&self, ms: i64) {
+        self.now.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    fn next(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn conn(&self) -> ConnectionId {
+        ConnectionId::parse(format!("conn{}=", self.next())).expect("valid id")
+    }
+
+    /// Sends a frame (adding an `id`), returns the reply.
+    async fn send(&self, conn: &ConnectionId, mut body: Value) -> Result<Value, (ErrorCode, String)> {
+        let id = format!("r{}", self.next());
+        body["id"] = json!(id);
+        match self.domain.handle_frame(conn, &body.to_string(), self.now()).await {
+            ServerFrame::Reply { id: got, ok: true, data, .. } => {
+                assert_eq!(got.map(|i| i.into_string()), Some(id));
+                Ok(data.unwrap_or(Value::Null))
+            }
+            ServerFrame::Reply { error: Some(e), .. } => Err((e.code, e.message)),
+            other => panic!("not a reply: {other:?}"),
+        }
+    }
+
+    async fn ok(&self, conn: &ConnectionId, body: Value) -> Value {
+        let action = body["action"].clone();
+        self.send(conn, body)
+            .await
+            .unwrap_or_else(|e| panic!("{action} refused: {e:?}"))
+    }
+
+    async fn code(&self, conn: &ConnectionId, body: Value) -> ErrorCode {
+        match self.send(conn, body).await {
+            Ok(v) => panic!("expected an error, got {v}"),
+            Err((code, _)) => code,
+        }
+    }
+
+    async fn user(&self, name: &str) -> ConnectionId {
+        let (_, secret) = self.domain.add_user(name, false, self.now()).await.expect("add user");
+        let ticket = self
+            .domain
+            .issue_ticket(Some(secret.expose()), self.now())
+            .await
+            .expect("ticket");
+        let conn = self.conn();
+        self.domain
+            .connect(ConnectRequest {
+                connection_id: conn.clone(),
+                ticket: Some(ticket.ticket),
+                bearer: None,
+                version: Some("1".into()),
+                now: self.now(),
+            })
+            .await
+            .expect("user connects");
+        conn
+    }
+
+    /// A worker paired to the owner behind `owner`, connected and hello'd.
+    async fn worker(&self, owner: &ConnectionId) -> (String, ConnectionId, String) {
+        let credential = format!("twk_credential_for_tests_{:012}", self.next());
+        let pair = self
+            .domain
+            .pair(
+                Some(&credential),
+                PairRequest {
+                    machine: "laptop".into(),
+                    name: None,
+                    workdir: "/src/app".into(),
+                },
+                self.now(),
+            )
+            .await
+            .expect("pair");
+        let code = pair.code.expect("pending worker has a code");
+        let conn = self.connect_worker(&credential).await.expect("pending worker connects");
+        self.ok(owner, json!({"action": "pairing_approve", "code": code})).await;
+        self.ok(
+            &conn,
+            json!({"action": "worker_hello", "machine": "laptop", "models": [
+                {"provider_id": "p", "model_id": "m", "name": "M"}
+            ]}),
+        )
+        .await;
+        (pair.worker_id.into_string(), conn, credential)
+    }
+
+    async fn connect_worker(&self, credential: &str) -> Result<ConnectionId, ErrorCode> {
+        let conn = self.conn();
+        self.domain
+            .connect(ConnectRequest {
+                connection_id: conn.clone(),
+                ticket: None,
+                bearer: Some(credential.into()),
+                version: None,
+                now: self.now(),
+            })
+            .await
+            .map(|_| conn)
+            .map_err(|e| e.code)
+    }
+
+    /// A ready, watched session with one message dispatched: (session, message).
+    async fn chat(&self, user: &ConnectionId, worker_id: &str, worker: &ConnectionId) -> (String, String) {
+        let sid = format!("ses_{}", self.next());
+        let mid = format!("msg_{}", self.next());
+        self.ok(user, json!({"action": "session_start", "session_id": sid, "worker_id": worker_id,
+            "model": {"provider_id": "p", "model_id": "m"}})).await;
+        self.ok(worker, json!({"action": "session_ready", "session_id": sid, "agent_session_id": "ag1"})).await;
+        self.ok(user, json!({"action": "session_watch", "session_id": sid})).await;
+        let m = self.ok(user, json!({"action": "message_send", "session_id": sid, "message_id": mid, "text": "hi"})).await;
+        assert_eq!(m["message"]["status"], "dispatched");
+        (sid, mid)
+    }
+
+    async fn history(&self, user: &ConnectionId, sid: &str) -> Value {
+        self.ok(user, json!({"action": "session_history", "session_id": sid})).await
+    }
+}
+
+fn text_chunk(seq: u32, delta: &str) -> Value {
+    json!({"seq": seq, "kind": "text", "part_id": "p1", "delta": delta})
+}
+
+fn seqs(history: &Value) -> Vec<u64> {
+    history["chunks"]
+        .as_array()
+        .expect("chunks")
+        .iter()
+        .map(|c| c["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+fn request(ticket: Option<&str>, bearer: Option<&str>, version: Option<&str>, now: i64) -> ConnectRequest {
+    ConnectRequest {
+        connection_id: ConnectionId::parse("x=").expect("id"),
+        ticket: ticket.map(Into::into),
+        bearer: bearer.map(Into::into),
+        version: version.map(Into::into),
+        now,
+    }
+}
+
+#[tokio::test]
+async fn connect_refuses_what_it_must() {
+    let h = Harness::new();
+    let code = |r: Result<_, tether_domain::ApiError>| r.expect_err("refused").code;
+    assert_eq!(code(h.domain.connect(request(None, None, None, T0)).await), ErrorCode::Unauthorized);
+    assert_eq!(code(h.domain.connect(request(Some("ttk_nope"), None, None, T0)).await), ErrorCode::Unauthorized);
+    assert_eq!(code(h.domain.connect(request(None, Some("twk_unknown"), None, T0)).await), ErrorCode::Unauthorized);
+    assert_eq!(code(h.domain.connect(request(None, None, Some("9"), T0)).await), ErrorCode::UnsupportedVersion);
+
+    // A ticket works once, and not after it expires.
+    let (_, secret) = h.domain.add_user("ada", false, T0).await.expect("user");
+    let t = h.domain.issue_ticket(Some(secret.expose()), T0).await.expect("ticket");
+    assert!(h.domain.connect(request(Some(&t.ticket), None, None, T0)).await.is_ok());
+    assert_eq!(code(h.domain.connect(request(Some(&t.ticket), None, None, T0)).await), ErrorCode::Unauthorized);
+    let t = h.domain.issue_ticket(Some(secret.expose()), T0).await.expect("ticket");
+    assert_eq!(
+        code(h.domain.connect(request(Some(&t.ticket), None, None, t.expires_at + 1)).await),
+        ErrorCode::Unauthorized
+    );
+    assert_eq!(
+        h.domain.issue_ticket(Some("tsk_wrong"), T0).await.expect_err("bad secret").code,
+        ErrorCode::Unauthorized
+    );
+}
+
+#[tokio::test]
+async fn pairing_approve_and_revoke() {
+    let h = Harness::new();
+    let owner = h.user("ada").await;
+    let (wid, wconn, credential) = h.worker(&owner).await;
+    assert!(
+        h.push.sent_to(&wconn).iter().any(|f| matches!(f, ServerFrame::PairingStatus { status } if status.as_str() == "approved")),
+        "the worker hears it was approved"
+    );
+    let machines = h.ok(&owner, json!({"action": "machine_list"})).await;
+    assert_eq!(machines["machines"][0]["workers"][0]["worker_id"], wid.as_str());
+    assert_eq!(machines["machines"][0]["workers"][0]["online"], true);
+
+    let pair = h
+        .domain
+        .pair(Some(&credential), PairRequest { machine: "laptop".into(), name: None, workdir: "/src/app".into() }, h.now())
+        .await
+        .expect("pair again");
+    assert_eq!(pair.status.as_str(), "approved");
+    assert_eq!(pair.code, None);
+
+    h.ok(&owner, json!({"action": "worker_revoke", "worker_id": wid})).await;
+    assert!(h.push.closed().contains(&wconn), "revoking closes the worker's connection");
+    assert_eq!(h.connect_worker(&credential).await, Err(ErrorCode::WorkerNotApproved));
+    assert_eq!(h.code(&wconn, json!({"action": "ping"})).await, ErrorCode::Unauthorized);
+}
+
+#[tokio::test]
+async fn pending_workers_may_not_work() {
+    let h = Harness::new();
+    let credential = "twk_pending_pending_pending_pending_1";
+    let pair = h
+        .domain
+        .pair(Some(credential), PairRequest { machine: "m".into(), name: None, workdir: "/w".into() }, T0)
+        .await
+        .expect("pair");
+    let conn = h.connect_worker(credential).await.expect("pending connects");
+    let hello = h.ok(&conn, json!({"action": "worker_hello"})).await;
+    assert_eq!(hello["worker"]["status"], "pending");
+    assert_eq!(
+        h.code(&conn, json!({"action": "chunks", "message_id": "m1", "chunks": [text_chunk(0, "x")]})).await,
+        ErrorCode::WorkerNotApproved
+    );
+    let owner = h.user("ada").await;
+    assert_eq!(h.code(&owner, json!({"action": "pairing_approve", "code": "ZZZZ-ZZZZ"})).await, ErrorCode::NotFound);
+    assert_eq!(h.code(&owner, json!({"action": "pairing_approve", "code": "?"})).await, ErrorCode::BadRequest);
+    h.advance(Config::default().pairing_ttl_ms + 1);
+    let code = pair.code.expect("code");
+    assert_eq!(h.code(&owner, json!({"action": "pairing_approve", "code": code})).await, ErrorCode::Expired);
+}
+
+#[tokio::test]
+async fn roles_are_enforced() {
+    let h = Harness::new();
+    let owner = h.user("ada").await;
+    let (wid, wconn, _) = h.worker(&owner).await;
+    assert_eq!(
+        h.code(&owner, json!({"action": "chunks", "message_id": "m1", "chunks": [text_chunk(0, "x")]})).await,
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        h.code(&wconn, json!({"action": "session_start", "session_id": "s1", "worker_id": wid,
+            "model": {"provider_id": "p", "model_id": "m"}})).await,
+        ErrorCode::Forbidden
+    );
+    assert_eq!(h.code(&owner, json!({"action": "pairing_list"})).await, ErrorCode::Forbidden);
+}
+
+#[tokio::test]
+async fn the_chat_flow_streams_to_watchers_in_order() {
+    let h = Harness::new();
+    let owner = h.user("ada").await;
+    let (wid, wconn, _) = h.worker(&owner).await;
+    let (sid, mid) = h.chat(&owner, &wid, &wconn).await;
+    assert!(h.push.take(&wconn).iter().any(|f| matches!(f, ServerFrame::MessageDispatch { message_id, .. } if message_id.as_str() == mid)));
+    h.ok(&wconn, json!({"action": "message_started", "message_id": mid})).await;
+    h.push.take(&owner);
+    for (seq, d) in ["Hel", "lo ", "there"].iter().enumerate() {
+        let ack = h.ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [text_chunk(seq as u32, d)]})).await;
+        assert_eq!(ack["stored"], json!([seq]));
+    }
+    let pushed: Vec<u32> = h
+        .push
+        .take(&owner)
+        .into_iter()
+        .filter_map(|f| match f {
+            ServerFrame::Chunks { chunks, .. } => Some(chunks.into_iter().map(|c| c.seq).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(pushed, vec![0, 1, 2]);
+    let done = h
+        .ok(&wconn, json!({"action": "message_complete", "message_id": mid, "outcome": "complete", "chunk_count": 3, "final_text": "Hello there"}))
+        .await;
+    assert_eq!(done["message"]["status"], "complete");
+    let hist = h.history(&owner, &sid).await;
+    assert_eq!(seqs(&hist), vec![0, 1, 2]);
+    assert_eq!(hist["messages"][0]["final_text"], "Hello there");
+    assert_eq!(hist["session"]["status"], "ready");
+}
+
+#[tokio::test]
+async fn duplicates_and_reordering_store_each_chunk_once() {
+    let h = Harness::new();
+    let owner = h.user("ada").await;
+    let (wid, wconn, _) = h.worker(&owner).await;
+    let (sid, mid) = h.chat(&owner, &wid, &wconn).await;
+    // seq 2 before 0 and 1, all before message_started.
+    h.ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [text_chunk(2, "c")]})).await;
+    h.ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [text_chunk(0, "a")]})).await;
+    let hist = h.history(&owner, &sid).await;
+    assert_eq!(seqs(&hist), vec![0, 2], "a reader sees the gap at 1");
+    assert_eq!(hist["messages"][0]["status"], "streaming");
+    h.ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [text_chunk(1, "b")]})).await;
+    let ack = h
+        .ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [text_chunk(0, "a"), text_chunk(1, "b"), text_chunk(2, "c")]}))
+        .await;
+    assert_eq!(ack["duplicate"], json!([0, 1, 2]));
+    assert_eq!(ack["stored"], json!([]));
+    assert_eq!(seqs(&h.history(&owner, &sid).await), vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn completion_rules() {
+    let h = Harness::new();
+    let owner = h.user("ada").await;
+    let (wid, wconn, _) = h.worker(&owner).await;
+    let (sid, mid) = h.chat(&owner, &wid, &wconn).await;
+    h.ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [text_chunk(0, "a")]})).await;
+    // The completion may overtake its last chunk.
+    let complete = json!({"action": "message_complete", "message_id": mid, "outcome": "complete", "chunk_count": 2});
+    h.ok(&wconn, complete.clone()).await;
+    h.ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [text_chunk(1, "b")]})).await;
+    assert_eq!(
+        h.code(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [text_chunk(2, "c")]})).await,
+        ErrorCode::MessageFinal
+    );
+    h.ok(&wconn, complete).await;
+    assert_eq!(
+        h.code(&wconn, json!({"action": "message_complete", "message_id": mid, "outcome": "failed", "chunk_count": 2})).await,
+        ErrorCode::AlreadyComplete
+    );
+    let hist = h.history(&owner, &sid).await;
+    assert_eq!(seqs(&hist), vec![0, 1]);
+    assert_eq!(hist["messages"][0]["status"], "complete");
+}
+
+#[tokio::test]
+async fn offline_queue_is_dispatched_on_hello() {
+    let h = Harness::new();
+    let owner = h.user("ada").await;
+    let (wid, wconn, credential) = h.worker(&owner).await;
+    let (sid, _) = h.chat(&owner, &wid, &wconn).await;
+    h.domain.disconnect(&wconn, h.now()).await;
+    let m = h.ok(&owner, json!({"action": "message_send", "session_id": sid, "message_id": "msg_q", "text": "later"})).await;
+    assert_eq!(m["message"]["status"], "queued");
+    let again = h.connect_worker(&credential).await.expect("reconnects");
+    h.ok(&again, json!({"action": "worker_hello", "active_messages": []})).await;
+    assert!(h
+        .push
+        .take(&again)
+        .iter()
+        .any(|f| matches!(f, ServerFrame::MessageDispatch { message_id, .. } if message_id.as_str() == "msg_q")));
+}
+
+#[tokio::test]
+async fn a_worker_that_lost_a_message_fails_it_on_hello() {
+    let h = Harness::new();
+    let owner = h.user("ada").await;
+    let (wid, wconn, credential) = h.worker(&owner).await;
+    let (sid, mid) = h.chat(&owner, &wid, &wconn).await;
+    h.ok(&wconn, json!({"action": "message_started", "message_id": mid})).await;
+    h.domain.disconnect(&wconn, h.now()).await;
+    let again = h.connect_worker(&credential).await.expect("reconnects");
+    h.ok(&again, json!({"action": "worker_hello", "active_messages": []})).await;
+    let hist = h.history(&owner, &sid).await;
+    assert_eq!(hist["messages"][0]["status"], "failed");
+    assert_eq!(hist["session"]["status"], "ready", "the session stays usable");
+}
+
+#[tokio::test]
+async fn other_users_see_nothing() {
+    let h = Harness::new();
+    let ada = h.user("ada").await;
+    let bob = h.user("bob").await;
+    let (wid, wconn, _) = h.worker(&ada).await;
+    let (sid, mid) = h.chat(&ada, &wid, &wconn).await;
+    for body in [
+        json!({"action": "session_watch", "session_id": sid}),
+        json!({"action": "session_history", "session_id": sid}),
+        json!({"action": "session_end", "session_id": sid}),
+        json!({"action": "message_send", "session_id": sid, "message_id": "msg_b", "text": "x"}),
+        json!({"action": "message_abort", "message_id": mid}),
+        json!({"action": "worker_revoke", "worker_id": wid}),
+        json!({"action": "session_start", "session_id": "ses_b", "worker_id": wid, "model": {"provider_id": "p", "model_id": "m"}}),
+        json!({"action": "session_list", "worker_id": wid}),
+    ] {
+        assert_eq!(h.code(&bob, body.clone()).await, ErrorCode::NotFound, "{body}");
+    }
+    assert_eq!(h.ok(&bob, json!({"action": "machine_list"})).await["machines"], json!([]));
+    assert_eq!(h.ok(&bob, json!({"action": "session_list"})).await["sessions"], json!([]));
+    let hist = h.history(&ada, &sid).await;
+    assert_eq!(hist["session"]["status"], "ready");
+    assert_eq!(hist["messages"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn abort_and_end() {
+    let h = Harness::new();
+    let owner = h.user("ada").await;
+    let (wid, wconn, _) = h.worker(&owner).await;
+    let (sid, mid) = h.chat(&owner, &wid, &wconn).await;
+    h.ok(&wconn, json!({"action": "message_started", "message_id": mid})).await;
+    h.push.take(&wconn);
+    h.ok(&owner, json!({"action": "message_abort", "message_id": mid})).await;
+    assert!(h.push.take(&wconn).iter().any(|f| matches!(f, ServerFrame::MessageAbort { .. })));
+    h.ok(&wconn, json!({"action": "message_complete", "message_id": mid, "outcome": "aborted", "chunk_count": 0})).await;
+    h.ok(&owner, json!({"action": "session_end", "session_id": sid})).await;
+    assert!(h.push.take(&wconn).iter().any(|f| matches!(f, ServerFrame::SessionEnd { .. })));
+    assert_eq!(
+        h.code(&owner, json!({"action": "message_send", "session_id": sid, "message_id": "msg_late", "text": "x"})).await,
+        ErrorCode::SessionClosed
+    );
+}
+
+#[tokio::test]
+async fn permission_prompts_reach_the_worker_once() {
+    let h = Harness::new();
+    let owner = h.user("ada").await;
+    let (wid, wconn, _) = h.worker(&owner).await;
+    let (_, mid) = h.chat(&owner, &wid, &wconn).await;
+    h.ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [
+        {"seq": 0, "kind": "permission_request", "prompt_id": "per_1", "permission": "bash", "patterns": ["ls"]}
+    ]}))
+    .await;
+    assert_eq!(
+        h.code(&owner, json!({"action": "prompt_reply", "prompt_id": "per_1", "answer": {"kind": "question", "answers": []}})).await,
+        ErrorCode::BadRequest
+    );
+    h.push.take(&wconn);
+    h.ok(&owner, json!({"action": "prompt_reply", "prompt_id": "per_1", "answer": {"kind": "permission", "reply": "once"}})).await;
+    assert!(h.push.take(&wconn).iter().any(|f| matches!(f, ServerFrame::PromptAnswer { .. })));
+    assert_eq!(
+        h.code(&owner, json!({"action": "prompt_reply", "prompt_id": "per_1", "answer": {"kind": "permission", "reply": "reject"}})).await,
+        ErrorCode::AlreadyAnswered
+    );
+}
+
+#[tokio::test]
+async fn gone_watchers_are_dropped_and_do_not_fail_the_sender() {
+    let h = Harness::new();
+    let owner = h.user("ada").await;
+    let (wid, wconn, _) = h.worker(&owner).await;
+    let (_, mid) = h.chat(&owner, &wid, &wconn).await;
+    h.push.set_gone(&owner);
+    h.ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [text_chunk(0, "a")]})).await;
+    assert_eq!(h.code(&owner, json!({"action": "ping"})).await, ErrorCode::Unauthorized, "its record is gone");
+}
+
+#[tokio::test]
+async fn history_pages_resume_from_a_cursor() {
+    let h = Harness::new();
+    let owner = h.user("ada").await;
+    let (wid, wconn, _) = h.worker(&owner).await;
+    let (sid, mid) = h.chat(&owner, &wid, &wconn).await;
+    // About 200 KB of answer: more than one page.
+    let big = "x".repeat(8000);
+    for seq in 0..25u32 {
+        h.ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [text_chunk(seq, &big)]})).await;
+    }
+    let mut cursor = Value::Null;
+    let mut all = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = h.ok(&owner, json!({"action": "session_history", "session_id": sid, "after": cursor})).await;
+        assert!(page.to_string().len() < 128 * 1024, "a page fits API Gateway's message limit");
+        all.extend(seqs(&page));
+        pages += 1;
+        if page["next"].is_null() {
+            break;
+        }
+        cursor = page["next"].clone();
+    }
+    assert!(pages > 1);
+    assert_eq!(all, (0..25).collect::<Vec<u64>>());
+    let page = h.ok(&owner, json!({"action": "session_history", "session_id": sid, "after": {"message": 0, "seq": 20}})).await;
+    assert_eq!(seqs(&page), (20..25).collect::<Vec<u64>>());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Chunk frames in any order, with any retries, handled concurrently:
+    /// every seq stored once, history in order.
+    #[test]
+    fn any_order_any_retries_store_each_seq_once(
+        order in Just((0u32..12).collect::<Vec<_>>()).prop_shuffle(),
+        retries in proptest::collection::vec(0u32..12, 0..12),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let h = Arc::new(Harness::new());
+            let owner = h.user("ada").await;
+            let (wid, wconn, _) = h.worker(&owner).await;
+            let (sid, mid) = h.chat(&owner, &wid, &wconn).await;
+            let mut tasks = Vec::new();
+            for seq in order.into_iter().chain(retries) {
+                let (h, wconn, mid) = (h.clone(), wconn.clone(), mid.clone());
+                tasks.push(tokio::spawn(async move {
+                    h.ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [text_chunk(seq, "d")]})).await
+                }));
+            }
+            for t in tasks {
+                t.await.expect("task");
+            }
+            let hist = h.history(&owner, &sid).await;
+            assert_eq!(seqs(&hist), (0..12).collect::<Vec<u64>>());
+        });
+    }
+}
