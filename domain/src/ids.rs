@@ -3,8 +3,9 @@
 //!
 //! Server-minted ids carry a short prefix (`usr_`, `wkr_`, …) and random
 //! base32 characters. Client-minted ids (sessions, messages, request ids) are
-//! any 1–64 characters of `[A-Za-z0-9_.:-]`, so a client can pick UUIDs or
-//! ULIDs and retry a request with the same id.
+//! any 1–64 characters of `[A-Za-z0-9_.:=-]`, so a client can pick UUIDs or
+//! ULIDs and retry a request with the same id. (`=` because API Gateway's
+//! connection ids end in it.)
 
 use std::fmt;
 
@@ -24,10 +25,10 @@ fn check(kind: &str, s: &str) -> Result<(), IdError> {
     }
     if !s
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'='))
     {
         return Err(IdError(format!(
-            "{kind} may contain only letters, digits, '_', '-', '.' and ':'"
+            "{kind} may contain only letters, digits, '_', '-', '.', ':' and '='"
         )));
     }
     Ok(())
@@ -133,6 +134,7 @@ mod tests {
         assert!(SessionId::parse("a b").is_err());
         assert!(SessionId::parse("x".repeat(65)).is_err());
         assert!(MessageId::parse("msg_ABC.1:2-3").is_ok());
+        assert!(ConnectionId::parse("L0SM9cOFvHcCIhw=").is_ok());
     }
 
     #[test]

@@ -1,0 +1,1224 @@
+//! `impl Store for SqliteStore`: one statement (or one short transaction)
+//! per method. Arguments are copied into owned values first because each
+//! call runs on the blocking pool.
+
+use rusqlite::{
+    params, Connection as SqlConn, OptionalExtension, Params, Row, Transaction, TransactionBehavior,
+};
+use tether_domain::auth::SecretHash;
+use tether_domain::ids::{ConnectionId, MessageId, PromptId, SessionId, UserId, WorkerId};
+use tether_domain::model::{
+    Chunk, Connection, Message, MessageStatus, Millis, Prompt, Session, SessionStatus, User,
+    Worker, WorkerStatus,
+};
+use tether_domain::protocol::PromptAnswer;
+use tether_domain::store::{
+    Inserted, MessagePatch, SessionPatch, Store, StoreError, StoreResult, WorkerProfile,
+};
+
+use super::rows::{
+    chunk_row, connection_row, message_row, principal_cols, prompt_kind_str, prompt_row,
+    session_row, to_json, user_row, worker_row, USER_COLS, WORKER_COLS,
+};
+use super::{db_err, SqliteStore};
+
+/// Every query on a request path, by name, so that a test can check each
+/// one's plan uses an index. Statements are built once per process.
+pub(super) mod sql {
+    use std::sync::LazyLock;
+
+    use super::super::rows::{
+        CHUNK_COLS, CONNECTION_COLS, MESSAGE_COLS, PRINCIPAL_USER, PRINCIPAL_WORKER, PROMPT_COLS,
+        SESSION_COLS, USER_COLS, WORKER_COLS,
+    };
+
+    macro_rules! query {
+        ($name:ident, $($fmt:tt)*) => {
+            pub(in super::super) static $name: LazyLock<String> =
+                LazyLock::new(|| format!($($fmt)*));
+        };
+    }
+
+    query!(USER_BY_ID, "SELECT {USER_COLS} FROM users WHERE id = ?1");
+    query!(
+        USER_BY_NAME,
+        "SELECT {USER_COLS} FROM users WHERE name = ?1"
+    );
+    query!(
+        USER_BY_SECRET,
+        "SELECT {USER_COLS} FROM users WHERE secret_hash = ?1"
+    );
+    query!(
+        TAKE_TICKET,
+        "DELETE FROM tickets WHERE hash = ?1 RETURNING user_id, expires_at"
+    );
+    query!(
+        WORKER_BY_ID,
+        "SELECT {WORKER_COLS} FROM workers WHERE id = ?1"
+    );
+    query!(
+        WORKER_BY_CREDENTIAL,
+        "SELECT {WORKER_COLS} FROM workers WHERE credential_hash = ?1"
+    );
+    // Codes are random, so two live ones may collide; the newest wins.
+    query!(
+        WORKER_BY_PAIRING_CODE,
+        "SELECT {WORKER_COLS} FROM workers WHERE pairing_code = ?1 \
+         ORDER BY created_at DESC, id DESC LIMIT 1"
+    );
+    query!(
+        WORKERS_OF,
+        "SELECT {WORKER_COLS} FROM workers WHERE owner = ?1 ORDER BY created_at, id"
+    );
+    query!(
+        PENDING_WORKERS,
+        "SELECT {WORKER_COLS} FROM workers \
+         WHERE status = 'pending' AND pairing_expires_at > ?1 ORDER BY created_at, id"
+    );
+    query!(
+        SET_PAIRING_CODE,
+        "UPDATE workers SET pairing_code = ?2, pairing_expires_at = ?3 \
+         WHERE id = ?1 AND status = 'pending'"
+    );
+    query!(
+        TRANSITION_WORKER,
+        "UPDATE workers SET status = ?3, pairing_code = NULL, pairing_expires_at = NULL, \
+         owner = COALESCE(?4, owner), name = COALESCE(?5, name) \
+         WHERE id = ?1 AND status = ?2 RETURNING {WORKER_COLS}"
+    );
+    query!(
+        SET_WORKER_CONNECTION,
+        "UPDATE workers SET connection = ?2, last_seen = ?3 WHERE id = ?1"
+    );
+    query!(
+        CLEAR_WORKER_CONNECTION,
+        "UPDATE workers SET connection = NULL WHERE id = ?1 AND connection = ?2"
+    );
+    query!(
+        TOUCH_WORKER,
+        "UPDATE workers SET last_seen = ?2 WHERE id = ?1"
+    );
+    query!(
+        SET_WORKER_PROFILE,
+        "UPDATE workers SET machine = COALESCE(?2, machine), name = COALESCE(?3, name), \
+         workdir = COALESCE(?4, workdir), version = COALESCE(?5, version), \
+         models = COALESCE(?6, models), default_model = COALESCE(?7, default_model) \
+         WHERE id = ?1"
+    );
+    query!(
+        PUT_CONNECTION,
+        "INSERT INTO connections ({CONNECTION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (id) DO UPDATE SET principal_kind = excluded.principal_kind, \
+         principal_id = excluded.principal_id, owner = excluded.owner, \
+         connected_at = excluded.connected_at, last_seen = excluded.last_seen, \
+         expires_at = excluded.expires_at"
+    );
+    query!(
+        CONNECTION_BY_ID,
+        "SELECT {CONNECTION_COLS} FROM connections WHERE id = ?1"
+    );
+    query!(
+        DELETE_CONNECTION,
+        "DELETE FROM connections WHERE id = ?1 RETURNING {CONNECTION_COLS}"
+    );
+    query!(
+        TOUCH_CONNECTION,
+        "UPDATE connections SET last_seen = ?2 WHERE id = ?1"
+    );
+    query!(
+        USER_CONNECTIONS,
+        "SELECT id FROM connections \
+         WHERE principal_kind = '{PRINCIPAL_USER}' AND principal_id = ?1 AND expires_at > ?2 \
+         ORDER BY connected_at, id"
+    );
+    query!(
+        SET_CONNECTIONS_OWNER,
+        "UPDATE connections SET owner = ?2 \
+         WHERE principal_kind = '{PRINCIPAL_WORKER}' AND principal_id = ?1"
+    );
+    query!(
+        WORKER_CONNECTIONS,
+        "SELECT id FROM connections \
+         WHERE principal_kind = '{PRINCIPAL_WORKER}' AND principal_id = ?1 ORDER BY connected_at, id"
+    );
+    query!(
+        CONNECTION_EXISTS,
+        "SELECT EXISTS (SELECT 1 FROM connections WHERE id = ?1)"
+    );
+    query!(
+        WATCH,
+        "INSERT INTO watches (session, connection) VALUES (?1, ?2) \
+         ON CONFLICT (session, connection) DO NOTHING"
+    );
+    query!(
+        UNWATCH,
+        "DELETE FROM watches WHERE session = ?1 AND connection = ?2"
+    );
+    query!(
+        WATCHERS,
+        "SELECT connection FROM watches WHERE session = ?1 ORDER BY connection"
+    );
+    query!(
+        SESSION_BY_ID,
+        "SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"
+    );
+    query!(
+        INSERT_SESSION,
+        "INSERT INTO sessions ({SESSION_COLS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    );
+    query!(
+        SESSIONS_OF,
+        "SELECT {SESSION_COLS} FROM sessions WHERE owner = ?1 AND created_at < ?2 \
+         ORDER BY created_at DESC, id DESC LIMIT ?3"
+    );
+    query!(
+        SESSIONS_OF_WORKER,
+        "SELECT {SESSION_COLS} FROM sessions \
+         WHERE owner = ?1 AND worker = ?2 AND created_at < ?3 \
+         ORDER BY created_at DESC, id DESC LIMIT ?4"
+    );
+    query!(
+        STARTING_SESSIONS,
+        "SELECT {SESSION_COLS} FROM sessions WHERE worker = ?1 AND status = 'starting' \
+         ORDER BY created_at, id"
+    );
+    // `from` is a JSON array of statuses, so one cached statement serves
+    // every from-set.
+    query!(
+        TRANSITION_SESSION,
+        "UPDATE sessions SET status = ?3, \
+         agent_session_id = COALESCE(?4, agent_session_id), error = COALESCE(?5, error), \
+         updated_at = ?6 \
+         WHERE id = ?1 AND status IN (SELECT value FROM json_each(?2)) \
+         RETURNING {SESSION_COLS}"
+    );
+    query!(
+        BUMP_MESSAGE_COUNT,
+        "UPDATE sessions SET message_count = message_count + 1 WHERE id = ?1 \
+         RETURNING message_count - 1"
+    );
+    query!(
+        MESSAGE_BY_ID,
+        "SELECT {MESSAGE_COLS} FROM messages WHERE id = ?1"
+    );
+    query!(
+        INSERT_MESSAGE,
+        "INSERT INTO messages ({MESSAGE_COLS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    );
+    query!(
+        MESSAGES_OF,
+        "SELECT {MESSAGE_COLS} FROM messages WHERE session = ?1 AND number >= ?2 \
+         ORDER BY number LIMIT ?3"
+    );
+    // The status list repeats the `messages_open` index's condition so the
+    // planner can use that partial index.
+    query!(
+        OPEN_MESSAGES,
+        "SELECT {cols} FROM messages AS m JOIN sessions AS s ON s.id = m.session \
+         WHERE m.worker = ?1 AND m.status IN ('queued', 'dispatched', 'streaming') \
+         ORDER BY s.created_at, s.id, m.number",
+        cols = MESSAGE_COLS
+            .split(", ")
+            .map(|c| format!("m.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    query!(
+        TRANSITION_MESSAGE,
+        "UPDATE messages SET status = ?3, chunk_count = COALESCE(?4, chunk_count), \
+         final_text = COALESCE(?5, final_text), error = COALESCE(?6, error), \
+         updated_at = ?7 \
+         WHERE id = ?1 AND status IN (SELECT value FROM json_each(?2)) \
+         RETURNING {MESSAGE_COLS}"
+    );
+    query!(
+        INSERT_CHUNK,
+        "INSERT INTO chunks ({CHUNK_COLS}) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (message, seq) DO NOTHING"
+    );
+    query!(
+        CHUNK_BY_KEY,
+        "SELECT {CHUNK_COLS} FROM chunks WHERE message = ?1 AND seq = ?2"
+    );
+    query!(
+        CHUNKS,
+        "SELECT {CHUNK_COLS} FROM chunks WHERE message = ?1 AND seq >= ?2 \
+         ORDER BY seq LIMIT ?3"
+    );
+    query!(
+        INSERT_PROMPT,
+        "INSERT INTO prompts ({PROMPT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         ON CONFLICT (id) DO NOTHING"
+    );
+    query!(
+        PROMPT_BY_ID,
+        "SELECT {PROMPT_COLS} FROM prompts WHERE id = ?1"
+    );
+    query!(
+        ANSWER_PROMPT,
+        "UPDATE prompts SET answer = ?2 WHERE id = ?1 AND answer IS NULL \
+         RETURNING {PROMPT_COLS}"
+    );
+    query!(
+        SET_PROMPT_DELIVERED,
+        "UPDATE prompts SET delivered = 1 WHERE id = ?1"
+    );
+    query!(
+        UNDELIVERED_PROMPTS,
+        "SELECT {PROMPT_COLS} FROM prompts \
+         WHERE worker = ?1 AND answer IS NOT NULL AND delivered = 0 \
+         ORDER BY created_at, id"
+    );
+
+    /// Every statement above, for the query-plan test.
+    #[cfg(test)]
+    pub(in super::super) fn all() -> Vec<(&'static str, &'static str)> {
+        macro_rules! list {
+            ($($name:ident),* $(,)?) => {
+                vec![$((stringify!($name), $name.as_str())),*]
+            };
+        }
+        list![
+            USER_BY_ID,
+            USER_BY_NAME,
+            USER_BY_SECRET,
+            TAKE_TICKET,
+            WORKER_BY_ID,
+            WORKER_BY_CREDENTIAL,
+            WORKER_BY_PAIRING_CODE,
+            WORKERS_OF,
+            PENDING_WORKERS,
+            SET_PAIRING_CODE,
+            TRANSITION_WORKER,
+            SET_WORKER_CONNECTION,
+            CLEAR_WORKER_CONNECTION,
+            TOUCH_WORKER,
+            SET_WORKER_PROFILE,
+            PUT_CONNECTION,
+            CONNECTION_BY_ID,
+            DELETE_CONNECTION,
+            TOUCH_CONNECTION,
+            USER_CONNECTIONS,
+            SET_CONNECTIONS_OWNER,
+            WORKER_CONNECTIONS,
+            CONNECTION_EXISTS,
+            WATCH,
+            UNWATCH,
+            WATCHERS,
+            SESSION_BY_ID,
+            INSERT_SESSION,
+            SESSIONS_OF,
+            SESSIONS_OF_WORKER,
+            STARTING_SESSIONS,
+            TRANSITION_SESSION,
+            BUMP_MESSAGE_COUNT,
+            MESSAGE_BY_ID,
+            INSERT_MESSAGE,
+            MESSAGES_OF,
+            OPEN_MESSAGES,
+            TRANSITION_MESSAGE,
+            INSERT_CHUNK,
+            CHUNK_BY_KEY,
+            CHUNKS,
+            INSERT_PROMPT,
+            PROMPT_BY_ID,
+            ANSWER_PROMPT,
+            SET_PROMPT_DELIVERED,
+            UNDELIVERED_PROMPTS,
+        ]
+    }
+}
+
+/// `before = None` pages from the newest session.
+const NO_UPPER_BOUND: Millis = Millis::MAX;
+
+type RowFn<T> = fn(&Row<'_>) -> rusqlite::Result<T>;
+
+fn one<T, P: Params>(
+    conn: &SqlConn,
+    op: &str,
+    sql: &str,
+    p: P,
+    f: RowFn<T>,
+) -> StoreResult<Option<T>> {
+    conn.prepare_cached(sql)
+        .and_then(|mut st| st.query_row(p, f).optional())
+        .map_err(|e| db_err(op, e))
+}
+
+fn all<T, P: Params>(
+    conn: &SqlConn,
+    op: &str,
+    sql: &str,
+    p: P,
+    f: RowFn<T>,
+) -> StoreResult<Vec<T>> {
+    let run = || -> rusqlite::Result<Vec<T>> {
+        let mut st = conn.prepare_cached(sql)?;
+        let rows = st.query_map(p, f)?;
+        rows.collect()
+    };
+    run().map_err(|e| db_err(op, e))
+}
+
+/// Runs a write; returns how many rows it changed.
+fn exec<P: Params>(conn: &SqlConn, op: &str, sql: &str, p: P) -> StoreResult<usize> {
+    conn.prepare_cached(sql)
+        .and_then(|mut st| st.execute(p))
+        .map_err(|e| db_err(op, e))
+}
+
+fn immediate<'c>(conn: &'c mut SqlConn, op: &str) -> StoreResult<Transaction<'c>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| db_err(op, e))
+}
+
+fn commit(tx: Transaction<'_>, op: &str) -> StoreResult<()> {
+    tx.commit().map_err(|e| db_err(op, e))
+}
+
+fn connection_id(row: &Row<'_>) -> rusqlite::Result<String> {
+    row.get(0)
+}
+
+fn parse_connection_ids(ids: Vec<String>) -> StoreResult<Vec<ConnectionId>> {
+    ids.into_iter()
+        .map(|s| {
+            ConnectionId::parse(s).map_err(|e| StoreError::Corrupt(format!("connection id: {e}")))
+        })
+        .collect()
+}
+
+/// A from-set as the JSON array the transition statements read.
+fn status_set<T: Copy>(from: &[T], as_str: fn(T) -> &'static str) -> StoreResult<String> {
+    to_json(
+        "status set",
+        &from.iter().map(|s| as_str(*s)).collect::<Vec<_>>(),
+    )
+}
+
+fn opt_json<T: serde::Serialize>(what: &str, value: Option<&T>) -> StoreResult<Option<String>> {
+    value.map(|v| to_json(what, v)).transpose()
+}
+
+impl Store for SqliteStore {
+    // ---- users ----
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let u = user.clone();
+        self.run("create_user", move |conn| {
+            let sql = format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5)");
+            let p = params![
+                u.id.as_str(),
+                u.name,
+                u.secret_hash.as_str(),
+                u.admin,
+                u.created_at
+            ];
+            exec(conn, "create_user", &sql, p).map(drop)
+        })
+        .await
+    }
+
+    async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
+        let id = id.clone();
+        self.run("user", move |conn| {
+            one(conn, "user", &sql::USER_BY_ID, [id.as_str()], user_row)
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, name: &str) -> StoreResult<Option<User>> {
+        let name = name.to_owned();
+        self.run("user_by_name", move |conn| {
+            one(conn, "user_by_name", &sql::USER_BY_NAME, [name], user_row)
+        })
+        .await
+    }
+
+    async fn user_by_secret(&self, hash: &SecretHash) -> StoreResult<Option<User>> {
+        let hash = hash.clone();
+        self.run("user_by_secret", move |conn| {
+            one(
+                conn,
+                "user_by_secret",
+                &sql::USER_BY_SECRET,
+                [hash.as_str()],
+                user_row,
+            )
+        })
+        .await
+    }
+
+    async fn users(&self) -> StoreResult<Vec<User>> {
+        self.run("users", move |conn| {
+            let sql = format!("SELECT {USER_COLS} FROM users ORDER BY name");
+            all(conn, "users", &sql, [], user_row)
+        })
+        .await
+    }
+
+    async fn set_user_secret(&self, id: &UserId, hash: &SecretHash) -> StoreResult<bool> {
+        let (id, hash) = (id.clone(), hash.clone());
+        self.run("set_user_secret", move |conn| {
+            let sql = "UPDATE users SET secret_hash = ?2 WHERE id = ?1";
+            Ok(exec(conn, "set_user_secret", sql, [id.as_str(), hash.as_str()])? == 1)
+        })
+        .await
+    }
+
+    // ---- tickets ----
+
+    async fn put_ticket(
+        &self,
+        hash: &SecretHash,
+        user: &UserId,
+        expires_at: Millis,
+    ) -> StoreResult<()> {
+        let (hash, user) = (hash.clone(), user.clone());
+        self.run("put_ticket", move |conn| {
+            let sql = "INSERT INTO tickets (hash, user_id, expires_at) VALUES (?1, ?2, ?3) \
+                       ON CONFLICT (hash) DO UPDATE SET user_id = excluded.user_id, \
+                       expires_at = excluded.expires_at";
+            let p = params![hash.as_str(), user.as_str(), expires_at];
+            exec(conn, "put_ticket", sql, p).map(drop)
+        })
+        .await
+    }
+
+    async fn take_ticket(&self, hash: &SecretHash, now: Millis) -> StoreResult<Option<UserId>> {
+        let hash = hash.clone();
+        self.run("take_ticket", move |conn| {
+            // One DELETE ... RETURNING: of two concurrent takes, only one
+            // gets the row back.
+            let taken: Option<(String, Millis)> = one(
+                conn,
+                "take_ticket",
+                &sql::TAKE_TICKET,
+                [hash.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            match taken {
+                Some((user, expires_at)) if expires_at > now => UserId::parse(user)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt(format!("ticket user: {e}"))),
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+
+    // ---- workers ----
+
+    async fn create_worker(&self, worker: &Worker) -> StoreResult<()> {
+        let w = worker.clone();
+        self.run("create_worker", move |conn| {
+            let sql = format!(
+                "INSERT INTO workers ({WORKER_COLS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+            );
+            let p = params![
+                w.id.as_str(),
+                w.owner.as_ref().map(UserId::as_str),
+                w.status.as_str(),
+                w.credential_hash.as_str(),
+                w.machine,
+                w.name,
+                w.workdir,
+                w.pairing_code,
+                w.pairing_expires_at,
+                w.connection.as_ref().map(ConnectionId::as_str),
+                w.last_seen,
+                to_json("models", &w.models)?,
+                opt_json("default model", w.default_model.as_ref())?,
+                w.version,
+                w.created_at,
+            ];
+            exec(conn, "create_worker", &sql, p).map(drop)
+        })
+        .await
+    }
+
+    async fn worker(&self, id: &WorkerId) -> StoreResult<Option<Worker>> {
+        let id = id.clone();
+        self.run("worker", move |conn| {
+            one(
+                conn,
+                "worker",
+                &sql::WORKER_BY_ID,
+                [id.as_str()],
+                worker_row,
+            )
+        })
+        .await
+    }
+
+    async fn worker_by_credential(&self, hash: &SecretHash) -> StoreResult<Option<Worker>> {
+        let hash = hash.clone();
+        self.run("worker_by_credential", move |conn| {
+            let sql = &sql::WORKER_BY_CREDENTIAL;
+            one(
+                conn,
+                "worker_by_credential",
+                sql,
+                [hash.as_str()],
+                worker_row,
+            )
+        })
+        .await
+    }
+
+    async fn worker_by_pairing_code(&self, code: &str) -> StoreResult<Option<Worker>> {
+        let code = code.to_owned();
+        self.run("worker_by_pairing_code", move |conn| {
+            let sql = &sql::WORKER_BY_PAIRING_CODE;
+            one(conn, "worker_by_pairing_code", sql, [code], worker_row)
+        })
+        .await
+    }
+
+    async fn workers_of(&self, owner: &UserId) -> StoreResult<Vec<Worker>> {
+        let owner = owner.clone();
+        self.run("workers_of", move |conn| {
+            all(
+                conn,
+                "workers_of",
+                &sql::WORKERS_OF,
+                [owner.as_str()],
+                worker_row,
+            )
+        })
+        .await
+    }
+
+    async fn pending_workers(&self, now: Millis) -> StoreResult<Vec<Worker>> {
+        self.run("pending_workers", move |conn| {
+            all(
+                conn,
+                "pending_workers",
+                &sql::PENDING_WORKERS,
+                [now],
+                worker_row,
+            )
+        })
+        .await
+    }
+
+    async fn set_pairing_code(
+        &self,
+        id: &WorkerId,
+        code: &str,
+        expires_at: Millis,
+    ) -> StoreResult<bool> {
+        let (id, code) = (id.clone(), code.to_owned());
+        self.run("set_pairing_code", move |conn| {
+            let p = params![id.as_str(), code, expires_at];
+            Ok(exec(conn, "set_pairing_code", &sql::SET_PAIRING_CODE, p)? == 1)
+        })
+        .await
+    }
+
+    async fn transition_worker(
+        &self,
+        id: &WorkerId,
+        from: WorkerStatus,
+        to: WorkerStatus,
+        owner: Option<&UserId>,
+        name: Option<&str>,
+    ) -> StoreResult<Option<Worker>> {
+        let id = id.clone();
+        let owner = owner.cloned();
+        let name = name.map(str::to_owned);
+        self.run("transition_worker", move |conn| {
+            let p = params![
+                id.as_str(),
+                from.as_str(),
+                to.as_str(),
+                owner.as_ref().map(UserId::as_str),
+                name
+            ];
+            one(
+                conn,
+                "transition_worker",
+                &sql::TRANSITION_WORKER,
+                p,
+                worker_row,
+            )
+        })
+        .await
+    }
+
+    async fn set_worker_connection(
+        &self,
+        id: &WorkerId,
+        connection: &ConnectionId,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let (id, connection) = (id.clone(), connection.clone());
+        self.run("set_worker_connection", move |conn| {
+            let p = params![id.as_str(), connection.as_str(), now];
+            exec(
+                conn,
+                "set_worker_connection",
+                &sql::SET_WORKER_CONNECTION,
+                p,
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn clear_worker_connection(
+        &self,
+        id: &WorkerId,
+        connection: &ConnectionId,
+    ) -> StoreResult<bool> {
+        let (id, connection) = (id.clone(), connection.clone());
+        self.run("clear_worker_connection", move |conn| {
+            let p = [id.as_str(), connection.as_str()];
+            Ok(exec(
+                conn,
+                "clear_worker_connection",
+                &sql::CLEAR_WORKER_CONNECTION,
+                p,
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn touch_worker(&self, id: &WorkerId, now: Millis) -> StoreResult<()> {
+        let id = id.clone();
+        self.run("touch_worker", move |conn| {
+            exec(
+                conn,
+                "touch_worker",
+                &sql::TOUCH_WORKER,
+                params![id.as_str(), now],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn set_worker_profile(&self, id: &WorkerId, profile: &WorkerProfile) -> StoreResult<()> {
+        let id = id.clone();
+        let w = profile.clone();
+        self.run("set_worker_profile", move |conn| {
+            // An empty list means the hello named no models, not that the
+            // worker has none: keep what is stored.
+            let models = (!w.models.is_empty()).then_some(&w.models);
+            let p = params![
+                id.as_str(),
+                w.machine,
+                w.name,
+                w.workdir,
+                w.version,
+                opt_json("models", models)?,
+                opt_json("default model", w.default_model.as_ref())?
+            ];
+            exec(conn, "set_worker_profile", &sql::SET_WORKER_PROFILE, p).map(drop)
+        })
+        .await
+    }
+
+    // ---- connections ----
+
+    async fn put_connection(&self, connection: &Connection) -> StoreResult<()> {
+        let c = connection.clone();
+        self.run("put_connection", move |conn| {
+            let (kind, principal) = principal_cols(&c.principal);
+            let p = params![
+                c.id.as_str(),
+                kind,
+                principal,
+                c.owner.as_ref().map(UserId::as_str),
+                c.connected_at,
+                c.last_seen,
+                c.expires_at
+            ];
+            exec(conn, "put_connection", &sql::PUT_CONNECTION, p).map(drop)
+        })
+        .await
+    }
+
+    async fn connection(&self, id: &ConnectionId) -> StoreResult<Option<Connection>> {
+        let id = id.clone();
+        self.run("connection", move |conn| {
+            one(
+                conn,
+                "connection",
+                &sql::CONNECTION_BY_ID,
+                [id.as_str()],
+                connection_row,
+            )
+        })
+        .await
+    }
+
+    async fn delete_connection(&self, id: &ConnectionId) -> StoreResult<Option<Connection>> {
+        let id = id.clone();
+        // The watches go with it by the foreign key's cascade, in the same
+        // statement.
+        self.run("delete_connection", move |conn| {
+            let sql = &sql::DELETE_CONNECTION;
+            one(
+                conn,
+                "delete_connection",
+                sql,
+                [id.as_str()],
+                connection_row,
+            )
+        })
+        .await
+    }
+
+    async fn touch_connection(&self, id: &ConnectionId, now: Millis) -> StoreResult<()> {
+        let id = id.clone();
+        self.run("touch_connection", move |conn| {
+            let p = params![id.as_str(), now];
+            exec(conn, "touch_connection", &sql::TOUCH_CONNECTION, p).map(drop)
+        })
+        .await
+    }
+
+    async fn user_connections(&self, user: &UserId, now: Millis) -> StoreResult<Vec<ConnectionId>> {
+        let user = user.clone();
+        self.run("user_connections", move |conn| {
+            let p = params![user.as_str(), now];
+            parse_connection_ids(all(
+                conn,
+                "user_connections",
+                &sql::USER_CONNECTIONS,
+                p,
+                connection_id,
+            )?)
+        })
+        .await
+    }
+
+    async fn set_connections_owner(&self, worker: &WorkerId, owner: &UserId) -> StoreResult<()> {
+        let (worker, owner) = (worker.clone(), owner.clone());
+        self.run("set_connections_owner", move |conn| {
+            let p = [worker.as_str(), owner.as_str()];
+            exec(
+                conn,
+                "set_connections_owner",
+                &sql::SET_CONNECTIONS_OWNER,
+                p,
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn worker_connections(&self, worker: &WorkerId) -> StoreResult<Vec<ConnectionId>> {
+        let worker = worker.clone();
+        self.run("worker_connections", move |conn| {
+            parse_connection_ids(all(
+                conn,
+                "worker_connections",
+                &sql::WORKER_CONNECTIONS,
+                [worker.as_str()],
+                connection_id,
+            )?)
+        })
+        .await
+    }
+
+    async fn watch(&self, session: &SessionId, connection: &ConnectionId) -> StoreResult<bool> {
+        let (session, c) = (session.clone(), connection.clone());
+        self.run("watch", move |conn| {
+            let tx = immediate(conn, "watch")?;
+            let exists = one(&tx, "watch", &sql::CONNECTION_EXISTS, [c.as_str()], |r| {
+                r.get::<_, bool>(0)
+            })?;
+            if exists != Some(true) {
+                return Ok(false);
+            }
+            exec(&tx, "watch", &sql::WATCH, [session.as_str(), c.as_str()])?;
+            commit(tx, "watch")?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn unwatch(&self, session: &SessionId, connection: &ConnectionId) -> StoreResult<()> {
+        let (session, c) = (session.clone(), connection.clone());
+        self.run("unwatch", move |conn| {
+            exec(
+                conn,
+                "unwatch",
+                &sql::UNWATCH,
+                [session.as_str(), c.as_str()],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn watchers(&self, session: &SessionId) -> StoreResult<Vec<ConnectionId>> {
+        let session = session.clone();
+        self.run("watchers", move |conn| {
+            let p = [session.as_str()];
+            parse_connection_ids(all(conn, "watchers", &sql::WATCHERS, p, connection_id)?)
+        })
+        .await
+    }
+
+    // ---- sessions ----
+
+    async fn insert_session(&self, session: &Session) -> StoreResult<Inserted<Session>> {
+        let s = session.clone();
+        self.run("insert_session", move |conn| {
+            let model = to_json("model", &s.model)?;
+            let tx = immediate(conn, "insert_session")?;
+            let by_id = &sql::SESSION_BY_ID;
+            if let Some(stored) = one(&tx, "insert_session", by_id, [s.id.as_str()], session_row)? {
+                return Ok(Inserted::Existing(stored));
+            }
+            let p = params![
+                s.id.as_str(),
+                s.owner.as_str(),
+                s.worker.as_str(),
+                model,
+                s.title,
+                s.status.as_str(),
+                s.agent_session_id,
+                s.error,
+                s.message_count,
+                s.created_at,
+                s.updated_at
+            ];
+            exec(&tx, "insert_session", &sql::INSERT_SESSION, p)?;
+            commit(tx, "insert_session")?;
+            Ok(Inserted::New(s))
+        })
+        .await
+    }
+
+    async fn session(&self, id: &SessionId) -> StoreResult<Option<Session>> {
+        let id = id.clone();
+        self.run("session", move |conn| {
+            one(
+                conn,
+                "session",
+                &sql::SESSION_BY_ID,
+                [id.as_str()],
+                session_row,
+            )
+        })
+        .await
+    }
+
+    async fn sessions_of(
+        &self,
+        owner: &UserId,
+        worker: Option<&WorkerId>,
+        before: Option<Millis>,
+        limit: u32,
+    ) -> StoreResult<Vec<Session>> {
+        let owner = owner.clone();
+        let worker = worker.cloned();
+        let before = before.unwrap_or(NO_UPPER_BOUND);
+        self.run("sessions_of", move |conn| match &worker {
+            Some(w) => {
+                let p = params![owner.as_str(), w.as_str(), before, limit];
+                all(
+                    conn,
+                    "sessions_of",
+                    &sql::SESSIONS_OF_WORKER,
+                    p,
+                    session_row,
+                )
+            }
+            None => {
+                let p = params![owner.as_str(), before, limit];
+                all(conn, "sessions_of", &sql::SESSIONS_OF, p, session_row)
+            }
+        })
+        .await
+    }
+
+    async fn starting_sessions(&self, worker: &WorkerId) -> StoreResult<Vec<Session>> {
+        let worker = worker.clone();
+        self.run("starting_sessions", move |conn| {
+            let p = [worker.as_str()];
+            all(
+                conn,
+                "starting_sessions",
+                &sql::STARTING_SESSIONS,
+                p,
+                session_row,
+            )
+        })
+        .await
+    }
+
+    async fn transition_session(
+        &self,
+        id: &SessionId,
+        from: &[SessionStatus],
+        to: SessionStatus,
+        patch: &SessionPatch,
+        now: Millis,
+    ) -> StoreResult<Option<Session>> {
+        let id = id.clone();
+        let from = status_set(from, SessionStatus::as_str)?;
+        let patch = patch.clone();
+        self.run("transition_session", move |conn| {
+            let p = params![
+                id.as_str(),
+                from,
+                to.as_str(),
+                patch.agent_session_id,
+                patch.error,
+                now
+            ];
+            one(
+                conn,
+                "transition_session",
+                &sql::TRANSITION_SESSION,
+                p,
+                session_row,
+            )
+        })
+        .await
+    }
+
+    // ---- messages ----
+
+    async fn insert_message(&self, message: &Message) -> StoreResult<Inserted<Message>> {
+        let mut m = message.clone();
+        self.run("insert_message", move |conn| {
+            const OP: &str = "insert_message";
+            let tx = immediate(conn, OP)?;
+            if let Some(stored) = one(&tx, OP, &sql::MESSAGE_BY_ID, [m.id.as_str()], message_row)? {
+                return Ok(Inserted::Existing(stored));
+            }
+            let bump = &sql::BUMP_MESSAGE_COUNT;
+            m.number =
+                one(&tx, OP, bump, [m.session.as_str()], |r| r.get(0))?.ok_or_else(|| {
+                    StoreError::Conflict(format!("{OP}: session {} does not exist", m.session))
+                })?;
+            let p = params![
+                m.id.as_str(),
+                m.session.as_str(),
+                m.owner.as_str(),
+                m.worker.as_str(),
+                m.number,
+                m.text,
+                m.status.as_str(),
+                m.chunk_count,
+                m.final_text,
+                m.error,
+                m.created_at,
+                m.updated_at
+            ];
+            exec(&tx, OP, &sql::INSERT_MESSAGE, p)?;
+            commit(tx, OP)?;
+            Ok(Inserted::New(m))
+        })
+        .await
+    }
+
+    async fn message(&self, id: &MessageId) -> StoreResult<Option<Message>> {
+        let id = id.clone();
+        self.run("message", move |conn| {
+            one(
+                conn,
+                "message",
+                &sql::MESSAGE_BY_ID,
+                [id.as_str()],
+                message_row,
+            )
+        })
+        .await
+    }
+
+    async fn messages_of(
+        &self,
+        session: &SessionId,
+        from: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let session = session.clone();
+        self.run("messages_of", move |conn| {
+            let p = params![session.as_str(), from, limit];
+            all(conn, "messages_of", &sql::MESSAGES_OF, p, message_row)
+        })
+        .await
+    }
+
+    async fn open_messages(&self, worker: &WorkerId) -> StoreResult<Vec<Message>> {
+        let worker = worker.clone();
+        self.run("open_messages", move |conn| {
+            all(
+                conn,
+                "open_messages",
+                &sql::OPEN_MESSAGES,
+                [worker.as_str()],
+                message_row,
+            )
+        })
+        .await
+    }
+
+    async fn transition_message(
+        &self,
+        id: &MessageId,
+        from: &[MessageStatus],
+        to: MessageStatus,
+        patch: &MessagePatch,
+        now: Millis,
+    ) -> StoreResult<Option<Message>> {
+        let id = id.clone();
+        let from = status_set(from, MessageStatus::as_str)?;
+        let patch = patch.clone();
+        self.run("transition_message", move |conn| {
+            let p = params![
+                id.as_str(),
+                from,
+                to.as_str(),
+                patch.chunk_count,
+                patch.final_text,
+                patch.error,
+                now
+            ];
+            one(
+                conn,
+                "transition_message",
+                &sql::TRANSITION_MESSAGE,
+                p,
+                message_row,
+            )
+        })
+        .await
+    }
+
+    // ---- chunks ----
+
+    async fn insert_chunk(&self, chunk: &Chunk) -> StoreResult<Inserted<Chunk>> {
+        let c = chunk.clone();
+        self.run("insert_chunk", move |conn| {
+            const OP: &str = "insert_chunk";
+            let body = to_json("chunk body", &c.body)?;
+            let tx = immediate(conn, OP)?;
+            let p = params![c.message.as_str(), c.seq, body, c.created_at];
+            if exec(&tx, OP, &sql::INSERT_CHUNK, p)? == 1 {
+                commit(tx, OP)?;
+                return Ok(Inserted::New(c));
+            }
+            let key = params![c.message.as_str(), c.seq];
+            match one(&tx, OP, &sql::CHUNK_BY_KEY, key, chunk_row)? {
+                Some(stored) => Ok(Inserted::Existing(stored)),
+                None => Err(StoreError::Unavailable(format!(
+                    "{OP}: chunk {} of {} was neither inserted nor found",
+                    c.seq, c.message
+                ))),
+            }
+        })
+        .await
+    }
+
+    async fn chunks(&self, message: &MessageId, from: u32, limit: u32) -> StoreResult<Vec<Chunk>> {
+        let message = message.clone();
+        self.run("chunks", move |conn| {
+            all(
+                conn,
+                "chunks",
+                &sql::CHUNKS,
+                params![message.as_str(), from, limit],
+                chunk_row,
+            )
+        })
+        .await
+    }
+
+    // ---- prompts ----
+
+    async fn insert_prompt(&self, prompt: &Prompt) -> StoreResult<Inserted<Prompt>> {
+        let pr = prompt.clone();
+        self.run("insert_prompt", move |conn| {
+            const OP: &str = "insert_prompt";
+            let answer = opt_json("prompt answer", pr.answer.as_ref())?;
+            let tx = immediate(conn, OP)?;
+            let p = params![
+                pr.id.as_str(),
+                pr.session.as_str(),
+                pr.message.as_str(),
+                pr.worker.as_str(),
+                pr.owner.as_str(),
+                prompt_kind_str(pr.kind),
+                answer,
+                pr.delivered,
+                pr.created_at
+            ];
+            if exec(&tx, OP, &sql::INSERT_PROMPT, p)? == 1 {
+                commit(tx, OP)?;
+                return Ok(Inserted::New(pr));
+            }
+            match one(&tx, OP, &sql::PROMPT_BY_ID, [pr.id.as_str()], prompt_row)? {
+                Some(stored) => Ok(Inserted::Existing(stored)),
+                None => Err(StoreError::Unavailable(format!(
+                    "{OP}: prompt {} was neither inserted nor found",
+                    pr.id
+                ))),
+            }
+        })
+        .await
+    }
+
+    async fn prompt(&self, id: &PromptId) -> StoreResult<Option<Prompt>> {
+        let id = id.clone();
+        self.run("prompt", move |conn| {
+            one(
+                conn,
+                "prompt",
+                &sql::PROMPT_BY_ID,
+                [id.as_str()],
+                prompt_row,
+            )
+        })
+        .await
+    }
+
+    async fn answer_prompt(
+        &self,
+        id: &PromptId,
+        answer: &PromptAnswer,
+    ) -> StoreResult<Option<Prompt>> {
+        let id = id.clone();
+        let answer = to_json("prompt answer", answer)?;
+        self.run("answer_prompt", move |conn| {
+            let p = [id.as_str(), answer.as_str()];
+            one(conn, "answer_prompt", &sql::ANSWER_PROMPT, p, prompt_row)
+        })
+        .await
+    }
+
+    async fn set_prompt_delivered(&self, id: &PromptId) -> StoreResult<()> {
+        let id = id.clone();
+        self.run("set_prompt_delivered", move |conn| {
+            let p = [id.as_str()];
+            exec(conn, "set_prompt_delivered", &sql::SET_PROMPT_DELIVERED, p).map(drop)
+        })
+        .await
+    }
+
+    async fn undelivered_prompts(&self, worker: &WorkerId) -> StoreResult<Vec<Prompt>> {
+        let worker = worker.clone();
+        self.run("undelivered_prompts", move |conn| {
+            let p = [worker.as_str()];
+            all(
+                conn,
+                "undelivered_prompts",
+                &sql::UNDELIVERED_PROMPTS,
+                p,
+                prompt_row,
+            )
+        })
+        .await
+    }
+}

@@ -1,0 +1,168 @@
+//! The schema, as an append-only list of migrations. `PRAGMA user_version`
+//! records how many have been applied; a released step is never edited, a
+//! change is a new step at the end.
+
+use rusqlite::{Connection, TransactionBehavior};
+use tether_domain::store::{StoreError, StoreResult};
+
+use super::db_err;
+
+/// Each step runs once, in order. Entity tables are `STRICT` so that a value
+/// of the wrong type is refused on write instead of surfacing as a corrupt
+/// row on a later read.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+CREATE TABLE users (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    secret_hash TEXT NOT NULL UNIQUE,
+    admin       INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE tickets (
+    hash       TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users (id),
+    expires_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE workers (
+    id                 TEXT PRIMARY KEY,
+    owner              TEXT REFERENCES users (id),
+    status             TEXT NOT NULL
+                       CHECK (status IN ('pending', 'approved', 'rejected', 'revoked')),
+    credential_hash    TEXT NOT NULL UNIQUE,
+    machine            TEXT NOT NULL,
+    name               TEXT NOT NULL,
+    workdir            TEXT NOT NULL,
+    pairing_code       TEXT,
+    pairing_expires_at INTEGER,
+    connection         TEXT,
+    last_seen          INTEGER,
+    models             TEXT NOT NULL,
+    default_model      TEXT,
+    version            TEXT,
+    created_at         INTEGER NOT NULL
+) STRICT;
+CREATE INDEX workers_by_owner ON workers (owner, created_at, id);
+CREATE INDEX workers_by_pairing_code ON workers (pairing_code)
+    WHERE pairing_code IS NOT NULL;
+CREATE INDEX workers_pending ON workers (pairing_expires_at)
+    WHERE status = 'pending';
+
+CREATE TABLE connections (
+    id             TEXT PRIMARY KEY,
+    principal_kind TEXT NOT NULL CHECK (principal_kind IN ('user', 'worker')),
+    principal_id   TEXT NOT NULL,
+    owner          TEXT,
+    connected_at   INTEGER NOT NULL,
+    last_seen      INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL
+) STRICT;
+CREATE INDEX connections_by_principal
+    ON connections (principal_kind, principal_id, expires_at);
+
+CREATE TABLE sessions (
+    id               TEXT PRIMARY KEY,
+    owner            TEXT NOT NULL REFERENCES users (id),
+    worker           TEXT NOT NULL REFERENCES workers (id),
+    model            TEXT NOT NULL,
+    title            TEXT NOT NULL,
+    status           TEXT NOT NULL
+                     CHECK (status IN ('starting', 'ready', 'busy', 'ended', 'failed')),
+    agent_session_id TEXT,
+    error            TEXT,
+    message_count    INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+) STRICT;
+CREATE INDEX sessions_by_owner ON sessions (owner, created_at, id);
+CREATE INDEX sessions_by_owner_worker ON sessions (owner, worker, created_at, id);
+CREATE INDEX sessions_starting ON sessions (worker, created_at, id)
+    WHERE status = 'starting';
+
+-- Watches are the live state of a connection: they go with it.
+CREATE TABLE watches (
+    session    TEXT NOT NULL,
+    connection TEXT NOT NULL REFERENCES connections (id) ON DELETE CASCADE,
+    PRIMARY KEY (session, connection)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX watches_by_connection ON watches (connection);
+
+CREATE TABLE messages (
+    id            TEXT PRIMARY KEY,
+    session       TEXT NOT NULL REFERENCES sessions (id),
+    owner         TEXT NOT NULL,
+    worker        TEXT NOT NULL,
+    number        INTEGER NOT NULL,
+    text          TEXT NOT NULL,
+    status        TEXT NOT NULL
+                  CHECK (status IN ('queued', 'dispatched', 'streaming',
+                                    'complete', 'failed', 'aborted')),
+    chunk_count   INTEGER,
+    final_text    TEXT,
+    error         TEXT,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    UNIQUE (session, number)
+) STRICT;
+-- Only open messages are indexed: they are few, and final ones are never
+-- looked up by worker.
+CREATE INDEX messages_open ON messages (worker)
+    WHERE status IN ('queued', 'dispatched', 'streaming');
+
+CREATE TABLE chunks (
+    message    TEXT NOT NULL REFERENCES messages (id),
+    seq        INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (message, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE prompts (
+    id         TEXT PRIMARY KEY,
+    session    TEXT NOT NULL REFERENCES sessions (id),
+    message    TEXT NOT NULL REFERENCES messages (id),
+    worker     TEXT NOT NULL,
+    owner      TEXT NOT NULL,
+    kind       TEXT NOT NULL CHECK (kind IN ('permission', 'question')),
+    answer     TEXT,
+    delivered  INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX prompts_undelivered ON prompts (worker, created_at, id)
+    WHERE answer IS NOT NULL AND delivered = 0;
+"#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database up to [`SCHEMA_VERSION`] in one transaction, so a
+/// crash mid-way leaves the previous version intact.
+pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| db_err("begin migration", e))?;
+    let current: u32 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| db_err("read schema version", e))?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Unavailable(format!(
+            "database schema version {current} is newer than this build's {SCHEMA_VERSION}"
+        )));
+    }
+    if current == SCHEMA_VERSION {
+        return Ok(());
+    }
+    for (index, step) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(step)
+            .map_err(|e| db_err(&format!("migration {}", index + 1), e))?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(|e| db_err("write schema version", e))?;
+    tx.commit().map_err(|e| db_err("commit migration", e))?;
+    tracing::info!(from = current, to = SCHEMA_VERSION, "migrated store schema");
+    Ok(())
+}
