@@ -1,1 +1,263 @@
-//! Host wiring.
+//! The local host: the SQLite store, the domain and the gateway behind one
+//! HTTP server, as `tether up` and `tether serve` run it.
+//!
+//! Routes:
+//! - `GET /ws`: the websocket (`?ticket=` for browsers, `Authorization:
+//!   Bearer` for workers, `?v=` for the protocol version).
+//! - `POST /api/ticket`: a one-use ticket for a browser's websocket.
+//! - `POST /api/pair`: a new worker asks to be paired.
+//! - `/@connections/{id}` and `/{stage}/@connections/{id}`: API Gateway's
+//!   Management API, for processes written against AWS.
+//! - `GET /healthz`, and `GET /`: a small status page.
+//!
+//! Binding is the caller's job (it may want port 0 and the real address
+//! before serving); [`serve`] takes the listener and a shutdown future.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::{header, HeaderMap, StatusCode};
+use tether_domain::protocol::PairRequest;
+use tether_domain::store::Store;
+use tether_domain::{ApiError, Domain, ErrorCode};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::gateway::{bearer_token, now_millis, DomainBackend, Gateway, GatewayConfig, Hub};
+use crate::sqlite::SqliteStore;
+
+/// The database file inside the data directory.
+pub const STORE_FILE: &str = "tether.db";
+/// Where the websocket is served.
+pub const WS_PATH: &str = "/ws";
+/// How long a shutdown waits for websockets to close and run `$disconnect`.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything `run` needs.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// The address to serve on (the caller binds it; kept for the record).
+    pub bind: SocketAddr,
+    /// Holds the database ([`STORE_FILE`]).
+    pub data_dir: PathBuf,
+    pub gateway: GatewayConfig,
+    pub domain: tether_domain::Config,
+}
+
+/// The domain as the local host runs it.
+pub type LocalDomain = Domain<SqliteStore, Hub>;
+
+/// The database path for a data directory.
+pub fn store_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(STORE_FILE)
+}
+
+/// Opens (creating the directory and file if needed) the store of a data directory.
+pub fn open_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
+    create_private_dir(data_dir)?;
+    let path = store_path(data_dir);
+    SqliteStore::open(&path).with_context(|| format!("opening the database {}", path.display()))
+}
+
+/// The data directory holds secret hashes and every conversation: only its
+/// owner may read it.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))
+}
+
+/// The domain over the store of a data directory, with a fresh hub.
+pub fn open_domain(
+    data_dir: &Path,
+    config: tether_domain::Config,
+) -> anyhow::Result<Arc<LocalDomain>> {
+    let store = open_store(data_dir)?;
+    Ok(Arc::new(Domain::new(store, Hub::new(), config)))
+}
+
+/// The gateway over a domain: the domain's push port is the gateway's hub.
+pub fn gateway<S: Store>(
+    domain: Arc<Domain<S, Hub>>,
+    config: GatewayConfig,
+) -> Gateway<DomainBackend<S>> {
+    let hub = domain.push.clone();
+    Gateway::new(DomainBackend::new(domain), hub, config)
+}
+
+/// Every route of the host.
+pub fn router<S: Store>(gateway: &Gateway<DomainBackend<S>>) -> Router {
+    let api = Router::new()
+        .route("/api/ticket", post(issue_ticket::<S>))
+        .route("/api/pair", post(pair::<S>))
+        .with_state(gateway.backend().domain().clone());
+    gateway
+        .router(WS_PATH)
+        .merge(api)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/", get(status_page))
+}
+
+/// Opens the store in `config.data_dir` and serves until `shutdown` resolves.
+pub async fn run(
+    config: HostConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let domain = open_domain(&config.data_dir, config.domain)?;
+    serve(domain, config.gateway, listener, shutdown).await
+}
+
+/// Serves a domain on a bound listener until `shutdown` resolves, then
+/// closes the websockets (1001) and waits for their `$disconnect`.
+pub async fn serve<S: Store>(
+    domain: Arc<Domain<S, Hub>>,
+    gateway_config: GatewayConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let gateway = gateway(domain, gateway_config);
+    let app = router(&gateway);
+    let addr = listener.local_addr().context("reading the bound address")?;
+    info!(%addr, "serving");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving HTTP")?;
+    // Upgraded websockets are no longer hyper's: close them ourselves.
+    let open = gateway.live_connections();
+    if open > 0 {
+        info!(connections = open, "closing websockets");
+        if !gateway.shutdown(SHUTDOWN_GRACE).await {
+            warn!(
+                left = gateway.live_connections(),
+                "some websockets did not close in time"
+            );
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// An error answer to an HTTP request: the code's status and `{"code","message"}`.
+fn api_error(error: ApiError) -> Response {
+    if error.code == ErrorCode::Internal {
+        warn!(message = %error.message, "internal error");
+    }
+    let status =
+        StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = crate::gateway::error_body(error);
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Tickets and pairing codes are credentials: no cache may keep them.
+fn no_store(response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+async fn issue_ticket<S: Store>(
+    State(domain): State<Arc<Domain<S, Hub>>>,
+    headers: HeaderMap,
+) -> Response {
+    match domain
+        .issue_ticket(bearer_token(&headers), now_millis())
+        .await
+    {
+        Ok(ticket) => no_store(Json(ticket)),
+        Err(e) => api_error(e),
+    }
+}
+
+async fn pair<S: Store>(
+    State(domain): State<Arc<Domain<S, Hub>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // Parsed by hand so a malformed body gets the protocol's error shape
+    // rather than axum's plain-text rejection.
+    let request: PairRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return api_error(ApiError::bad_request(format!("bad pairing request: {e}"))),
+    };
+    match domain
+        .pair(bearer_token(&headers), request, now_millis())
+        .await
+    {
+        Ok(data) => no_store(Json(data)),
+        Err(e) => api_error(e),
+    }
+}
+
+async fn status_page(headers: HeaderMap) -> Html<String> {
+    // The Host header is the client's, so it is escaped before it goes into HTML.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1:8787");
+    let ws_url = html_escape(&format!("ws://{host}{WS_PATH}"));
+    let version = env!("CARGO_PKG_VERSION");
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Tether</title>
+<style>
+  body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 40rem; margin: 3rem auto; padding: 0 1rem; color: #222; }}
+  code {{ background: #f2f2f2; padding: 0.1rem 0.3rem; border-radius: 3px; }}
+  .muted {{ color: #666; }}
+</style>
+</head>
+<body>
+<h1>Tether</h1>
+<p class="muted">Version {version}. The host is running.</p>
+<p>The web UI is not built yet.</p>
+<h2>Signing in</h2>
+<p>Each person signs in with a secret. To create one, run this on the machine that hosts Tether:</p>
+<p><code>tether user add NAME</code></p>
+<p>It prints the secret once. <code>tether user reset NAME</code> replaces a lost one.</p>
+<h2>Connecting</h2>
+<p>Websocket: <code>{ws_url}</code></p>
+<p class="muted">Browsers get a one-use ticket from <code>POST /api/ticket</code> (with <code>Authorization: Bearer</code> and their secret) and connect with <code>?ticket=</code>.</p>
+</body>
+</html>
+"#
+    ))
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -1,1 +1,201 @@
-fn main() {}
+//! `tether`: runs the local host and manages its users.
+//!
+//! Standard output carries only what a person (or a test) needs to read:
+//! the listening address, and a secret when one is created. Logs go to
+//! standard error (`RUST_LOG`, default `info`).
+
+mod cli;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context as _};
+use clap::Parser as _;
+use tether_domain::store::Store as _;
+use tether_domain::Domain;
+use tether_local::gateway::{iso8601, now_millis, GatewayConfig, Hub};
+use tether_local::host::{self, LocalDomain};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command, FileConfig, UserCommand};
+
+/// The user `tether up` creates on its first start.
+const OWNER: &str = "owner";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = FileConfig::load(cli.config.as_deref())?;
+    let data_dir = cli::data_dir(&cli, &file)?;
+    match &cli.command {
+        Command::Up(args) => {
+            let gateway = args.tuning.gateway(&file);
+            let domain_config = args.tuning.domain(&file, &gateway);
+            let listener = bind(cli::up_addr(args, &file)).await?;
+            let url = url_of(&listener)?;
+            let domain = host::open_domain(&data_dir, domain_config)?;
+            if no_users(&domain).await? {
+                let (_, secret) = domain
+                    .add_user(OWNER, true, now_millis())
+                    .await
+                    .context("creating the first user")?;
+                println!("First start: created the user \"{OWNER}\".");
+                println!("  Sign in at: {url}");
+                println!("  Secret:     {}", secret.expose());
+                println!("The secret is shown only this once. `tether user reset {OWNER}` makes a new one.");
+            }
+            // A later version starts this machine's worker here, pointed at
+            // `url`, so that `tether up` alone is a working setup.
+            serve(domain, gateway, listener, &url).await
+        }
+        Command::Serve(args) => {
+            let gateway = args.tuning.gateway(&file);
+            let domain_config = args.tuning.domain(&file, &gateway);
+            let listener = bind(cli::serve_addr(args, &file)).await?;
+            let url = url_of(&listener)?;
+            let domain = host::open_domain(&data_dir, domain_config)?;
+            if no_users(&domain).await? {
+                println!(
+                    "No users yet: run `tether user add NAME --admin` to create the first one."
+                );
+            }
+            serve(domain, gateway, listener, &url).await
+        }
+        Command::User(command) => user(command, &data_dir).await,
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))
+}
+
+fn url_of(listener: &TcpListener) -> anyhow::Result<String> {
+    let addr = listener.local_addr().context("reading the bound address")?;
+    Ok(format!("http://{addr}"))
+}
+
+async fn serve(
+    domain: Arc<LocalDomain>,
+    gateway: GatewayConfig,
+    listener: TcpListener,
+    url: &str,
+) -> anyhow::Result<()> {
+    // The one line tests (and people) look for; printed once the socket is
+    // bound, so connecting right after reading it works.
+    println!("tether listening on {url}");
+    host::serve(domain, gateway, listener, shutdown_signal()).await
+}
+
+async fn no_users(domain: &LocalDomain) -> anyhow::Result<bool> {
+    let users = domain.store.users().await.context("reading users")?;
+    Ok(users.is_empty())
+}
+
+async fn user(command: &UserCommand, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let store = host::open_store(data_dir)?;
+    // No connections in this process: the hub only satisfies the type.
+    let domain = Domain::new(store, Hub::new(), tether_domain::Config::default());
+    match command {
+        UserCommand::Add { name, admin } => {
+            let (user, secret) = domain
+                .add_user(name, *admin, now_millis())
+                .await
+                .map_err(|e| anyhow!("cannot add user {name:?}: {}", e.message))?;
+            info!(user = %user.id, admin = user.admin, "user added");
+            println!("Created user \"{}\" ({}).", user.name, user.id);
+            println!("  Secret: {}", secret.expose());
+            println!(
+                "The secret is shown only this once. `tether user reset {}` makes a new one.",
+                user.name
+            );
+        }
+        UserCommand::List => {
+            let users = domain.store.users().await.context("reading users")?;
+            if users.is_empty() {
+                println!("No users. `tether user add NAME --admin` creates one.");
+                return Ok(());
+            }
+            let width = users
+                .iter()
+                .map(|u| u.name.chars().count())
+                .max()
+                .unwrap_or(4)
+                .max(4);
+            println!("{:width$}  {:28}  {:5}  CREATED", "NAME", "ID", "ADMIN");
+            for u in users {
+                println!(
+                    "{:width$}  {:28}  {:5}  {}",
+                    u.name,
+                    u.id.as_str(),
+                    if u.admin { "yes" } else { "no" },
+                    iso8601(u.created_at)
+                );
+            }
+        }
+        UserCommand::Reset { name } => {
+            let secret = domain
+                .reset_user_secret(name)
+                .await
+                .map_err(|e| anyhow!("cannot reset the secret of {name:?}: {}", e.message))?;
+            info!(user = %name, "secret reset");
+            println!("New secret for \"{name}\": {}", secret.expose());
+            println!("The secret is shown only this once; the old one no longer works.");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    info!("shutting down");
+}

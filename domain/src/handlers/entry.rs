@@ -18,7 +18,7 @@ use super::{ConnectRequest, Domain};
 /// Who sent a frame, as its connection record says.
 pub(crate) enum Caller {
     User { conn: Connection, user: UserId },
-    Worker { conn: Connection, worker: Worker },
+    Worker { conn: Connection, worker: Box<Worker> },
 }
 
 const MAX_NAME_LEN: usize = 128;
@@ -126,7 +126,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                     ApiError::new(ErrorCode::Unauthorized, "this worker no longer exists")
                 })?;
                 Ok(Caller::Worker {
-                    worker,
+                    worker: Box::new(worker),
                     conn: record,
                 })
             }

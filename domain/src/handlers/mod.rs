@@ -25,7 +25,7 @@ impl Default for Config {
             pairing_ttl_ms: 15 * 60_000,
             heartbeat_ms: 60_000,
             presence_timeout_ms: 150_000,
-            connection_ttl_ms: 2 * 3600_000 + 10 * 60_000,
+            connection_ttl_ms: 2 * 3_600_000 + 10 * 60_000,
         }
     }
 }

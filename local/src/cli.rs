@@ -1,0 +1,271 @@
+//! The `tether` command line, and how its settings resolve: a flag, else
+//! its `TETHER_*` environment variable, else the `--config` file, else the
+//! default.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use tether_local::gateway::GatewayConfig;
+
+/// Default port of `tether up`.
+pub const DEFAULT_PORT: u16 = 8787;
+
+/// Tether: chat with the coding agents on your machines from a browser.
+#[derive(Debug, Parser)]
+#[command(name = "tether", version, propagate_version = true)]
+pub struct Cli {
+    /// Where Tether keeps its database [default: $XDG_DATA_HOME/tether, or
+    /// ~/.local/share/tether].
+    #[arg(long, global = true, env = "TETHER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// A JSON file of settings, keyed like the long flags with underscores,
+    /// e.g. {"port": 8787, "idle_timeout_secs": 600}. Flags and TETHER_*
+    /// variables take precedence over it.
+    #[arg(long, global = true, env = "TETHER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run Tether on this machine: the host on 127.0.0.1. On the first start
+    /// it creates the user `owner` and prints how to sign in.
+    Up(UpArgs),
+    /// Run only the host, on any address (for a shared server).
+    Serve(ServeArgs),
+    /// Add, list or reset users (works on the database directly; the host
+    /// may be running).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Port on 127.0.0.1 (0 picks a free one) [default: 8787].
+    #[arg(long, env = "TETHER_PORT")]
+    pub port: Option<u16>,
+
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on [default: 127.0.0.1:8787].
+    #[arg(long, env = "TETHER_BIND", value_name = "ADDR:PORT")]
+    pub bind: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Gateway and domain timings. The defaults mirror API Gateway; tests
+/// shorten them. Decimals are allowed (0.5 is half a second).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Timing (advanced)")]
+pub struct Tuning {
+    /// Close a connection that sends nothing for this long [default: 600].
+    #[arg(long, env = "TETHER_IDLE_TIMEOUT_SECS", value_name = "SECS", value_parser = parse_secs)]
+    pub idle_timeout_secs: Option<f64>,
+
+    /// Close every connection this long after it opened [default: 7200].
+    #[arg(long, env = "TETHER_MAX_CONNECTION_AGE_SECS", value_name = "SECS", value_parser = parse_secs)]
+    pub max_connection_age_secs: Option<f64>,
+
+    /// Handle each connection's messages concurrently, in any order, as API
+    /// Gateway with Lambda does (default: one after another).
+    #[arg(long, env = "TETHER_CONCURRENT_FRAMES")]
+    pub concurrent_frames: bool,
+
+    /// How often clients are told to ping [default: 60].
+    #[arg(long, env = "TETHER_HEARTBEAT_SECS", value_name = "SECS", value_parser = parse_secs)]
+    pub heartbeat_secs: Option<f64>,
+
+    /// A worker not heard from for this long shows as offline [default: 150].
+    #[arg(long, env = "TETHER_PRESENCE_TIMEOUT_SECS", value_name = "SECS", value_parser = parse_secs)]
+    pub presence_timeout_secs: Option<f64>,
+
+    /// How long a websocket ticket stays valid [default: 60].
+    #[arg(long, env = "TETHER_TICKET_TTL_SECS", value_name = "SECS", value_parser = parse_secs)]
+    pub ticket_ttl_secs: Option<f64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user and print its secret (shown only this once).
+    Add {
+        /// The user's name (what `reset` takes).
+        name: String,
+        /// May see and approve pairing requests nobody has claimed.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users: names, ids, admin, created (never secrets).
+    List,
+    /// Give a user a new secret; the old one stops working.
+    Reset {
+        /// The user's name.
+        name: String,
+    },
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if secs.is_finite() && secs > 0.0 && secs < 1e9 {
+        Ok(secs)
+    } else {
+        Err("must be a positive number of seconds".into())
+    }
+}
+
+/// The `--config` file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub port: Option<u16>,
+    pub bind: Option<SocketAddr>,
+    pub idle_timeout_secs: Option<f64>,
+    pub max_connection_age_secs: Option<f64>,
+    pub concurrent_frames: Option<bool>,
+    pub heartbeat_secs: Option<f64>,
+    pub presence_timeout_secs: Option<f64>,
+    pub ticket_ttl_secs: Option<f64>,
+}
+
+impl FileConfig {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the config file {}", path.display()))?;
+        let config: Self = serde_json::from_str(&text)
+            .with_context(|| format!("parsing the config file {} (JSON)", path.display()))?;
+        for (key, value) in [
+            ("idle_timeout_secs", config.idle_timeout_secs),
+            ("max_connection_age_secs", config.max_connection_age_secs),
+            ("heartbeat_secs", config.heartbeat_secs),
+            ("presence_timeout_secs", config.presence_timeout_secs),
+            ("ticket_ttl_secs", config.ticket_ttl_secs),
+        ] {
+            if let Some(v) = value {
+                if let Err(e) = parse_secs(&v.to_string()) {
+                    bail!("{key} in {}: {e}", path.display());
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// The data directory: flag or `TETHER_DATA_DIR`, the config file, then the
+/// XDG default.
+pub fn data_dir(cli: &Cli, file: &FileConfig) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = cli.data_dir.clone().or_else(|| file.data_dir.clone()) {
+        return Ok(dir);
+    }
+    let xdg = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    if let Some(xdg) = xdg {
+        return Ok(xdg.join("tether"));
+    }
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(".local/share/tether")),
+        _ => bail!("no home directory to keep data in: pass --data-dir or set TETHER_DATA_DIR"),
+    }
+}
+
+/// `tether up`'s address: always loopback.
+pub fn up_addr(args: &UpArgs, file: &FileConfig) -> SocketAddr {
+    let port = args.port.or(file.port).unwrap_or(DEFAULT_PORT);
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// `tether serve`'s address.
+pub fn serve_addr(args: &ServeArgs, file: &FileConfig) -> SocketAddr {
+    args.bind
+        .or(file.bind)
+        .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)))
+}
+
+fn secs(flag: Option<f64>, file: Option<f64>) -> Option<Duration> {
+    flag.or(file).map(Duration::from_secs_f64)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Tuning {
+    pub fn gateway(&self, file: &FileConfig) -> GatewayConfig {
+        let mut config = GatewayConfig::default();
+        if let Some(d) = secs(self.idle_timeout_secs, file.idle_timeout_secs) {
+            config.idle_timeout = d;
+        }
+        if let Some(d) = secs(self.max_connection_age_secs, file.max_connection_age_secs) {
+            config.max_connection_age = d;
+        }
+        config.concurrent_frames =
+            self.concurrent_frames || file.concurrent_frames.unwrap_or(false);
+        config
+    }
+
+    pub fn domain(&self, file: &FileConfig, gateway: &GatewayConfig) -> tether_domain::Config {
+        let mut config = tether_domain::Config::default();
+        if let Some(d) = secs(self.heartbeat_secs, file.heartbeat_secs) {
+            config.heartbeat_ms = millis(d);
+        }
+        if let Some(d) = secs(self.presence_timeout_secs, file.presence_timeout_secs) {
+            config.presence_timeout_ms = millis(d);
+        }
+        if let Some(d) = secs(self.ticket_ttl_secs, file.ticket_ttl_secs) {
+            config.ticket_ttl_ms = millis(d);
+        }
+        // A connection record outlives the longest connection by a margin,
+        // since `$disconnect` may never come.
+        config.connection_ttl_ms =
+            millis(gateway.max_connection_age + Duration::from_secs(10 * 60));
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let cli = Cli::parse_from(["tether", "up", "--port", "0", "--idle-timeout-secs", "0.5"]);
+        let file: FileConfig = serde_json::from_str(
+            r#"{"port": 9, "idle_timeout_secs": 3, "max_connection_age_secs": 4}"#,
+        )
+        .expect("file");
+        let Command::Up(args) = &cli.command else {
+            panic!("up");
+        };
+        assert_eq!(up_addr(args, &file).port(), 0);
+        let gateway = args.tuning.gateway(&file);
+        assert_eq!(gateway.idle_timeout, Duration::from_millis(500));
+        assert_eq!(gateway.max_connection_age, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        assert!(serde_json::from_str::<FileConfig>(r#"{"prot": 1}"#).is_err());
+    }
+}
