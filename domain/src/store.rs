@@ -305,6 +305,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<Prompt>>> + Send;
     fn set_prompt_delivered(&self, id: &PromptId)
         -> impl Future<Output = StoreResult<()>> + Send;
+    /// Maintenance, never on a request path: deletes expired tickets and
+    /// connection records (with their watches) and clears worker presence
+    /// that points at a deleted connection. Returns how many rows went.
+    /// DynamoDB's TTL does this on AWS.
+    fn purge_expired(&self, now: Millis) -> impl Future<Output = StoreResult<u64>> + Send;
+
     /// A worker's answered prompts not yet delivered.
     fn undelivered_prompts(
         &self,

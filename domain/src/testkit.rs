@@ -316,6 +316,7 @@ where
         worker_connections_and_owner,
         watches,
         watches_go_with_their_connection,
+        purge_removes_only_what_expired,
         session_round_trip_and_idempotent_insert,
         sessions_of_order_filter_and_paging,
         starting_sessions,
@@ -1074,6 +1075,37 @@ pub async fn watches_go_with_their_connection<S: Store>(s: S) {
     // A connection id coming back does not bring its watches back.
     s.put_connection(&gone).await.expect("put again");
     assert!(s.watchers(&two).await.expect("watchers").is_empty());
+}
+
+pub async fn purge_removes_only_what_expired<S: Store>(s: S) {
+    let seed = seed(&s).await;
+    let (old, fresh) = (secret_hash(), secret_hash());
+    s.put_ticket(&old, &seed.user.id, T0).await.expect("put");
+    s.put_ticket(&fresh, &seed.user.id, T0 + 2 * HOUR).await.expect("put");
+    let stale = user_connection(&seed.user.id, T0 - 2 * HOUR);
+    let live = user_connection(&seed.user.id, T0);
+    let stale_worker = worker_connection(&seed.worker, T0 - 2 * HOUR);
+    for c in [&stale, &live, &stale_worker] {
+        s.put_connection(c).await.expect("put connection");
+    }
+    s.set_worker_connection(&seed.worker.id, &stale_worker.id, T0 - 2 * HOUR)
+        .await
+        .expect("presence");
+    let session = SessionId::random();
+    assert!(s.watch(&session, &stale.id).await.expect("watch"));
+    assert!(s.watch(&session, &live.id).await.expect("watch"));
+
+    let purged = s.purge_expired(T0 + 1).await.expect("purge");
+    assert_eq!(purged, 3, "one ticket and two connections");
+    assert!(s.connection(&stale.id).await.expect("read").is_none());
+    assert!(s.connection(&live.id).await.expect("read").is_some());
+    assert_eq!(s.watchers(&session).await.expect("watchers"), vec![live.id]);
+    assert_eq!(
+        s.take_ticket(&fresh, T0 + 1).await.expect("take"),
+        Some(seed.user.id.clone())
+    );
+    let worker = s.worker(&seed.worker.id).await.expect("read").expect("worker");
+    assert_eq!(worker.connection, None, "presence left with its connection");
 }
 
 // ---- sessions ----

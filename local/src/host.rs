@@ -129,6 +129,7 @@ pub async fn serve<S: Store>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let purger = tokio::spawn(purge_periodically(Arc::clone(&domain)));
     let gateway = gateway(domain, gateway_config);
     let app = router(&gateway);
     let addr = listener.local_addr().context("reading the bound address")?;
@@ -151,8 +152,26 @@ pub async fn serve<S: Store>(
             );
         }
     }
+    purger.abort();
     info!("stopped");
     Ok(())
+}
+
+/// How often expired tickets and connection records are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(300);
+
+/// Deletes what has expired, now and then. Reads already ignore expired
+/// rows; this only keeps the file from growing.
+async fn purge_periodically<S: Store>(domain: Arc<Domain<S, Hub>>) {
+    let mut tick = tokio::time::interval(PURGE_EVERY);
+    loop {
+        tick.tick().await;
+        match domain.store.purge_expired(now_millis()).await {
+            Ok(0) => {}
+            Ok(n) => info!(rows = n, "purged expired records"),
+            Err(e) => warn!(error = %e, "purging expired records failed"),
+        }
+    }
 }
 
 /// An error answer to an HTTP request: the code's status and `{"code","message"}`.

@@ -774,6 +774,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn purge_expired(&self, now: Millis) -> StoreResult<u64> {
+        self.run("purge_expired", move |conn| {
+            let tx = conn
+                .transaction()
+                .map_err(|e| db_err("purge_expired", e))?;
+            let tickets = tx
+                .execute("DELETE FROM tickets WHERE expires_at <= ?1", [now])
+                .map_err(|e| db_err("purge_expired", e))?;
+            let connections = tx
+                .execute("DELETE FROM connections WHERE expires_at <= ?1", [now])
+                .map_err(|e| db_err("purge_expired", e))?;
+            tx.execute(
+                "UPDATE workers SET connection = NULL WHERE connection IS NOT NULL \
+                 AND connection NOT IN (SELECT id FROM connections)",
+                [],
+            )
+            .map_err(|e| db_err("purge_expired", e))?;
+            tx.commit().map_err(|e| db_err("purge_expired", e))?;
+            Ok((tickets + connections) as u64)
+        })
+        .await
+    }
+
     async fn touch_connection(&self, id: &ConnectionId, now: Millis) -> StoreResult<()> {
         let id = id.clone();
         self.run("touch_connection", move |conn| {
