@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
+use std::time::Duration;
+
 use tether_domain::fakes::RecordingPush;
+use tether_domain::testkit::Jitter;
 use tether_domain::handlers::ConnectRequest;
 use tether_domain::ids::ConnectionId;
 use tether_domain::protocol::{PairRequest, ServerFrame};
@@ -14,7 +17,7 @@ use tether_domain::{Config, Domain, ErrorCode};
 use tether_local::sqlite::SqliteStore;
 
 struct Harness {
-    domain: Arc<Domain<SqliteStore, RecordingPush>>,
+    domain: Arc<Domain<Jitter<SqliteStore>, RecordingPush>>,
     push: RecordingPush,
     now: AtomicI64,
     ids: AtomicU64,
@@ -25,7 +28,12 @@ const T0: i64 = 1_764_000_000_000;
 impl Harness {
     fn new() -> Self {
         let push = RecordingPush::default();
-        let store = SqliteStore::open_in_memory().expect("in-memory store");
+        // Random pauses before each store call widen race windows, as
+        // concurrent Lambdas over a networked store would.
+        let store = Jitter::new(
+            SqliteStore::open_in_memory().expect("in-memory store"),
+            Duration::from_micros(300),
+        );
         Self {
             domain: Arc::new(Domain::new(store, push.clone(), Config::default())),
             push,
@@ -528,5 +536,34 @@ proptest! {
             let hist = h.history(&owner, &sid).await;
             assert_eq!(seqs(&hist), (0..12).collect::<Vec<u64>>());
         });
+    }
+}
+
+/// `message_started` and `message_complete` handled at once (as concurrent
+/// Lambdas may): the session never stays busy with nothing running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_racing_start_and_completion_leave_the_session_ready() {
+    let h = Arc::new(Harness::new());
+    let owner = h.user("ada").await;
+    let (wid, wconn, _) = h.worker(&owner).await;
+    let (sid, first) = h.chat(&owner, &wid, &wconn).await;
+    h.ok(&wconn, json!({"action": "message_complete", "message_id": first, "outcome": "complete", "chunk_count": 0})).await;
+    for round in 0..40 {
+        let mid = format!("msg_race_{round}");
+        h.ok(&owner, json!({"action": "message_send", "session_id": sid, "message_id": mid, "text": "go"})).await;
+        let start = {
+            let (h, wconn, mid) = (h.clone(), wconn.clone(), mid.clone());
+            tokio::spawn(async move { h.send(&wconn, json!({"action": "message_started", "message_id": mid})).await })
+        };
+        let complete = {
+            let (h, wconn, mid) = (h.clone(), wconn.clone(), mid.clone());
+            tokio::spawn(async move {
+                h.ok(&wconn, json!({"action": "message_complete", "message_id": mid, "outcome": "complete", "chunk_count": 0})).await
+            })
+        };
+        let _ = start.await.expect("task");
+        complete.await.expect("task");
+        let hist = h.history(&owner, &sid).await;
+        assert_eq!(hist["session"]["status"], "ready", "round {round}");
     }
 }

@@ -151,7 +151,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                     {
                         failed += 1;
                         self.announce_message(&m).await;
-                        self.settle_session(&m.session, now).await?;
+                        self.settle_session(&m.worker, &m.session, now).await?;
                     }
                 }
                 MessageStatus::Queued | MessageStatus::Dispatched => {
@@ -335,6 +335,13 @@ impl<S: Store, P: Push> Domain<S, P> {
                     .await?
                 {
                     self.announce_session(&s, now).await;
+                    // A completion handled between our two writes saw the
+                    // session ready and left it; look again so it cannot
+                    // stay busy with nothing running.
+                    let current = self.store.message(&m.id).await?;
+                    if current.is_some_and(|c| c.status.is_final()) {
+                        self.settle_session(&m.worker, &m.session, now).await?;
+                    }
                 }
                 Ok(m)
             }
@@ -506,12 +513,28 @@ impl<S: Store, P: Push> Domain<S, P> {
             }
         };
         self.announce_message(&done).await;
-        self.settle_session(&done.session, now).await?;
+        self.settle_session(&done.worker, &done.session, now).await?;
         Ok(json!({ "message": message_view(&done) }))
     }
 
-    /// A busy session with no running answer is ready again.
-    async fn settle_session(&self, session: &SessionId, now: Millis) -> Result<(), ApiError> {
+    /// A busy session with no running answer is ready again. Each message
+    /// writes its own status before it looks at the session's others, so
+    /// of two racing messages at least one sees the other.
+    async fn settle_session(
+        &self,
+        worker: &crate::ids::WorkerId,
+        session: &SessionId,
+        now: Millis,
+    ) -> Result<(), ApiError> {
+        let running = self
+            .store
+            .open_messages(worker)
+            .await?
+            .iter()
+            .any(|m| &m.session == session && m.status == MessageStatus::Streaming);
+        if running {
+            return Ok(());
+        }
         if let Some(s) = self
             .store
             .transition_session(session, &[SessionStatus::Busy], SessionStatus::Ready, &SessionPatch::default(), now)

@@ -9,6 +9,9 @@
 //! where the trait leaves an order open (watchers, same-millisecond ties),
 //! results are compared as sets.
 
+mod jitter;
+pub use jitter::Jitter;
+
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
