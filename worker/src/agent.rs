@@ -1,0 +1,592 @@
+//! The worker's core: one task that owns all state and reacts to inputs
+//! (frames from the host, opencode's events, results of opencode calls, a
+//! clock tick). Keeping it in one place makes every ordering question a
+//! question about one loop, and leaves slow work (HTTP calls to opencode) to
+//! spawned tasks that report back as inputs.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tether_domain::ids::{MessageId, PromptId, RequestId, SessionId};
+use tether_domain::model::WorkerStatus;
+use tether_domain::protocol::{
+    ChunkBody, ClientFrame, ModelRef, Outcome, PromptAnswer, Request, ServerFrame,
+};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::opencode::{Models, OpencodeClient, Turn};
+use crate::outbox::{AfterError, Completion, Outbox};
+use crate::relay::{Relay, RelayEvent};
+
+/// What the worker says of itself in its hello.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    pub machine: String,
+    pub name: String,
+    pub workdir: String,
+    pub version: String,
+}
+
+/// Everything the agent loop reacts to.
+#[derive(Debug)]
+pub enum Input {
+    Relay(RelayEvent),
+    /// opencode is (again) running.
+    OpencodeUp(OpencodeClient, Models),
+    /// opencode stopped; it is being restarted.
+    OpencodeDown,
+    /// opencode's event stream (re)connected.
+    EventsUp,
+    Event(Value),
+    Done(Done),
+    Tick,
+}
+
+/// Results of opencode calls made on the loop's behalf.
+#[derive(Debug)]
+pub enum Done {
+    SessionCreated { session: SessionId, result: Result<String, String> },
+    Prompted { message: MessageId, result: Result<(), String> },
+    Answered { prompt: PromptId, result: Result<(), String> },
+    Reconciled {
+        message: MessageId,
+        messages: Vec<Value>,
+        permissions: Vec<Value>,
+        questions: Vec<Value>,
+        busy: bool,
+    },
+}
+
+/// Why the loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The owner rejected or revoked this worker.
+    NotApproved(WorkerStatus),
+    /// The host refused the credential.
+    Refused(u16, String),
+    /// Every input source closed.
+    Closed,
+}
+
+struct Job {
+    message: MessageId,
+    text: String,
+    model: ModelRef,
+}
+
+#[derive(Default)]
+struct SessionState {
+    agent_id: Option<String>,
+    creating: bool,
+    queue: VecDeque<Job>,
+    active: Option<MessageId>,
+    ended: bool,
+}
+
+pub struct Agent {
+    relay: Relay,
+    inputs: mpsc::UnboundedSender<Input>,
+    profile: Profile,
+    models: Models,
+    client: Option<OpencodeClient>,
+    connected: bool,
+    sessions: HashMap<SessionId, SessionState>,
+    turns: HashMap<MessageId, (SessionId, Turn)>,
+    outboxes: HashMap<MessageId, Outbox>,
+    taken: HashSet<MessageId>,
+    next_id: u64,
+    /// Chunk frames sent over the worker's life (for figures and tests).
+    pub frames_sent: u64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Agent {
+    pub fn new(relay: Relay, inputs: mpsc::UnboundedSender<Input>, profile: Profile) -> Self {
+        Self {
+            relay,
+            inputs,
+            profile,
+            models: Models::default(),
+            client: None,
+            connected: false,
+            sessions: HashMap::new(),
+            turns: HashMap::new(),
+            outboxes: HashMap::new(),
+            taken: HashSet::new(),
+            next_id: 0,
+            frames_sent: 0,
+        }
+    }
+
+    /// Runs until the worker must stop.
+    pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) -> Exit {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let input = tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(i) => i,
+                    None => return Exit::Closed,
+                },
+                _ = tick.tick() => Input::Tick,
+            };
+            if let Some(exit) = self.handle(input) {
+                return exit;
+            }
+        }
+    }
+
+    fn request_id(&mut self) -> RequestId {
+        self.next_id += 1;
+        RequestId::parse(format!("w{}", self.next_id)).expect("generated ids are valid")
+    }
+
+    fn send(&mut self, request: Request) {
+        if !self.connected {
+            return;
+        }
+        let frame = ClientFrame {
+            id: self.request_id(),
+            request,
+        };
+        self.relay.send(frame.to_json());
+    }
+
+    fn spawn(&self, work: impl std::future::Future<Output = Done> + Send + 'static) {
+        let inputs = self.inputs.clone();
+        tokio::spawn(async move {
+            let done = work.await;
+            let _ = inputs.send(Input::Done(done));
+        });
+    }
+
+    /// One input. Returns `Some` when the worker must stop.
+    pub fn handle(&mut self, input: Input) -> Option<Exit> {
+        match input {
+            Input::Relay(RelayEvent::Connected) => {
+                self.connected = true;
+                self.hello();
+                self.flush(true);
+            }
+            Input::Relay(RelayEvent::Disconnected) => {
+                self.connected = false;
+                for ob in self.outboxes.values_mut() {
+                    ob.on_disconnect();
+                }
+            }
+            Input::Relay(RelayEvent::Refused { status, body }) => return Some(Exit::Refused(status, body)),
+            Input::Relay(RelayEvent::Frame(frame)) => return self.on_frame(frame),
+            Input::OpencodeUp(client, models) => {
+                info!(models = models.models.len(), "opencode is ready");
+                self.client = Some(client);
+                self.models = models;
+                if self.connected {
+                    self.hello();
+                }
+                // Sessions waiting for opencode can go on.
+                let waiting: Vec<SessionId> = self.sessions.keys().cloned().collect();
+                for s in waiting {
+                    self.try_start(&s);
+                }
+            }
+            Input::OpencodeDown => {
+                self.client = None;
+                let active: Vec<MessageId> = self.turns.keys().cloned().collect();
+                for m in active {
+                    if let Some((_, turn)) = self.turns.get_mut(&m) {
+                        turn.error = Some("opencode stopped while answering; it is being restarted".into());
+                    }
+                    self.push_chunk(&m, ChunkBody::Error {
+                        message: "opencode stopped while answering; it is being restarted".into(),
+                    });
+                    self.finish(&m);
+                }
+            }
+            Input::EventsUp => self.reconcile_all(),
+            Input::Event(event) => self.on_event(&event),
+            Input::Done(done) => self.on_done(done),
+            Input::Tick => self.flush(false),
+        }
+        None
+    }
+
+    fn hello(&mut self) {
+        let mut active: Vec<MessageId> = self.outboxes.keys().cloned().collect();
+        active.extend(self.turns.keys().cloned());
+        active.sort();
+        active.dedup();
+        let request = Request::WorkerHello {
+            machine: Some(self.profile.machine.clone()),
+            name: Some(self.profile.name.clone()),
+            workdir: Some(self.profile.workdir.clone()),
+            version: Some(self.profile.version.clone()),
+            models: self.models.models.clone(),
+            default_model: self.models.default.clone(),
+            active_messages: active,
+        };
+        self.send(request);
+    }
+
+    fn on_frame(&mut self, frame: ServerFrame) -> Option<Exit> {
+        match frame {
+            ServerFrame::Reply { id, ok, error, .. } => {
+                let Some(id) = id else { return None };
+                if let Some(ob) = self.outboxes.values_mut().find(|ob| ob.owns(&id)) {
+                    if ok {
+                        ob.on_ok(&id);
+                    } else if let Some(e) = error {
+                        if ob.on_error(&id, e.code) == AfterError::Abandon {
+                            warn!(message_id = %ob.message(), code = e.code.as_str(), message = %e.message, "the host refused this answer's chunks");
+                        }
+                    }
+                    self.flush(false);
+                } else if let Some(e) = error {
+                    debug!(request_id = %id, code = e.code.as_str(), message = %e.message, "request refused");
+                }
+            }
+            ServerFrame::PairingStatus { status } => match status {
+                WorkerStatus::Approved => self.hello(),
+                WorkerStatus::Rejected | WorkerStatus::Revoked => return Some(Exit::NotApproved(status)),
+                WorkerStatus::Pending => {}
+            },
+            ServerFrame::SessionStart { session_id, title, .. } => self.session_start(session_id, title),
+            ServerFrame::MessageDispatch {
+                session_id,
+                agent_session_id,
+                message_id,
+                text,
+                model,
+                ..
+            } => {
+                if !self.taken.insert(message_id.clone()) {
+                    debug!(message_id = %message_id, "dispatch repeated; already taken");
+                    return None;
+                }
+                let state = self.sessions.entry(session_id.clone()).or_default();
+                if state.agent_id.is_none() {
+                    state.agent_id = agent_session_id;
+                }
+                state.queue.push_back(Job {
+                    message: message_id,
+                    text,
+                    model,
+                });
+                self.try_start(&session_id);
+            }
+            ServerFrame::MessageAbort { session_id, message_id } => self.abort(&session_id, &message_id),
+            ServerFrame::SessionEnd { session_id } => {
+                let active = self.sessions.get(&session_id).and_then(|s| s.active.clone());
+                if let Some(state) = self.sessions.get_mut(&session_id) {
+                    state.ended = true;
+                }
+                let queued: Vec<MessageId> = self
+                    .sessions
+                    .get_mut(&session_id)
+                    .map(|s| s.queue.drain(..).map(|j| j.message).collect())
+                    .unwrap_or_default();
+                for m in queued {
+                    self.end_unstarted(&m, Outcome::Aborted, "the session ended");
+                }
+                if let Some(m) = active {
+                    self.abort(&session_id, &m);
+                } else {
+                    self.sessions.remove(&session_id);
+                }
+            }
+            ServerFrame::PromptAnswer { prompt_id, answer, .. } => {
+                let Some(client) = self.client.clone() else { return None };
+                let prompt = prompt_id.clone();
+                self.spawn(async move {
+                    let result = match &answer {
+                        PromptAnswer::Permission { reply } => client.reply_permission(prompt.as_str(), *reply).await,
+                        PromptAnswer::Question { answers } => client.reply_question(prompt.as_str(), answers).await,
+                        PromptAnswer::QuestionRejected => client.reject_question(prompt.as_str()).await,
+                    };
+                    Done::Answered {
+                        prompt,
+                        result: result.map_err(|e| format!("{e:#}")),
+                    }
+                });
+            }
+            ServerFrame::WorkerUpdated { .. }
+            | ServerFrame::SessionUpdated { .. }
+            | ServerFrame::MessageUpdated { .. }
+            | ServerFrame::Chunks { .. } => {}
+        }
+        None
+    }
+
+    fn session_start(&mut self, session: SessionId, title: String) {
+        let state = self.sessions.entry(session.clone()).or_default();
+        if let Some(agent) = state.agent_id.clone() {
+            self.send(Request::SessionReady {
+                session_id: session,
+                agent_session_id: agent,
+            });
+            return;
+        }
+        if state.creating {
+            return;
+        }
+        let Some(client) = self.client.clone() else {
+            // opencode is starting; the host pushes this again on our next hello.
+            return;
+        };
+        state.creating = true;
+        self.spawn(async move {
+            let result = client.create_session(&title).await.map_err(|e| format!("{e:#}"));
+            Done::SessionCreated { session, result }
+        });
+    }
+
+    /// Starts the next queued message of a session if nothing runs there.
+    fn try_start(&mut self, session: &SessionId) {
+        let Some(client) = self.client.clone() else { return };
+        let Some(state) = self.sessions.get_mut(session) else { return };
+        if state.active.is_some() || state.creating {
+            return;
+        }
+        let Some(agent) = state.agent_id.clone() else { return };
+        let Some(job) = state.queue.pop_front() else { return };
+        state.active = Some(job.message.clone());
+        let turn = Turn::new(agent.clone(), now_ms() - 1000);
+        self.turns.insert(job.message.clone(), (session.clone(), turn));
+        self.outboxes
+            .insert(job.message.clone(), Outbox::new(job.message.clone()));
+        self.send(Request::MessageStarted {
+            message_id: job.message.clone(),
+        });
+        let message = job.message.clone();
+        self.spawn(async move {
+            // The agent session survives opencode restarts on disk; if it is
+            // gone (another machine's data dir), a new one takes its place.
+            let result = match client.session_exists(&agent).await {
+                Ok(true) => client.prompt(&agent, &job.model, &job.text).await,
+                Ok(false) => Err(anyhow::anyhow!("the agent session {agent} no longer exists")),
+                Err(e) => Err(e),
+            };
+            Done::Prompted {
+                message,
+                result: result.map_err(|e| format!("{e:#}")),
+            }
+        });
+    }
+
+    fn abort(&mut self, session: &SessionId, message: &MessageId) {
+        let active = self.sessions.get(session).and_then(|s| s.active.clone());
+        if active.as_ref() == Some(message) {
+            if let Some((_, turn)) = self.turns.get_mut(message) {
+                turn.aborted = true;
+                let agent = turn.session().to_owned();
+                if let Some(client) = self.client.clone() {
+                    tokio::spawn(async move {
+                        if let Err(e) = client.abort(&agent).await {
+                            warn!(error = %e, "abort failed");
+                        }
+                    });
+                }
+            }
+            return;
+        }
+        let queued = self
+            .sessions
+            .get_mut(session)
+            .and_then(|s| s.queue.iter().position(|j| &j.message == message).map(|i| s.queue.remove(i)));
+        if queued.is_some() {
+            self.end_unstarted(message, Outcome::Aborted, "aborted before it started");
+        }
+    }
+
+    /// Ends a message that never reached opencode.
+    fn end_unstarted(&mut self, message: &MessageId, outcome: Outcome, why: &str) {
+        let mut ob = Outbox::new(message.clone());
+        ob.complete(Completion {
+            outcome,
+            final_text: None,
+            error: Some(why.to_owned()),
+        });
+        self.outboxes.insert(message.clone(), ob);
+        self.flush(true);
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::SessionCreated { session, result } => {
+                let Some(state) = self.sessions.get_mut(&session) else { return };
+                state.creating = false;
+                match result {
+                    Ok(agent) => {
+                        state.agent_id = Some(agent.clone());
+                        self.send(Request::SessionReady {
+                            session_id: session.clone(),
+                            agent_session_id: agent,
+                        });
+                        self.try_start(&session);
+                    }
+                    Err(error) => {
+                        warn!(session_id = %session, %error, "could not create the agent session");
+                        self.sessions.remove(&session);
+                        self.send(Request::SessionFailed {
+                            session_id: session,
+                            error,
+                        });
+                    }
+                }
+            }
+            Done::Prompted { message, result } => {
+                if let Err(error) = result {
+                    warn!(message_id = %message, %error, "prompt failed");
+                    if let Some((_, turn)) = self.turns.get_mut(&message) {
+                        turn.error = Some(error.clone());
+                    }
+                    self.push_chunk(&message, ChunkBody::Error { message: error });
+                    self.finish(&message);
+                }
+            }
+            Done::Answered { prompt, result } => match result {
+                Ok(()) => self.send(Request::PromptDelivered { prompt_id: prompt }),
+                Err(error) => {
+                    // Answered already (a repeat after a reconnect) or gone:
+                    // either way there is nothing left to deliver.
+                    warn!(prompt_id = %prompt, %error, "answer not taken by opencode");
+                    self.send(Request::PromptDelivered { prompt_id: prompt });
+                }
+            },
+            Done::Reconciled {
+                message,
+                messages,
+                permissions,
+                questions,
+                busy,
+            } => {
+                let Some((_, turn)) = self.turns.get_mut(&message) else { return };
+                let mut chunks = turn.reconcile_messages(&messages);
+                chunks.extend(turn.reconcile_prompts(&permissions, &questions));
+                let finished = !busy && turn.started;
+                for c in chunks {
+                    self.push_chunk(&message, c);
+                }
+                if finished {
+                    self.finish(&message);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: &Value) {
+        let Some(agent_session) = Turn::event_session(event) else { return };
+        let Some(message) = self
+            .turns
+            .iter()
+            .find(|(_, (_, t))| t.session() == agent_session)
+            .map(|(m, _)| m.clone())
+        else {
+            return;
+        };
+        let Some((_, turn)) = self.turns.get_mut(&message) else { return };
+        let fx = turn.on_event(event);
+        for c in fx.chunks {
+            self.push_chunk(&message, c);
+        }
+        if fx.idle {
+            self.finish(&message);
+        }
+        self.flush(false);
+    }
+
+    fn push_chunk(&mut self, message: &MessageId, body: ChunkBody) {
+        if let Some(ob) = self.outboxes.get_mut(message) {
+            ob.push(body, Instant::now());
+        }
+    }
+
+    /// The turn is over: decide its outcome and start the session's next message.
+    fn finish(&mut self, message: &MessageId) {
+        let Some((session, turn)) = self.turns.remove(message) else { return };
+        let outcome = if turn.aborted {
+            Outcome::Aborted
+        } else if turn.error.is_some() {
+            Outcome::Failed
+        } else {
+            Outcome::Complete
+        };
+        let text = turn.final_text();
+        if let Some(ob) = self.outboxes.get_mut(message) {
+            ob.complete(Completion {
+                outcome,
+                final_text: (!text.is_empty()).then_some(text),
+                error: turn.error.clone(),
+            });
+        }
+        info!(message_id = %message, ?outcome, "answer finished");
+        let ended = match self.sessions.get_mut(&session) {
+            Some(state) => {
+                state.active = None;
+                state.ended
+            }
+            None => false,
+        };
+        if ended {
+            self.sessions.remove(&session);
+        } else {
+            self.try_start(&session);
+        }
+        self.flush(true);
+    }
+
+    /// After opencode's event stream came back: read what was missed.
+    fn reconcile_all(&mut self) {
+        let Some(client) = self.client.clone() else { return };
+        for (message, (_, turn)) in &self.turns {
+            let (client, message, agent) = (client.clone(), message.clone(), turn.session().to_owned());
+            self.spawn(async move {
+                let messages = client.messages(&agent).await.unwrap_or_default();
+                let permissions = client.permissions().await.unwrap_or_default();
+                let questions = client.questions().await.unwrap_or_default();
+                let busy = client
+                    .busy_sessions()
+                    .await
+                    .map(|b| b.contains(&agent))
+                    .unwrap_or(true);
+                Done::Reconciled {
+                    message,
+                    messages,
+                    permissions,
+                    questions,
+                    busy,
+                }
+            });
+        }
+    }
+
+    /// Sends what the outboxes have ready; drops the finished ones.
+    fn flush(&mut self, _force: bool) {
+        if !self.connected {
+            return;
+        }
+        let now = Instant::now();
+        let mut frames = Vec::new();
+        let mut next = self.next_id;
+        for ob in self.outboxes.values_mut() {
+            let before = ob.frames_sent();
+            frames.extend(ob.frames(now, || {
+                next += 1;
+                RequestId::parse(format!("w{next}")).expect("generated ids are valid")
+            }));
+            self.frames_sent += ob.frames_sent() - before;
+        }
+        self.next_id = next;
+        for f in frames {
+            self.relay.send(f.to_json());
+        }
+        self.outboxes.retain(|_, ob| !ob.is_done());
+    }
+}

@@ -1,0 +1,10 @@
+//! opencode, driven through `opencode serve`: the child process, its HTTP
+//! API and SSE event stream, and the translation of its events into chunks.
+
+pub mod client;
+pub mod process;
+pub mod translate;
+
+pub use client::{Models, OpencodeClient};
+pub use process::OpencodeProcess;
+pub use translate::Turn;

@@ -1,0 +1,202 @@
+//! The `opencode serve` child: found or installed, started on loopback with a
+//! random port and password, in the worker's directory, and never left
+//! behind: it dies with the worker (`PR_SET_PDEATHSIG`, also on SIGKILL),
+//! lives in its own process group, and a stale one from a killed worker is
+//! stopped on the next start.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use tether_domain::auth::Secret;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tracing::{info, warn};
+
+/// The opencode release line this worker speaks.
+pub const OPENCODE_PACKAGE: &str = "opencode-ai@1.18";
+
+/// A running `opencode serve`.
+pub struct OpencodeProcess {
+    child: Child,
+    pub base_url: String,
+    pub password: Secret,
+    pid_file: PathBuf,
+}
+
+impl OpencodeProcess {
+    /// Starts `opencode serve` in `workdir`. `state_dir` keeps the child's pid
+    /// so a later start can stop one a killed worker left behind.
+    pub async fn start(binary: &Path, workdir: &Path, state_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        let pid_file = state_dir.join("opencode.pid");
+        stop_stale(&pid_file);
+        let password = Secret::generate("");
+        let mut command = Command::new(binary);
+        command
+            .args(["serve", "--hostname", "127.0.0.1", "--port", "0"])
+            .current_dir(workdir)
+            .env("OPENCODE_SERVER_PASSWORD", password.expose())
+            .env_remove("OPENCODE_SERVER_USERNAME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        die_with_parent(&mut command);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        if let Some(pid) = child.id() {
+            let _ = std::fs::write(&pid_file, pid.to_string());
+        }
+        let stdout = child.stdout.take().context("opencode's stdout")?;
+        let stderr = child.stderr.take().context("opencode's stderr")?;
+        tokio::spawn(log_lines(BufReader::new(stderr), "stderr"));
+        let mut lines = BufReader::new(stdout).lines();
+        let base_url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    return Ok::<_, std::io::Error>(Some(url.trim().to_owned()));
+                }
+                tracing::debug!(target: "opencode", line = %line);
+            }
+            Ok(None)
+        })
+        .await
+        .context("opencode did not start within 60 s")?
+        .context("reading opencode's output")?;
+        let Some(base_url) = base_url else {
+            let status = child.wait().await.ok();
+            bail!("opencode exited before listening ({status:?}); run `opencode serve` by hand to see why");
+        };
+        if !base_url.starts_with("http://127.0.0.1:") {
+            bail!("opencode listens on {base_url}, not on loopback");
+        }
+        tokio::spawn(log_lines(lines.into_inner(), "stdout"));
+        info!(url = %base_url, "opencode is running");
+        Ok(Self {
+            child,
+            base_url,
+            password,
+            pid_file,
+        })
+    }
+
+    /// Resolves when the child exits.
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait().await
+    }
+
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Stops the child (its whole process group).
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            kill_group(pid);
+        }
+        let _ = self.child.kill().await;
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+async fn log_lines<R: tokio::io::AsyncBufRead + Unpin>(reader: R, stream: &'static str) {
+    let mut lines = reader.lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(target: "opencode", stream, line = %line);
+    }
+}
+
+/// Stops an opencode a killed worker left running (if the pid still is one).
+fn stop_stale(pid_file: &Path) {
+    let Ok(text) = std::fs::read_to_string(pid_file) else { return };
+    let Ok(pid) = text.trim().parse::<u32>() else { return };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if String::from_utf8_lossy(&cmdline).contains("opencode") {
+        warn!(pid, "stopping an opencode left by an earlier worker");
+        kill_group(pid);
+    }
+    let _ = std::fs::remove_file(pid_file);
+}
+
+fn kill_group(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    // SAFETY: kill(2) with a negative pid signals a process group; it has
+    // no memory effects on this process.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+}
+
+/// Asks the kernel to kill the child when this process dies, however it dies.
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls prctl(2) and getppid(2), both async-signal-safe.
+    #[allow(unsafe_code)]
+    unsafe {
+        let parent = libc::getpid();
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the worker exited while starting opencode"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Finds opencode: an explicit path, then `PATH`, then the worker's cache;
+/// installs it from npm into the cache when it is nowhere.
+pub async fn locate(explicit: Option<&Path>, cache_dir: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        if path.is_file() {
+            return Ok(path.to_owned());
+        }
+        bail!("--opencode {} is not a file", path.display());
+    }
+    if let Some(found) = on_path("opencode") {
+        return Ok(found);
+    }
+    let cached = cache_dir.join("node_modules/.bin/opencode");
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    let Some(npm) = on_path("npm") else {
+        bail!(
+            "opencode is not installed and npm is missing: install Node.js (with npm), \
+             or opencode itself (`npm install -g {OPENCODE_PACKAGE}`), or pass --opencode PATH"
+        );
+    };
+    std::fs::create_dir_all(cache_dir)?;
+    eprintln!(
+        "Installing opencode ({OPENCODE_PACKAGE}) into {} — this happens once…",
+        cache_dir.display()
+    );
+    let status = Command::new(npm)
+        .args(["install", "--no-audit", "--no-fund", "--loglevel", "error", "--prefix"])
+        .arg(cache_dir)
+        .arg(OPENCODE_PACKAGE)
+        .status()
+        .await
+        .context("running npm")?;
+    if !status.success() || !cached.is_file() {
+        bail!("`npm install {OPENCODE_PACKAGE}` failed ({status}); see its output above");
+    }
+    eprintln!("Installed opencode.");
+    Ok(cached)
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}

@@ -1,0 +1,490 @@
+//! From opencode's events to chunks, for one turn (one of our messages).
+//!
+//! The translator keeps, for every part of the turn, what it has already
+//! sent: text sent so far, a tool call's last status and how much of its
+//! output went out. Live deltas append to it; a whole part (from
+//! `message.part.updated`, or read back from opencode's message API after
+//! its event stream dropped) is compared with it and only the difference
+//! goes out. So live streaming and reconciliation are one mechanism, and
+//! nothing is sent twice or lost.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+use tether_domain::ids::PromptId;
+use tether_domain::protocol::{ChunkBody, PermissionReply, ToolStatus, Usage};
+
+/// What an event meant for the turn, besides its chunks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Effects {
+    pub chunks: Vec<ChunkBody>,
+    /// opencode reports the session idle: the turn is over.
+    pub idle: bool,
+}
+
+#[derive(Debug)]
+enum Part {
+    Text { sent: String },
+    Reasoning { sent: String },
+    Tool(ToolPart),
+    Other,
+}
+
+#[derive(Debug, Default)]
+struct ToolPart {
+    call_id: String,
+    tool: String,
+    status: Option<ToolStatus>,
+    input: Value,
+    title: Option<String>,
+    output_sent: String,
+    finished: bool,
+}
+
+/// One turn's translation state.
+#[derive(Debug)]
+pub struct Turn {
+    session: String,
+    /// When the prompt went out (opencode's clock is the same machine's).
+    started_at: i64,
+    user_messages: HashSet<String>,
+    parts: HashMap<String, Part>,
+    text_order: Vec<String>,
+    prompts: HashSet<String>,
+    answered: HashSet<String>,
+    pub error: Option<String>,
+    pub aborted: bool,
+    /// opencode has shown this turn running; an idle before that is an
+    /// echo of the previous turn's end, not this one's.
+    pub started: bool,
+}
+
+impl Turn {
+    pub fn new(session: impl Into<String>, started_at: i64) -> Self {
+        Self {
+            session: session.into(),
+            started_at,
+            user_messages: HashSet::new(),
+            parts: HashMap::new(),
+            text_order: Vec::new(),
+            prompts: HashSet::new(),
+            answered: HashSet::new(),
+            error: None,
+            aborted: false,
+            started: false,
+        }
+    }
+
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
+    /// The answer's text: its text parts in order.
+    pub fn final_text(&self) -> String {
+        let texts: Vec<&str> = self
+            .text_order
+            .iter()
+            .filter_map(|id| match self.parts.get(id) {
+                Some(Part::Text { sent }) if !sent.is_empty() => Some(sent.as_str()),
+                _ => None,
+            })
+            .collect();
+        texts.join("\n\n")
+    }
+
+    /// The session id an event is about, if any.
+    pub fn event_session(event: &Value) -> Option<&str> {
+        let p = &event["properties"];
+        p["sessionID"]
+            .as_str()
+            .or_else(|| p["info"]["sessionID"].as_str())
+            .or_else(|| p["part"]["sessionID"].as_str())
+    }
+
+    /// One event of this turn's session.
+    pub fn on_event(&mut self, event: &Value) -> Effects {
+        let mut fx = Effects::default();
+        let p = &event["properties"];
+        match event["type"].as_str().unwrap_or_default() {
+            "message.updated" => self.on_message_info(&p["info"], &mut fx),
+            "message.part.delta" => {
+                if self.user_messages.contains(p["messageID"].as_str().unwrap_or_default()) {
+                    return fx;
+                }
+                if p["field"].as_str().is_some_and(|f| f != "text") {
+                    return fx;
+                }
+                let (Some(part_id), Some(delta)) = (p["partID"].as_str(), p["delta"].as_str()) else {
+                    return fx;
+                };
+                self.on_delta(part_id, delta, &mut fx);
+            }
+            "message.part.updated" => self.on_part(&p["part"], &mut fx),
+            "permission.asked" => self.on_permission(p, &mut fx),
+            "permission.replied" => {
+                let id = p["requestID"].as_str().unwrap_or_default();
+                let reply = match p["reply"].as_str() {
+                    Some("once") => PermissionReply::Once,
+                    Some("always") => PermissionReply::Always,
+                    _ => PermissionReply::Reject,
+                };
+                if let Ok(prompt_id) = PromptId::parse(id) {
+                    if self.answered.insert(id.to_owned()) {
+                        fx.chunks.push(ChunkBody::PermissionAnswer { prompt_id, reply });
+                    }
+                }
+            }
+            "question.asked" => self.on_question(p, &mut fx),
+            "question.replied" | "question.rejected" => {
+                let id = p["requestID"].as_str().unwrap_or_default();
+                let answers = p["answers"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|q| {
+                                q.as_array()
+                                    .map(|l| l.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                                    .unwrap_or_default()
+                            })
+                            .collect()
+                    });
+                if let Ok(prompt_id) = PromptId::parse(id) {
+                    if self.answered.insert(id.to_owned()) {
+                        fx.chunks.push(ChunkBody::QuestionAnswer { prompt_id, answers });
+                    }
+                }
+            }
+            "session.error" => self.on_error(&p["error"], &mut fx),
+            "session.idle" => fx.idle = self.started,
+            "session.status" => match p["status"]["type"].as_str() {
+                Some("idle") => fx.idle = self.started,
+                Some(_) => self.started = true,
+                None => {}
+            },
+            _ => {}
+        }
+        fx
+    }
+
+    fn on_message_info(&mut self, info: &Value, fx: &mut Effects) {
+        let Some(id) = info["id"].as_str() else { return };
+        if info["role"].as_str() == Some("user") {
+            self.user_messages.insert(id.to_owned());
+            return;
+        }
+        self.started = true;
+        if let Some(err) = info.get("error").filter(|e| !e.is_null()) {
+            self.on_error(err, fx);
+        }
+    }
+
+    fn on_error(&mut self, err: &Value, fx: &mut Effects) {
+        let name = err["name"].as_str().unwrap_or("Error");
+        if name == "MessageAbortedError" {
+            self.aborted = true;
+            return;
+        }
+        let message = err["data"]["message"]
+            .as_str()
+            .or_else(|| err["message"].as_str())
+            .unwrap_or(name)
+            .to_owned();
+        if self.error.as_deref() != Some(message.as_str()) {
+            fx.chunks.push(ChunkBody::Error {
+                message: message.clone(),
+            });
+            self.error = Some(message);
+        }
+    }
+
+    fn on_delta(&mut self, part_id: &str, delta: &str, fx: &mut Effects) {
+        self.started = true;
+        let part = self.parts.entry(part_id.to_owned()).or_insert_with(|| Part::Text {
+            sent: String::new(),
+        });
+        match part {
+            Part::Text { sent } => {
+                if sent.is_empty() && !self.text_order.iter().any(|p| p == part_id) {
+                    self.text_order.push(part_id.to_owned());
+                }
+                sent.push_str(delta);
+                fx.chunks.push(ChunkBody::Text {
+                    part_id: part_id.to_owned(),
+                    delta: delta.to_owned(),
+                });
+            }
+            Part::Reasoning { sent } => {
+                sent.push_str(delta);
+                fx.chunks.push(ChunkBody::Reasoning {
+                    part_id: part_id.to_owned(),
+                    delta: delta.to_owned(),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// A whole part, live or read back: send what was not sent yet.
+    fn on_part(&mut self, part: &Value, fx: &mut Effects) {
+        let (Some(id), Some(kind)) = (part["id"].as_str(), part["type"].as_str()) else {
+            return;
+        };
+        if self.user_messages.contains(part["messageID"].as_str().unwrap_or_default()) {
+            return;
+        }
+        match kind {
+            "text" => {
+                if part["synthetic"].as_bool() == Some(true) || part["ignored"].as_bool() == Some(true) {
+                    return;
+                }
+                if !self.text_order.iter().any(|p| p == id) {
+                    self.text_order.push(id.to_owned());
+                }
+                let entry = self.parts.entry(id.to_owned()).or_insert_with(|| Part::Text { sent: String::new() });
+                if let Part::Text { sent } = entry {
+                    catch_up(sent, part["text"].as_str().unwrap_or_default(), |d| ChunkBody::Text {
+                        part_id: id.to_owned(),
+                        delta: d,
+                    }, fx);
+                }
+            }
+            "reasoning" => {
+                let entry = self
+                    .parts
+                    .entry(id.to_owned())
+                    .or_insert_with(|| Part::Reasoning { sent: String::new() });
+                if let Part::Text { sent } = entry {
+                    // A delta arrived before we knew the part's kind.
+                    *entry = Part::Reasoning { sent: std::mem::take(sent) };
+                }
+                if let Part::Reasoning { sent } = entry {
+                    catch_up(sent, part["text"].as_str().unwrap_or_default(), |d| ChunkBody::Reasoning {
+                        part_id: id.to_owned(),
+                        delta: d,
+                    }, fx);
+                }
+            }
+            "tool" => {
+                let entry = self
+                    .parts
+                    .entry(id.to_owned())
+                    .or_insert_with(|| Part::Tool(ToolPart::default()));
+                if let Part::Tool(tool) = entry {
+                    on_tool(id, tool, part, fx);
+                }
+            }
+            "step-finish" => {
+                if self.parts.contains_key(id) {
+                    return;
+                }
+                self.parts.insert(id.to_owned(), Part::Other);
+                let t = &part["tokens"];
+                fx.chunks.push(ChunkBody::Step {
+                    reason: part["reason"].as_str().unwrap_or_default().to_owned(),
+                    usage: Usage {
+                        input: t["input"].as_u64().unwrap_or(0),
+                        output: t["output"].as_u64().unwrap_or(0),
+                        reasoning: t["reasoning"].as_u64().unwrap_or(0),
+                        cache_read: t["cache"]["read"].as_u64().unwrap_or(0),
+                        cache_write: t["cache"]["write"].as_u64().unwrap_or(0),
+                        cost: part["cost"].as_f64().unwrap_or(0.0),
+                    },
+                });
+            }
+            _ => {
+                self.parts.entry(id.to_owned()).or_insert(Part::Other);
+            }
+        }
+    }
+
+    fn on_permission(&mut self, p: &Value, fx: &mut Effects) {
+        let Some(id) = p["id"].as_str() else { return };
+        let Ok(prompt_id) = PromptId::parse(id) else { return };
+        if !self.prompts.insert(id.to_owned()) {
+            return;
+        }
+        fx.chunks.push(ChunkBody::PermissionRequest {
+            prompt_id,
+            permission: p["permission"].as_str().unwrap_or_default().to_owned(),
+            patterns: p["patterns"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+            metadata: p["metadata"].clone(),
+            call_id: p["tool"]["callID"].as_str().map(str::to_owned),
+        });
+    }
+
+    fn on_question(&mut self, p: &Value, fx: &mut Effects) {
+        let Some(id) = p["id"].as_str() else { return };
+        let Ok(prompt_id) = PromptId::parse(id) else { return };
+        if !self.prompts.insert(id.to_owned()) {
+            return;
+        }
+        fx.chunks.push(ChunkBody::Question {
+            prompt_id,
+            questions: p["questions"].clone(),
+        });
+    }
+
+    /// Reconciles with opencode's stored messages (after the event stream
+    /// dropped): parts of this turn's assistant messages are compared with
+    /// what was sent. Returns the missing chunks.
+    pub fn reconcile_messages(&mut self, messages: &[Value]) -> Vec<ChunkBody> {
+        let mut fx = Effects::default();
+        for m in messages {
+            let info = &m["info"];
+            let created = info["time"]["created"].as_i64().unwrap_or(0);
+            if info["role"].as_str() == Some("user") {
+                if created >= self.started_at {
+                    if let Some(id) = info["id"].as_str() {
+                        self.user_messages.insert(id.to_owned());
+                    }
+                }
+                continue;
+            }
+            let ours = info["parentID"]
+                .as_str()
+                .is_some_and(|parent| self.user_messages.contains(parent))
+                || created >= self.started_at;
+            if !ours {
+                continue;
+            }
+            self.on_message_info(info, &mut fx);
+            for part in m["parts"].as_array().into_iter().flatten() {
+                self.on_part(part, &mut fx);
+            }
+        }
+        fx.chunks
+    }
+
+    /// Reconciles with opencode's pending prompts (permissions or questions).
+    pub fn reconcile_prompts(&mut self, permissions: &[Value], questions: &[Value]) -> Vec<ChunkBody> {
+        let mut fx = Effects::default();
+        let session = self.session.clone();
+        for p in permissions.iter().filter(|p| p["sessionID"].as_str() == Some(session.as_str())) {
+            self.on_permission(p, &mut fx);
+        }
+        for q in questions.iter().filter(|q| q["sessionID"].as_str() == Some(session.as_str())) {
+            self.on_question(q, &mut fx);
+        }
+        fx.chunks
+    }
+}
+
+/// Sends the part of `full` beyond what was `sent`. If the agent rewrote
+/// text already sent (rare), nothing is taken back: the stored answer keeps
+/// what streamed, and the completion's final text has the agent's version.
+fn catch_up(sent: &mut String, full: &str, make: impl Fn(String) -> ChunkBody, fx: &mut Effects) {
+    if full.len() > sent.len() && full.starts_with(sent.as_str()) {
+        let rest = full[sent.len()..].to_owned();
+        sent.push_str(&rest);
+        fx.chunks.push(make(rest));
+    }
+}
+
+fn tool_status(s: &str) -> ToolStatus {
+    match s {
+        "running" => ToolStatus::Running,
+        "completed" => ToolStatus::Completed,
+        "error" => ToolStatus::Error,
+        _ => ToolStatus::Pending,
+    }
+}
+
+fn on_tool(part_id: &str, tool: &mut ToolPart, part: &Value, fx: &mut Effects) {
+    if tool.finished {
+        return;
+    }
+    let state = &part["state"];
+    let status = tool_status(state["status"].as_str().unwrap_or("pending"));
+    tool.call_id = part["callID"].as_str().unwrap_or_default().to_owned();
+    tool.tool = part["tool"].as_str().unwrap_or_default().to_owned();
+    let input = state["input"].clone();
+    let title = state["title"].as_str().map(str::to_owned);
+    let changed = tool.status != Some(status) || tool.input != input || tool.title != title;
+    if changed && !(status == ToolStatus::Pending && input.as_object().is_none_or(|o| o.is_empty()) && tool.status.is_some()) {
+        tool.status = Some(status);
+        tool.input = input.clone();
+        tool.title = title.clone();
+        fx.chunks.push(ChunkBody::ToolCall {
+            part_id: part_id.to_owned(),
+            call_id: tool.call_id.clone(),
+            tool: tool.tool.clone(),
+            status,
+            input,
+            title,
+        });
+    }
+    // Output streams in `metadata.output` while running and lands in
+    // `output` when completed.
+    let output = match status {
+        ToolStatus::Completed => state["output"].as_str(),
+        _ => state["metadata"]["output"].as_str(),
+    };
+    if let Some(out) = output {
+        if out.len() > tool.output_sent.len() && out.starts_with(tool.output_sent.as_str()) {
+            let rest = out[tool.output_sent.len()..].to_owned();
+            tool.output_sent.push_str(&rest);
+            fx.chunks.push(ChunkBody::ToolOutput {
+                part_id: part_id.to_owned(),
+                call_id: tool.call_id.clone(),
+                delta: rest,
+            });
+        }
+    }
+    if matches!(status, ToolStatus::Completed | ToolStatus::Error) {
+        tool.finished = true;
+        if let Some(edit) = file_edit(&tool.tool, state) {
+            fx.chunks.push(edit);
+        }
+        fx.chunks.push(ChunkBody::ToolResult {
+            part_id: part_id.to_owned(),
+            call_id: tool.call_id.clone(),
+            status,
+            error: state["error"].as_str().map(str::to_owned),
+            metadata: state["metadata"].clone(),
+        });
+    }
+}
+
+/// A completed edit or write becomes a file edit with its diff.
+fn file_edit(tool: &str, state: &Value) -> Option<ChunkBody> {
+    if state["status"].as_str() != Some("completed") {
+        return None;
+    }
+    let meta = &state["metadata"];
+    let input = &state["input"];
+    let path = meta["filediff"]["file"]
+        .as_str()
+        .or_else(|| meta["filepath"].as_str())
+        .or_else(|| input["filePath"].as_str())
+        .or_else(|| input["path"].as_str())?
+        .to_owned();
+    match tool {
+        "edit" | "write" | "patch" | "multiedit" => {}
+        _ => return None,
+    }
+    let diff = meta["diff"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| {
+            // A new file: its whole content as additions.
+            input["content"].as_str().map(|c| {
+                let lines: Vec<String> = c.lines().map(|l| format!("+{l}")).collect();
+                format!("--- /dev/null\n+++ {path}\n@@ -0,0 +1,{} @@\n{}\n", lines.len(), lines.join("\n"))
+            })
+        })?;
+    let additions = meta["filediff"]["additions"]
+        .as_u64()
+        .unwrap_or_else(|| diff.lines().filter(|l| l.starts_with('+') && !l.starts_with("+++")).count() as u64) as u32;
+    let deletions = meta["filediff"]["deletions"]
+        .as_u64()
+        .unwrap_or_else(|| diff.lines().filter(|l| l.starts_with('-') && !l.starts_with("---")).count() as u64) as u32;
+    Some(ChunkBody::FileEdit {
+        path,
+        diff,
+        additions,
+        deletions,
+    })
+}
