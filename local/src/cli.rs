@@ -52,6 +52,22 @@ pub struct UpArgs {
     #[arg(long, env = "TETHER_PORT")]
     pub port: Option<u16>,
 
+    /// The directory this machine's worker runs opencode in [default: the current one].
+    #[arg(long, env = "TETHER_WORKDIR")]
+    pub dir: Option<std::path::PathBuf>,
+
+    /// Start only the host, without this machine's worker.
+    #[arg(long, env = "TETHER_NO_WORKER")]
+    pub no_worker: bool,
+
+    /// The opencode binary the worker runs [default: on PATH, else installed from npm].
+    #[arg(long, env = "TETHER_OPENCODE")]
+    pub opencode: Option<std::path::PathBuf>,
+
+    /// Seconds between the worker's heartbeats [default: 60].
+    #[arg(long, env = "TETHER_WORKER_HEARTBEAT_SECS", value_parser = parse_secs)]
+    pub worker_heartbeat_secs: Option<std::time::Duration>,
+
     #[command(flatten)]
     pub tuning: Tuning,
 }

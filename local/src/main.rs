@@ -68,8 +68,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  Secret:     {}", secret.expose());
                 println!("The secret is shown only this once. `tether user reset {OWNER}` makes a new one.");
             }
-            // A later version starts this machine's worker here, pointed at
-            // `url`, so that `tether up` alone is a working setup.
+            if !args.no_worker {
+                let worker = local_worker(args, &data_dir, &url, &domain).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = tether_worker::run::run(worker).await {
+                        eprintln!("The worker stopped: {e:#}");
+                    }
+                });
+            }
             serve(domain, gateway, listener, &url).await
         }
         Command::Serve(args) => {
@@ -87,6 +93,59 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(command) => user(command, &data_dir).await,
     }
+}
+
+/// This machine's worker for `tether up`: paired to the owner already, its
+/// credential kept in the data directory, one per working directory.
+async fn local_worker(
+    args: &cli::UpArgs,
+    data_dir: &std::path::Path,
+    url: &str,
+    domain: &LocalDomain,
+) -> anyhow::Result<tether_worker::run::WorkerConfig> {
+    use tether_domain::model::WorkerStatus;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir().context("reading the current directory")?,
+    };
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("worker directory {}", dir.display()))?;
+    let mut config = tether_worker::run::WorkerConfig::new(url, dir.clone());
+    config.opencode = args.opencode.clone();
+    if let Some(h) = args.worker_heartbeat_secs {
+        config.heartbeat = h;
+    }
+    let key = tether_worker::pairing::credential_path(data_dir, "tether up", &dir);
+    config.credential_file = Some(key.clone());
+    let stored = tether_worker::pairing::load_or_create(&key, url, &dir)?;
+    let request = tether_domain::protocol::PairRequest {
+        machine: config.machine.clone(),
+        name: Some(config.display_name()),
+        workdir: dir.display().to_string(),
+    };
+    let paired = domain
+        .pair(Some(&stored.credential), request, now_millis())
+        .await
+        .map_err(|e| anyhow!("pairing this machine's worker: {}", e.message))?;
+    if paired.status == WorkerStatus::Pending {
+        let owner = domain
+            .store
+            .users()
+            .await
+            .context("reading users")?
+            .into_iter()
+            .find(|u| u.admin);
+        if let Some(owner) = owner {
+            domain
+                .store
+                .transition_worker(&paired.worker_id, WorkerStatus::Pending, WorkerStatus::Approved, Some(&owner.id), None)
+                .await
+                .context("approving this machine's worker")?;
+            info!(worker_id = %paired.worker_id, owner = %owner.name, "this machine's worker is paired to the owner");
+        }
+    }
+    Ok(config)
 }
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {

@@ -34,6 +34,8 @@ pub struct WorkerConfig {
     /// Where the opencode child's pid is kept (`~/.local/state/tether`).
     pub state_dir: PathBuf,
     pub heartbeat: Duration,
+    /// A credential file to use instead of the per-host one in `config_dir`.
+    pub credential_file: Option<PathBuf>,
 }
 
 impl WorkerConfig {
@@ -50,14 +52,17 @@ impl WorkerConfig {
             cache_dir: dirs::cache_dir().unwrap_or_else(|| home.join(".cache")).join("tether/opencode"),
             state_dir: dirs::state_dir().unwrap_or_else(|| home.join(".local/state")).join("tether"),
             heartbeat: Duration::from_secs(60),
+            credential_file: None,
         }
     }
 
     pub fn credential_path(&self) -> PathBuf {
-        pairing::credential_path(&self.config_dir, &self.server, &self.workdir)
+        self.credential_file
+            .clone()
+            .unwrap_or_else(|| pairing::credential_path(&self.config_dir, &self.server, &self.workdir))
     }
 
-    fn display_name(&self) -> String {
+    pub fn display_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {
             self.workdir
                 .file_name()
