@@ -35,8 +35,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run Tether on this machine: the host on 127.0.0.1. On the first start
-    /// it creates the user `owner` and prints how to sign in.
+    /// Run Tether on this machine: the host on 127.0.0.1 and a worker for
+    /// this directory. On the first start it creates the user `owner` and
+    /// prints how to sign in.
     Up(UpArgs),
     /// Run only the host, on any address (for a shared server).
     Serve(ServeArgs),
@@ -44,6 +45,9 @@ pub enum Command {
     /// may be running).
     #[command(subcommand)]
     User(UserCommand),
+    /// Run only a worker (as `tether-worker` does): connect to a host and
+    /// answer its sessions with opencode in a directory.
+    Worker(tether_worker::cli::WorkerArgs),
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,9 @@
 //! - `POST /api/pair`: a new worker asks to be paired.
 //! - `/@connections/{id}` and `/{stage}/@connections/{id}`: API Gateway's
 //!   Management API, for processes written against AWS.
-//! - `GET /healthz`, and `GET /`: a small status page.
+//! - `GET /healthz`.
+//! - Anything else: the web UI (`web/`, built by `build.rs` and embedded):
+//!   its files, and `index.html` for any other path (the UI routes itself).
 //!
 //! Binding is the caller's job (it may want port 0 and the real address
 //! before serving); [`serve`] takes the listener and a shutdown future.
@@ -22,10 +24,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http::{header, HeaderMap, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use tether_domain::protocol::PairRequest;
 use tether_domain::store::Store;
 use tether_domain::{ApiError, Domain, ErrorCode};
@@ -108,7 +110,7 @@ pub fn router<S: Store>(gateway: &Gateway<DomainBackend<S>>) -> Router {
         .router(WS_PATH)
         .merge(api)
         .route("/healthz", get(|| async { "ok" }))
-        .route("/", get(status_page))
+        .fallback(web_ui)
 }
 
 /// Opens the store in `config.data_dir` and serves until `shutdown` resolves.
@@ -228,55 +230,88 @@ async fn pair<S: Store>(
     }
 }
 
-async fn status_page(headers: HeaderMap) -> Html<String> {
-    // The Host header is the client's, so it is escaped before it goes into HTML.
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1:8787");
-    let ws_url = html_escape(&format!("ws://{host}{WS_PATH}"));
-    let version = env!("CARGO_PKG_VERSION");
-    Html(format!(
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Tether</title>
-<style>
-  body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 40rem; margin: 3rem auto; padding: 0 1rem; color: #222; }}
-  code {{ background: #f2f2f2; padding: 0.1rem 0.3rem; border-radius: 3px; }}
-  .muted {{ color: #666; }}
-</style>
-</head>
-<body>
-<h1>Tether</h1>
-<p class="muted">Version {version}. The host is running.</p>
-<p>The web UI is not built yet.</p>
-<h2>Signing in</h2>
-<p>Each person signs in with a secret. To create one, run this on the machine that hosts Tether:</p>
-<p><code>tether user add NAME</code></p>
-<p>It prints the secret once. <code>tether user reset NAME</code> replaces a lost one.</p>
-<h2>Connecting</h2>
-<p>Websocket: <code>{ws_url}</code></p>
-<p class="muted">Browsers get a one-use ticket from <code>POST /api/ticket</code> (with <code>Authorization: Bearer</code> and their secret) and connect with <code>?ticket=</code>.</p>
-</body>
-</html>
-"#
-    ))
-}
+/// The web UI, built from `web/` by `build.rs` into `OUT_DIR`.
+#[derive(rust_embed::Embed)]
+#[folder = "$OUT_DIR/web-dist"]
+struct WebUi;
 
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
+/// Vite's content-hashed output: a name never changes meaning, so it may be
+/// cached for good. Everything else is revalidated on each use.
+const HASHED_ASSETS: &str = "assets/";
+const CACHE_FOREVER: &str = "public, max-age=31536000, immutable";
+const CACHE_REVALIDATE: &str = "no-cache";
+/// Scripts and styles only from this origin; nothing the agent writes can
+/// load a script or frame the page (the UI approves workers and permissions).
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self' ws: wss:; \
+    manifest-src 'self'; worker-src 'self'; object-src 'none'; base-uri 'none'; \
+    form-action 'self'; frame-ancestors 'none'";
+
+/// Serves the UI's files; any other path gets `index.html`, except under
+/// `/api/` (a JSON 404) and missing hashed assets (a plain 404, so a stale
+/// page does not run HTML as a script).
+async fn web_ui(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
     }
-    out
+    let path = uri.path().trim_start_matches('/');
+    if path == "api" || path.starts_with("api/") {
+        return api_error(ApiError::not_found("endpoint"));
+    }
+    let (name, file) = match (!path.is_empty()).then(|| WebUi::get(path)).flatten() {
+        Some(file) => (path, file),
+        None if path.starts_with(HASHED_ASSETS) => {
+            return (StatusCode::NOT_FOUND, "not found").into_response();
+        }
+        None => match WebUi::get("index.html") {
+            Some(file) => ("index.html", file),
+            None => return (StatusCode::NOT_FOUND, "the web UI is not built").into_response(),
+        },
+    };
+    let etag = {
+        use base64::Engine as _;
+        let hash = file.metadata.sha256_hash();
+        format!(
+            "\"{}\"",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&hash[..18])
+        )
+    };
+    let cache = if name.starts_with(HASHED_ASSETS) {
+        CACHE_FOREVER
+    } else {
+        CACHE_REVALIDATE
+    };
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
+    let mut response = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mime = file.metadata.mimetype();
+        let content_type = if mime.starts_with("text/") || mime == "application/javascript" {
+            format!("{mime}; charset=utf-8")
+        } else {
+            mime.to_owned()
+        };
+        let mut response = axum::body::Body::from(file.data.into_owned()).into_response();
+        if let Ok(value) = HeaderValue::from_str(&content_type) {
+            response.headers_mut().insert(header::CONTENT_TYPE, value);
+        }
+        response
+    };
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, value);
+    }
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
 }

@@ -92,6 +92,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(domain, gateway, listener, &url).await
         }
         Command::User(command) => user(command, &data_dir).await,
+        Command::Worker(args) => {
+            let config = args.clone().into_config();
+            tokio::select! {
+                result = tether_worker::run::run(config) => result,
+                () = shutdown_signal() => Ok(()),
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`run`]: the worker as a whole, for the binary and for `tether up`.
 
 pub mod agent;
+pub mod cli;
 pub mod opencode;
 pub mod outbox;
 pub mod pairing;

@@ -39,7 +39,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The bound on every single wait of the suite.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = Duration::from_secs(30);
 /// The bound on a whole scenario.
 pub const SCENARIO_LIMIT: Duration = Duration::from_secs(90);
 
@@ -83,6 +83,17 @@ pub struct Server {
     mode: Mode,
     extra: Vec<String>,
     generation: u32,
+    up: Option<UpLaunch>,
+}
+
+/// `tether up` instead of `tether serve`: the host with this machine's
+/// worker, driving real opencode in `workdir`.
+#[derive(Clone, Debug)]
+pub struct UpLaunch {
+    pub workdir: PathBuf,
+    pub opencode: PathBuf,
+    /// Extra environment (opencode's XDG directories, say).
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -105,9 +116,44 @@ impl Server {
             mode,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             generation: 0,
+            up: None,
         };
         server.spawn().await;
         server
+    }
+
+    /// `tether up` on a fresh data directory, with extra flags.
+    pub async fn start_up(mode: Mode, up: UpLaunch, extra: &[&str]) -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("tether-up-")
+            .tempdir()
+            .expect("create a temporary directory");
+        std::fs::create_dir_all(root.path().join("data")).expect("create the data directory");
+        let mut server = Self {
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            root,
+            mode,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            generation: 0,
+            up: Some(up),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// The owner `tether up` made on its first start (its secret is printed once).
+    pub fn owner(&self) -> User {
+        let stdout = std::fs::read_to_string(self.root.path().join("server-0.stdout")).unwrap_or_default();
+        let secret = stdout
+            .split_whitespace()
+            .find(|t| t.starts_with("tsk_"))
+            .unwrap_or_else(|| panic!("`tether up` printed no owner secret:\n{stdout}"))
+            .to_owned();
+        User {
+            name: "owner".into(),
+            secret,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -122,11 +168,21 @@ impl Server {
         let log_path = self.log_path(self.generation);
         let log = std::fs::File::create(&log_path).expect("create the server log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
-        cmd.arg("serve")
-            .arg("--bind")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(self.data_dir());
+        match &self.up {
+            None => {
+                cmd.arg("serve").arg("--bind").arg("127.0.0.1:0");
+            }
+            Some(up) => {
+                cmd.arg("up")
+                    .arg("--port")
+                    .arg("0")
+                    .arg("--dir")
+                    .arg(&up.workdir)
+                    .arg("--opencode")
+                    .arg(&up.opencode);
+            }
+        }
+        cmd.arg("--data-dir").arg(self.data_dir());
         if self.mode == Mode::Concurrent {
             cmd.arg("--concurrent-frames");
         }
@@ -142,6 +198,9 @@ impl Server {
         }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "debug");
+        }
+        if let Some(up) = &self.up {
+            cmd.envs(up.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         }
         // The log is a file, printed when a test fails: plain text reads best.
         cmd.env("NO_COLOR", "1");

@@ -1,0 +1,52 @@
+//! The worker's command line, shared by `tether-worker` and `tether worker`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::run::WorkerConfig;
+
+/// Keeps an outbound connection to a Tether host and answers its sessions
+/// with opencode, in this directory.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// The host: its web address (http://127.0.0.1:8787) or websocket URL (wss://…).
+    #[arg(long, env = "TETHER_SERVER")]
+    pub server: String,
+    /// The directory opencode works in.
+    #[arg(long, env = "TETHER_WORKDIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// This machine's name as the owner sees it [default: the hostname].
+    #[arg(long, env = "TETHER_MACHINE")]
+    pub machine: Option<String>,
+    /// This worker's name [default: the directory's name].
+    #[arg(long, env = "TETHER_WORKER_NAME")]
+    pub name: Option<String>,
+    /// The opencode binary to run [default: on PATH, else installed from npm
+    /// into the cache directory].
+    #[arg(long, env = "TETHER_OPENCODE")]
+    pub opencode: Option<PathBuf>,
+    /// Where the worker keeps its credential [default: ~/.config/tether].
+    #[arg(long, env = "TETHER_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Seconds between heartbeats to the host.
+    #[arg(long, env = "TETHER_HEARTBEAT_SECS", default_value_t = 60.0)]
+    pub heartbeat_secs: f64,
+}
+
+impl WorkerArgs {
+    pub fn into_config(self) -> WorkerConfig {
+        let mut config = WorkerConfig::new(self.server, self.dir);
+        if let Some(m) = self.machine {
+            config.machine = m;
+        }
+        config.name = self.name;
+        config.opencode = self.opencode;
+        if let Some(dir) = self.config_dir {
+            config.config_dir = dir;
+        }
+        config.heartbeat = Duration::from_secs_f64(self.heartbeat_secs.max(1.0));
+        config
+    }
+}
