@@ -23,6 +23,7 @@ pub struct User {
 
 /// A worker's place in pairing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerStatus {
     Pending,
@@ -86,6 +87,7 @@ impl Worker {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     /// Stored; the worker has not created its agent session yet.
@@ -144,6 +146,7 @@ pub struct Session {
 
 /// The state of one message's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
     /// Stored; its worker has not been sent it (offline, or the session is starting).

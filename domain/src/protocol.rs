@@ -26,6 +26,7 @@ pub const MAX_TEXT_BYTES: usize = 30 * 1024;
 
 /// A model, as the agent names it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ModelRef {
     pub provider_id: String,
     pub model_id: String,
@@ -33,6 +34,7 @@ pub struct ModelRef {
 
 /// A model a worker offers, as advertised in its hello.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ModelInfo {
     pub provider_id: String,
     pub model_id: String,
@@ -46,6 +48,7 @@ pub struct ModelInfo {
 /// Where a reader resumes a session's history: message `message` (its number
 /// in the session), chunk `seq` of it. Everything at or after it is resent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Cursor {
     pub message: u32,
     pub seq: u32,
@@ -53,6 +56,7 @@ pub struct Cursor {
 
 /// A user's answer to a prompt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PromptAnswer {
     /// Answer to a permission prompt.
@@ -64,6 +68,7 @@ pub enum PromptAnswer {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum PermissionReply {
     Once,
@@ -72,6 +77,7 @@ pub enum PermissionReply {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ToolStatus {
     Pending,
@@ -82,6 +88,7 @@ pub enum ToolStatus {
 
 /// Token and cost figures of one agent step.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Usage {
     #[serde(default)]
     pub input: u64,
@@ -100,6 +107,7 @@ pub struct Usage {
 /// What one chunk of an answer says. Text-like kinds carry deltas to append
 /// to the part named by `part_id`; the others carry a whole state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ChunkBody {
     /// Answer text to append to part `part_id`.
@@ -191,6 +199,7 @@ impl ChunkBody {
 
 /// A chunk as a worker sends it: its `seq` within the message and its body.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ChunkIn {
     pub seq: u32,
     #[serde(flatten)]
@@ -199,6 +208,7 @@ pub struct ChunkIn {
 
 /// How an answer ended, as the worker reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Complete,
@@ -218,6 +228,7 @@ impl Outcome {
 
 /// Every action a client may send, tagged by `action`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields))]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     // --- either role ---
@@ -496,6 +507,7 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// A worker as its owner sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct WorkerView {
     pub worker_id: WorkerId,
     pub machine: String,
@@ -513,6 +525,7 @@ pub struct WorkerView {
 
 /// A machine: the workers its owner runs on one host.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct MachineView {
     pub name: String,
     pub online: bool,
@@ -520,6 +533,7 @@ pub struct MachineView {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct SessionView {
     pub session_id: SessionId,
     pub worker_id: WorkerId,
@@ -534,6 +548,7 @@ pub struct SessionView {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct MessageView {
     pub session_id: SessionId,
     pub message_id: MessageId,
@@ -552,6 +567,7 @@ pub struct MessageView {
 
 /// A stored chunk as readers receive it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ChunkView {
     pub session_id: SessionId,
     pub message_id: MessageId,
@@ -562,6 +578,7 @@ pub struct ChunkView {
 
 /// One page of a session's history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct HistoryPage {
     pub session: SessionView,
     /// Messages from the cursor's message on, in order.
@@ -574,13 +591,16 @@ pub struct HistoryPage {
 
 /// The error half of a reply.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ErrorBody {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
     pub code: ErrorCode,
     pub message: String,
 }
 
 /// Every frame the server sends, tagged by `type`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// The one reply to a request. `id` is absent only when the request's id
@@ -671,6 +691,7 @@ impl ServerFrame {
 
 /// Data of a `me` reply.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct MeData {
     pub protocol: u32,
     pub role: Role,
@@ -689,6 +710,7 @@ pub struct MeData {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     User,
@@ -697,6 +719,7 @@ pub enum Role {
 
 /// Data of the reply to `chunks`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ChunksAck {
     /// Seqs stored by this frame.
     pub stored: Vec<u32>,
@@ -706,6 +729,7 @@ pub struct ChunksAck {
 
 /// `POST /api/ticket` reply: a one-use ticket for `?ticket=` on connect.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct TicketData {
     pub ticket: String,
     pub expires_at: Millis,
@@ -714,6 +738,7 @@ pub struct TicketData {
 /// `POST /api/pair` body: a new worker asks to be paired. Its credential goes
 /// in the `Authorization: Bearer` header, never in the body or URL.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(deny_unknown_fields)]
 pub struct PairRequest {
     pub machine: String,
@@ -724,6 +749,7 @@ pub struct PairRequest {
 
 /// `POST /api/pair` reply.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct PairData {
     pub worker_id: WorkerId,
     pub status: WorkerStatus,

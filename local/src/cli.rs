@@ -70,7 +70,7 @@ pub struct UpArgs {
 
     /// Seconds between the worker's heartbeats [default: 60].
     #[arg(long, env = "TETHER_WORKER_HEARTBEAT_SECS", value_parser = parse_secs)]
-    pub worker_heartbeat_secs: Option<std::time::Duration>,
+    pub worker_heartbeat_secs: Option<f64>,
 
     #[command(flatten)]
     pub tuning: Tuning,

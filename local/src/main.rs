@@ -121,7 +121,7 @@ async fn local_worker(
     let mut config = tether_worker::run::WorkerConfig::new(url, dir.clone());
     config.opencode = args.opencode.clone();
     if let Some(h) = args.worker_heartbeat_secs {
-        config.heartbeat = h;
+        config.heartbeat = std::time::Duration::from_secs_f64(h);
     }
     let key = tether_worker::pairing::credential_path(data_dir, "tether up", &dir);
     config.credential_file = Some(key.clone());

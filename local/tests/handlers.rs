@@ -473,7 +473,13 @@ async fn gone_watchers_are_dropped_and_do_not_fail_the_sender() {
     let (wid, wconn, _) = h.worker(&owner).await;
     let (_, mid) = h.chat(&owner, &wid, &wconn).await;
     h.push.set_gone(&owner);
+    // A connection that answers gone while it may still be connecting
+    // (API Gateway cannot post during `$connect`) keeps its record...
     h.ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [text_chunk(0, "a")]})).await;
+    assert!(h.send(&owner, json!({"action": "ping"})).await.is_ok(), "a young connection is kept");
+    // ...an older one is dropped.
+    h.advance(31_000);
+    h.ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [text_chunk(1, "b")]})).await;
     assert_eq!(h.code(&owner, json!({"action": "ping"})).await, ErrorCode::Unauthorized, "its record is gone");
 }
 

@@ -219,8 +219,15 @@ impl Agent {
     }
 
     fn hello(&mut self) {
+        // Every message this worker holds in any form: queued here, running,
+        // or with output not yet acknowledged. The host fails a streaming
+        // message that is not listed, and frames may be handled out of order,
+        // so a message must be listed from the moment it is taken.
         let mut active: Vec<MessageId> = self.outboxes.keys().cloned().collect();
         active.extend(self.turns.keys().cloned());
+        for state in self.sessions.values() {
+            active.extend(state.queue.iter().map(|j| j.message.clone()));
+        }
         active.sort();
         active.dedup();
         let request = Request::WorkerHello {
@@ -237,8 +244,8 @@ impl Agent {
 
     fn on_frame(&mut self, frame: ServerFrame) -> Option<Exit> {
         match frame {
-            ServerFrame::Reply { id, ok, error, .. } => {
-                let Some(id) = id else { return None };
+            ServerFrame::Reply { id: None, .. } => {}
+            ServerFrame::Reply { id: Some(id), ok, error, .. } => {
                 if let Some(ob) = self.outboxes.values_mut().find(|ob| ob.owns(&id)) {
                     if ok {
                         ob.on_ok(&id);
@@ -302,19 +309,22 @@ impl Agent {
                 }
             }
             ServerFrame::PromptAnswer { prompt_id, answer, .. } => {
-                let Some(client) = self.client.clone() else { return None };
-                let prompt = prompt_id.clone();
-                self.spawn(async move {
-                    let result = match &answer {
-                        PromptAnswer::Permission { reply } => client.reply_permission(prompt.as_str(), *reply).await,
-                        PromptAnswer::Question { answers } => client.reply_question(prompt.as_str(), answers).await,
-                        PromptAnswer::QuestionRejected => client.reject_question(prompt.as_str()).await,
-                    };
-                    Done::Answered {
-                        prompt,
-                        result: result.map_err(|e| format!("{e:#}")),
-                    }
-                });
+                // Without opencode the answer waits: the host pushes it
+                // again on the next hello, until it is delivered.
+                if let Some(client) = self.client.clone() {
+                    let prompt = prompt_id.clone();
+                    self.spawn(async move {
+                        let result = match &answer {
+                            PromptAnswer::Permission { reply } => client.reply_permission(prompt.as_str(), *reply).await,
+                            PromptAnswer::Question { answers } => client.reply_question(prompt.as_str(), answers).await,
+                            PromptAnswer::QuestionRejected => client.reject_question(prompt.as_str()).await,
+                        };
+                        Done::Answered {
+                            prompt,
+                            result: result.map_err(|e| format!("{e:#}")),
+                        }
+                    });
+                }
             }
             ServerFrame::WorkerUpdated { .. }
             | ServerFrame::SessionUpdated { .. }

@@ -17,6 +17,8 @@ use super::Domain;
 const PAGE_BUDGET_BYTES: usize = 96 * 1024;
 const PAGE_MESSAGES: u32 = 20;
 const PAGE_CHUNKS: u32 = 200;
+/// API Gateway's integration timeout bounds how long a `$connect` can run.
+const CONNECT_GRACE_MS: i64 = 30_000;
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
@@ -106,22 +108,36 @@ pub(crate) fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
 impl<S: Store, P: Push> Domain<S, P> {
     /// Sends a frame to connections, dropping the records of gone ones
     /// (API Gateway may never deliver their `$disconnect`).
-    pub(crate) async fn fan_out(&self, conns: &[ConnectionId], frame: &ServerFrame) {
+    pub(crate) async fn fan_out(&self, conns: &[ConnectionId], frame: &ServerFrame, now: Millis) {
         if conns.is_empty() {
             return;
         }
         let text = frame.to_json();
         for (conn, err) in self.push.send_many(conns, &text).await {
             match err {
-                PushError::Gone => {
-                    // Fan-out targets browsers, which carry no presence: dropping the record is all.
-                    debug!(connection_id = %conn, "push to a gone connection; removing it");
-                    if let Err(e) = self.store.delete_connection(&conn).await {
-                        warn!(connection_id = %conn, error = %e, "could not delete connection");
-                    }
-                }
+                PushError::Gone => self.drop_gone(&conn, now).await,
                 PushError::Other(e) => warn!(connection_id = %conn, error = %e, "push failed"),
             }
+        }
+    }
+
+    /// Drops the record of a connection a push found gone. Fan-out targets
+    /// browsers, which carry no presence, so the record is all. A connection
+    /// whose `$connect` may still be running also answers gone (API Gateway
+    /// cannot post to it yet): such a young record is kept.
+    async fn drop_gone(&self, conn: &ConnectionId, now: Millis) {
+        match self.store.connection(conn).await {
+            Ok(Some(c)) if now - c.connected_at < CONNECT_GRACE_MS => {
+                debug!(connection_id = %conn, "push to a connection still connecting; kept");
+            }
+            Ok(Some(_)) => {
+                debug!(connection_id = %conn, "push to a gone connection; removing it");
+                if let Err(e) = self.store.delete_connection(conn).await {
+                    warn!(connection_id = %conn, error = %e, "could not delete connection");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(connection_id = %conn, error = %e, "could not read connection"),
         }
     }
 
@@ -150,15 +166,15 @@ impl<S: Store, P: Push> Domain<S, P> {
     /// Pushes to every browser connection of a user.
     pub(crate) async fn to_user(&self, user: &UserId, frame: &ServerFrame, now: Millis) {
         match self.store.user_connections(user, now).await {
-            Ok(conns) => self.fan_out(&conns, frame).await,
+            Ok(conns) => self.fan_out(&conns, frame, now).await,
             Err(e) => warn!(user_id = %user, error = %e, "could not list user connections"),
         }
     }
 
     /// Pushes to every connection watching a session.
-    pub(crate) async fn to_watchers(&self, session: &SessionId, frame: &ServerFrame) {
+    pub(crate) async fn to_watchers(&self, session: &SessionId, frame: &ServerFrame, now: Millis) {
         match self.store.watchers(session).await {
-            Ok(conns) => self.fan_out(&conns, frame).await,
+            Ok(conns) => self.fan_out(&conns, frame, now).await,
             Err(e) => warn!(session_id = %session, error = %e, "could not list watchers"),
         }
     }
@@ -212,11 +228,11 @@ impl<S: Store, P: Push> Domain<S, P> {
     }
 
     /// Announces a message's new state to its session's watchers.
-    pub(crate) async fn announce_message(&self, message: &Message) {
+    pub(crate) async fn announce_message(&self, message: &Message, now: Millis) {
         let frame = ServerFrame::MessageUpdated {
             message: message_view(message),
         };
-        self.to_watchers(&message.session, &frame).await;
+        self.to_watchers(&message.session, &frame, now).await;
     }
 
     /// One page of history from `after`, within [`PAGE_BUDGET_BYTES`].

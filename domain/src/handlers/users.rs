@@ -263,7 +263,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             .ok_or_else(|| ApiError::not_found("pairing code"))?;
         let conns = self.store.worker_connections(&worker.id).await?;
         let frame = ServerFrame::PairingStatus { status: to };
-        self.fan_out(&conns, &frame).await;
+        self.fan_out(&conns, &frame, now).await;
         if approve {
             self.store.set_connections_owner(&worker.id, user).await?;
             self.announce_worker(&updated.id, Some(&updated), now).await;
@@ -296,7 +296,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         let frame = ServerFrame::PairingStatus {
             status: WorkerStatus::Revoked,
         };
-        self.fan_out(&conns, &frame).await;
+        self.fan_out(&conns, &frame, now).await;
         for conn in &conns {
             let _ = self.push.disconnect(conn).await;
             self.forget_connection(conn, now).await;
@@ -422,7 +422,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 .transition_message(&m.id, &[MessageStatus::Queued], MessageStatus::Aborted, &patch, now)
                 .await?
             {
-                self.announce_message(&m).await;
+                self.announce_message(&m, now).await;
             }
         }
         if let Some(worker) = self.store.worker(&session.worker).await? {
@@ -490,7 +490,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 };
             }
         };
-        self.announce_message(&stored).await;
+        self.announce_message(&stored, now).await;
         let stored = self.dispatch(&worker, &session, stored, now).await?;
         Ok(json!({ "message": message_view(&stored) }))
     }
@@ -534,7 +534,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             .await?
         {
             Some(m) => {
-                self.announce_message(&m).await;
+                self.announce_message(&m, now).await;
                 Ok(m)
             }
             // Already dispatched, started or aborted meanwhile.
@@ -572,7 +572,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             .await?
         {
             Some(m) => {
-                self.announce_message(&m).await;
+                self.announce_message(&m, now).await;
                 m
             }
             None => self.store.message(&message.id).await?.unwrap_or(message),

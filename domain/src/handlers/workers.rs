@@ -150,7 +150,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                         .await?
                     {
                         failed += 1;
-                        self.announce_message(&m).await;
+                        self.announce_message(&m, now).await;
                         self.settle_session(&m.worker, &m.session, now).await?;
                     }
                 }
@@ -307,7 +307,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 .transition_message(&message.id, &[MessageStatus::Queued, MessageStatus::Dispatched], MessageStatus::Failed, &patch, now)
                 .await?
             {
-                self.announce_message(&m).await;
+                self.announce_message(&m, now).await;
             }
         }
         self.announce_session(&failed, now).await;
@@ -328,7 +328,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             .await?
         {
             Some(m) => {
-                self.announce_message(&m).await;
+                self.announce_message(&m, now).await;
                 if let Some(s) = self
                     .store
                     .transition_session(&m.session, &[SessionStatus::Ready], SessionStatus::Busy, &SessionPatch::default(), now)
@@ -428,7 +428,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                     message_id: message.id.clone(),
                     chunks: group,
                 };
-                self.to_watchers(&message.session, &frame).await;
+                self.to_watchers(&message.session, &frame, now).await;
             }
         }
         Ok(json(&ack))
@@ -512,7 +512,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 };
             }
         };
-        self.announce_message(&done).await;
+        self.announce_message(&done, now).await;
         self.settle_session(&done.worker, &done.session, now).await?;
         Ok(json!({ "message": message_view(&done) }))
     }

@@ -123,6 +123,7 @@ impl Server {
     }
 
     /// `tether up` on a fresh data directory, with extra flags.
+    #[allow(dead_code, reason = "used by the agent suite, which shares this file")]
     pub async fn start_up(mode: Mode, up: UpLaunch, extra: &[&str]) -> Self {
         let root = tempfile::Builder::new()
             .prefix("tether-up-")
@@ -143,6 +144,7 @@ impl Server {
     }
 
     /// The owner `tether up` made on its first start (its secret is printed once).
+    #[allow(dead_code, reason = "used by the agent suite, which shares this file")]
     pub fn owner(&self) -> User {
         let stdout = std::fs::read_to_string(self.root.path().join("server-0.stdout")).unwrap_or_default();
         let secret = stdout
@@ -1241,7 +1243,14 @@ impl UserClient {
     /// Reads this message's `chunks` and `message_updated` events until its
     /// answer is final: the chunks in arrival order and the statuses seen.
     pub async fn follow_to_end(&mut self, message: &MessageId) -> Followed {
-        let mut followed = Followed::default();
+        self.follow_on(message, Followed::default(), false).await
+    }
+
+    /// Like [`Self::follow_to_end`], adding to what was seen of the answer
+    /// already; with `whole`, it also waits for every chunk the completion
+    /// counted (frames may be handled out of order, so the completion can
+    /// overtake the last chunks).
+    pub async fn follow_on(&mut self, message: &MessageId, mut followed: Followed, whole: bool) -> Followed {
         loop {
             let m = message.clone();
             let event = self
@@ -1258,9 +1267,23 @@ impl UserClient {
                 ServerFrame::Chunks { chunks, .. } => followed.chunks.extend(chunks),
                 ServerFrame::MessageUpdated { message } => {
                     let last = message.status.is_final();
+                    let count = message.chunk_count.unwrap_or(0);
                     followed.statuses.push(message.status);
                     followed.last = Some(message);
                     if last {
+                        let wanted = followed.last.as_ref().map(|v| v.message_id.clone()).expect("just set");
+                        while whole && (0..count).any(|s| !followed.chunks.iter().any(|c| c.seq == s)) {
+                            let m = wanted.clone();
+                            let event = self
+                                .next_event(
+                                    &format!("the rest of the {count} chunks of {wanted}"),
+                                    |e| matches!(e, ServerFrame::Chunks { message_id, .. } if *message_id == m),
+                                )
+                                .await;
+                            if let ServerFrame::Chunks { chunks, .. } = event {
+                                followed.chunks.extend(chunks);
+                            }
+                        }
                         return followed;
                     }
                 }

@@ -1,0 +1,9 @@
+//! The worker with real opencode, end to end: a scripted fake LLM (the only
+//! stand-in), real `opencode serve`, the real worker and host, and a
+//! browser-like client speaking the protocol over real websockets.
+
+#[allow(dead_code, unused_imports)]
+#[path = "../e2e/helpers.rs"]
+mod helpers;
+mod scenarios;
+mod support;

@@ -1,0 +1,437 @@
+//! Each scenario starts its own host, worker, opencode and fake LLM.
+
+use std::time::Duration;
+
+use tether_domain::ids::{MessageId, SessionId, WorkerId};
+use tether_domain::model::{MessageStatus, SessionStatus};
+use tether_domain::protocol::{
+    ChunkBody, ModelRef, PermissionReply, PromptAnswer, Request, ServerFrame, SessionView, ToolStatus,
+    WorkerView,
+};
+
+use crate::helpers::{Followed, Mode, Server, User, UserClient};
+use crate::support::{alive, eventually, Agentic, Proxy};
+
+/// Generous bound for a whole scenario: opencode starts, fetches its
+/// provider package on the very first run, and answers.
+const LIMIT: Duration = Duration::from_secs(240);
+
+fn fake_model() -> ModelRef {
+    ModelRef {
+        provider_id: "fake".into(),
+        model_id: "fake-model".into(),
+    }
+}
+
+fn new_id<T: std::str::FromStr>(prefix: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    format!("{prefix}{n}_{}", std::process::id()).parse().expect("valid id")
+}
+
+/// What the fake LLM says for `[tokens n]`.
+fn numbered_text(n: usize) -> String {
+    (0..n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")
+}
+
+/// The text of an answer: its text deltas in seq order.
+fn text_of(f: &Followed) -> String {
+    let mut chunks = f.chunks.clone();
+    chunks.sort_by_key(|c| c.seq);
+    chunks
+        .iter()
+        .filter_map(|c| match &c.body {
+            ChunkBody::Text { delta, .. } => Some(delta.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every seq once, from 0, with no gap.
+fn assert_whole(f: &Followed) {
+    let mut seqs = f.seqs();
+    seqs.sort_unstable();
+    let expected: Vec<u32> = (0..seqs.len() as u32).collect();
+    assert_eq!(seqs, expected, "each chunk exactly once, no gap");
+    if let Some(count) = f.last.as_ref().and_then(|m| m.chunk_count) {
+        assert_eq!(count as usize, seqs.len(), "chunk_count matches what arrived");
+    }
+}
+
+/// Waits until the worker is online with the fake model; returns it.
+async fn online_worker(user: &mut UserClient) -> WorkerView {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let workers: Vec<WorkerView> = user.machines().await.into_iter().flat_map(|m| m.workers).collect();
+        if let Some(w) = workers
+            .into_iter()
+            .find(|w| w.online && w.models.iter().any(|m| m.provider_id == "fake" && m.model_id == "fake-model"))
+        {
+            return w;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no worker came online with the fake model");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Starts a session and waits until it is ready; watches it.
+async fn ready_session(user: &mut UserClient, worker: &WorkerId) -> SessionId {
+    let session: SessionId = new_id("ses_");
+    let view: SessionView = user
+        .call(Request::SessionStart {
+            session_id: session.clone(),
+            worker_id: worker.clone(),
+            model: fake_model(),
+            title: Some("agent".into()),
+        })
+        .await
+        .field("session");
+    if view.status != SessionStatus::Ready {
+        let s = session.clone();
+        user.next_event("the session becoming ready", |e| {
+            matches!(e, ServerFrame::SessionUpdated { session } if session.session_id == s && session.status == SessionStatus::Ready)
+        })
+        .await;
+    }
+    user.call(Request::SessionWatch {
+        session_id: session.clone(),
+        after: None,
+    })
+    .await
+    .ok();
+    session
+}
+
+async fn ask(user: &mut UserClient, session: &SessionId, text: &str) -> MessageId {
+    let message: MessageId = new_id("msg_");
+    user.send_message(session, &message, text).await;
+    message
+}
+
+/// Waits for a chunk of `message` matching `pred`; returns it.
+async fn chunk_where(
+    user: &mut UserClient,
+    message: &MessageId,
+    what: &str,
+    pred: impl Fn(&ChunkBody) -> bool,
+    seen: &mut Followed,
+) -> ChunkBody {
+    loop {
+        let m = message.clone();
+        match user
+            .next_event(what, |e| matches!(e, ServerFrame::Chunks { message_id, .. } if *message_id == m))
+            .await
+        {
+            ServerFrame::Chunks { chunks, .. } => {
+                let found = chunks.iter().find(|c| pred(&c.body)).map(|c| c.body.clone());
+                seen.chunks.extend(chunks);
+                if let Some(found) = found {
+                    return found;
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// Follows an answer to its end, adding to what was seen of it already.
+async fn finish(user: &mut UserClient, message: &MessageId, seen: Followed) -> Followed {
+    user.follow_on(message, seen, true).await
+}
+
+/// Follows an answer from now to its end, whole.
+async fn follow(user: &mut UserClient, message: &MessageId) -> Followed {
+    user.follow_on(message, Followed::default(), true).await
+}
+
+async fn run(name: &str, scenario: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(LIMIT, scenario).await.is_err() {
+        panic!("scenario {name} did not finish within {LIMIT:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_real_answers_and_a_second_message() {
+    run("streams", async {
+        let agent = Agentic::new().await;
+        let server = agent.up(Mode::Sequential).await;
+        let mut user = UserClient::connect(&server, &server.owner()).await;
+        let worker = online_worker(&mut user).await;
+        let session = ready_session(&mut user, &worker.worker_id).await;
+
+        let message = ask(&mut user, &session, "[tokens 300] [delay 4] please").await;
+        let answer = follow(&mut user, &message).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert!(answer.statuses.contains(&MessageStatus::Streaming));
+        assert_whole(&answer);
+        let expected = numbered_text(300);
+        assert_eq!(text_of(&answer), expected, "the streamed text is what the model said");
+        assert_eq!(answer.last.as_ref().and_then(|m| m.final_text.clone()), Some(expected));
+        let text_chunks = answer
+            .chunks
+            .iter()
+            .filter(|c| matches!(c.body, ChunkBody::Text { .. }))
+            .count();
+        assert!(text_chunks >= 3, "the answer arrived in pieces ({text_chunks} text chunks)");
+        assert!(
+            answer.chunks.iter().any(|c| matches!(c.body, ChunkBody::Step { .. })),
+            "token figures arrive as a step chunk"
+        );
+
+        let second = ask(&mut user, &session, "[think] [tokens 20] again").await;
+        let answer = follow(&mut user, &second).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_eq!(text_of(&answer), numbered_text(20));
+        assert!(answer.chunks.iter().any(|c| matches!(c.body, ChunkBody::Reasoning { .. })));
+        assert_whole(&answer);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_approve_and_deny_and_file_edits() {
+    run("permissions", async {
+        let agent = Agentic::new().await;
+        let server = agent.up(Mode::Sequential).await;
+        let mut user = UserClient::connect(&server, &server.owner()).await;
+        let worker = online_worker(&mut user).await;
+        let session = ready_session(&mut user, &worker.worker_id).await;
+
+        // Approve: the tool runs and its output streams back.
+        let message = ask(&mut user, &session, "[bash echo hello-from-tool]").await;
+        let mut seen = Followed::default();
+        let ChunkBody::PermissionRequest { prompt_id, permission, .. } = chunk_where(
+            &mut user,
+            &message,
+            "a permission request",
+            |b| matches!(b, ChunkBody::PermissionRequest { .. }),
+            &mut seen,
+        )
+        .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(permission, "bash");
+        user.call(Request::PromptReply {
+            prompt_id,
+            answer: PromptAnswer::Permission { reply: PermissionReply::Once },
+        })
+        .await
+        .ok();
+        let answer = finish(&mut user, &message, seen).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_whole(&answer);
+        let output: String = answer
+            .chunks
+            .iter()
+            .filter_map(|c| match &c.body {
+                ChunkBody::ToolOutput { delta, .. } => Some(delta.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(output.contains("hello-from-tool"), "tool output streamed: {output:?}");
+        assert!(answer.chunks.iter().any(|c| matches!(c.body, ChunkBody::PermissionAnswer { reply: PermissionReply::Once, .. })));
+        assert!(answer.chunks.iter().any(|c| matches!(c.body, ChunkBody::ToolResult { status: ToolStatus::Completed, .. })));
+        assert!(text_of(&answer).contains("hello-from-tool"), "the model saw the output");
+
+        // Deny: the tool is refused and never runs.
+        let message = ask(&mut user, &session, "[bash echo should-not-run]").await;
+        let mut seen = Followed::default();
+        let ChunkBody::PermissionRequest { prompt_id, .. } = chunk_where(
+            &mut user,
+            &message,
+            "a permission request",
+            |b| matches!(b, ChunkBody::PermissionRequest { .. }),
+            &mut seen,
+        )
+        .await
+        else {
+            unreachable!()
+        };
+        user.call(Request::PromptReply {
+            prompt_id,
+            answer: PromptAnswer::Permission { reply: PermissionReply::Reject },
+        })
+        .await
+        .ok();
+        let answer = finish(&mut user, &message, seen).await;
+        assert!(answer.last.as_ref().is_some_and(|m| m.status.is_final()));
+        assert!(!answer.chunks.iter().any(|c| matches!(&c.body, ChunkBody::ToolOutput { delta, .. } if delta.contains("should-not-run"))));
+        assert!(answer.chunks.iter().any(|c| matches!(c.body, ChunkBody::ToolResult { status: ToolStatus::Error, .. })));
+
+        // A file the agent writes arrives as a file edit.
+        let message = ask(&mut user, &session, "[write notes.txt hello world]").await;
+        let answer = follow(&mut user, &message).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert!(
+            answer.chunks.iter().any(|c| matches!(&c.body, ChunkBody::FileEdit { path, .. } if path.ends_with("notes.txt"))),
+            "a file_edit chunk: {:?}",
+            answer.chunks.iter().map(|c| c.body.kind()).collect::<Vec<_>>()
+        );
+        assert!(agent.workdir().join("notes.txt").is_file());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_and_end_session() {
+    run("abort", async {
+        let agent = Agentic::new().await;
+        let server = agent.up(Mode::Concurrent).await;
+        let mut user = UserClient::connect(&server, &server.owner()).await;
+        let worker = online_worker(&mut user).await;
+        let session = ready_session(&mut user, &worker.worker_id).await;
+
+        let message = ask(&mut user, &session, "[tokens 3000] [delay 10]").await;
+        let mut seen = Followed::default();
+        chunk_where(&mut user, &message, "some text", |b| matches!(b, ChunkBody::Text { .. }), &mut seen).await;
+        user.call(Request::MessageAbort { message_id: message.clone() }).await.ok();
+        let answer = finish(&mut user, &message, seen).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Aborted));
+        assert!(text_of(&answer).len() < numbered_text(3000).len(), "it stopped early");
+
+        // The session is usable afterwards.
+        let next = ask(&mut user, &session, "[tokens 10]").await;
+        let answer = follow(&mut user, &next).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_eq!(text_of(&answer), numbered_text(10));
+
+        // Ending the session stops a running answer.
+        let running = ask(&mut user, &session, "[tokens 3000] [delay 10]").await;
+        let mut seen = Followed::default();
+        chunk_where(&mut user, &running, "some text", |b| matches!(b, ChunkBody::Text { .. }), &mut seen).await;
+        let ended: SessionView = user
+            .call(Request::SessionEnd { session_id: session.clone() })
+            .await
+            .field("session");
+        assert_eq!(ended.status, SessionStatus::Ended);
+        let answer = finish(&mut user, &running, seen).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Aborted));
+    })
+    .await;
+}
+
+/// Pairs a `tether worker` process with an admin user; returns its id.
+async fn pair_worker(user: &mut UserClient) -> WorkerId {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = user.call(Request::PairingList {}).await;
+        let pending: Vec<WorkerView> = reply.field("workers");
+        if let Some(w) = pending.first() {
+            let code = w.pairing_code.clone().expect("a pending worker shows its code");
+            user.call(Request::PairingApprove { code, name: None }).await.ok();
+            return w.worker_id.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the worker never asked to pair");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn admin(server: &Server) -> User {
+    server.add_user_with("ada", true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_queue_and_a_cut_connection() {
+    run("offline", async {
+        let agent = Agentic::new().await;
+        let server = Server::start(Mode::Concurrent).await;
+        let ada = admin(&server).await;
+        let mut user = UserClient::connect(&server, &ada).await;
+        let proxy = Proxy::start(server.addr).await;
+        let mut worker = agent.worker(&format!("http://{}", proxy.addr));
+        let worker_id = pair_worker(&mut user).await;
+        let view = online_worker(&mut user).await;
+        assert_eq!(view.worker_id, worker_id);
+        let session = ready_session(&mut user, &worker_id).await;
+
+        // Offline: the message waits, queued, and is answered when the worker is back.
+        worker.kill();
+        user.worker_updated(&worker_id, "the worker going offline", |w| !w.online).await;
+        let message = ask(&mut user, &session, "[tokens 30]").await;
+        let history = user.history(&session).await;
+        assert_eq!(
+            history.messages.iter().find(|m| m.message_id == message).map(|m| m.status),
+            Some(MessageStatus::Queued)
+        );
+        let _worker = agent.worker(&format!("http://{}", proxy.addr));
+        let answer = follow(&mut user, &message).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_eq!(text_of(&answer), numbered_text(30));
+
+        // The worker's connection is cut mid-answer: the answer is whole, once.
+        let message = ask(&mut user, &session, "[tokens 400] [delay 6]").await;
+        let mut seen = Followed::default();
+        chunk_where(&mut user, &message, "some text", |b| matches!(b, ChunkBody::Text { .. }), &mut seen).await;
+        proxy.cut();
+        let answer = finish(&mut user, &message, seen).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_whole(&answer);
+        assert_eq!(text_of(&answer), numbered_text(400));
+        let history = user.history(&session).await;
+        let stored: String = history
+            .chunks
+            .iter()
+            .filter(|c| c.message_id == message)
+            .filter_map(|c| match &c.body {
+                ChunkBody::Text { delta, .. } => Some(delta.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stored, numbered_text(400), "stored once, in order");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_or_opencode_leaves_a_clear_state() {
+    run("crashes", async {
+        let agent = Agentic::new().await;
+        let server = Server::start(Mode::Sequential).await;
+        let ada = admin(&server).await;
+        let mut user = UserClient::connect(&server, &ada).await;
+        let url = format!("http://{}", server.addr);
+        let mut worker = agent.worker(&url);
+        let worker_id = pair_worker(&mut user).await;
+        online_worker(&mut user).await;
+        let session = ready_session(&mut user, &worker_id).await;
+
+        // The worker is killed mid-answer: opencode goes with it, the answer
+        // ends failed when the worker is back, and the session goes on.
+        let message = ask(&mut user, &session, "[tokens 3000] [delay 10]").await;
+        let mut seen = Followed::default();
+        chunk_where(&mut user, &message, "some text", |b| matches!(b, ChunkBody::Text { .. }), &mut seen).await;
+        let opencode = agent.opencode_pid().expect("the worker wrote opencode's pid");
+        worker.kill();
+        eventually("opencode to die with its worker", Duration::from_secs(10), || !alive(opencode)).await;
+        let _worker = agent.worker(&url);
+        let answer = finish(&mut user, &message, seen).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Failed));
+        let next = ask(&mut user, &session, "[tokens 15]").await;
+        let answer = follow(&mut user, &next).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_eq!(text_of(&answer), numbered_text(15));
+
+        // opencode is killed mid-answer: the user sees an error for it, and
+        // the next message works once the worker has restarted opencode.
+        let message = ask(&mut user, &session, "[tokens 3000] [delay 10]").await;
+        let mut seen = Followed::default();
+        chunk_where(&mut user, &message, "some text", |b| matches!(b, ChunkBody::Text { .. }), &mut seen).await;
+        let opencode = agent.opencode_pid().expect("opencode's pid");
+        // SAFETY-free: a plain kill(1) of a process this test's worker started.
+        let status = std::process::Command::new("kill").arg("-9").arg(opencode.to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()));
+        let answer = finish(&mut user, &message, seen).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Failed));
+        assert!(answer.chunks.iter().any(|c| matches!(c.body, ChunkBody::Error { .. })), "the user sees an error");
+        let next = ask(&mut user, &session, "[tokens 12]").await;
+        let answer = follow(&mut user, &next).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_eq!(text_of(&answer), numbered_text(12));
+    })
+    .await;
+}
