@@ -1,0 +1,258 @@
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
+
+import { setBaseTitle } from "../app/attention";
+import { href } from "../app/route";
+import { abortRunning, chat, chatVersion, endSession, newSessionDialog, openChat, sendMessage, workers } from "../app/store";
+import { EmptyState, SessionStatusPill, TopBar, modelLabel } from "./common";
+import { IconAlert, IconChat, IconPlus, IconSend, IconStop } from "./icons";
+import { TurnView, turnStamp, type TurnContext } from "./Turn";
+
+export function ChatPage({ sessionId }: { sessionId: string }) {
+  useEffect(() => {
+    openChat(sessionId);
+  }, [sessionId]);
+  useEffect(() => () => openChat(null), []);
+
+  const c = chat.value;
+  const version = chatVersion.value;
+  const scroller = useRef<HTMLDivElement>(null);
+  const stick = useRef(true);
+
+  const session = c?.transcript.session;
+  useEffect(() => {
+    setBaseTitle(session?.title ? `${session.title} · Tether` : "Tether");
+    return () => setBaseTitle("Tether");
+  }, [session?.title]);
+
+  // Follow the answer as it streams, unless the user scrolled up to read.
+  useLayoutEffect(() => {
+    const el = scroller.current;
+    if (el && stick.current) el.scrollTop = el.scrollHeight;
+  }, [version, sessionId]);
+
+  // Keep the newest text in view when the viewport changes (a phone's keyboard).
+  useEffect(() => {
+    const onResize = () => {
+      const el = scroller.current;
+      if (el && stick.current) el.scrollTop = el.scrollHeight;
+    };
+    window.addEventListener("resize", onResize);
+    window.visualViewport?.addEventListener("resize", onResize);
+    return () => {
+      window.removeEventListener("resize", onResize);
+      window.visualViewport?.removeEventListener("resize", onResize);
+    };
+  }, []);
+
+  // Esc stops the running answer (unless a dialog is open: Esc closes that).
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key !== "Escape" || e.defaultPrevented) return;
+      if (document.querySelector("dialog[open]")) return;
+      if (chat.value?.transcript.running()) {
+        e.preventDefault();
+        void abortRunning();
+      }
+    };
+    document.addEventListener("keydown", onKey);
+    return () => document.removeEventListener("keydown", onKey);
+  }, []);
+
+  if (!c || c.sessionId !== sessionId || (c.status === "loading" && !session)) {
+    return (
+      <div class="screen chat">
+        <TopBar title="Session" />
+        <div class="transcript">
+          <div class="transcript-inner">
+            <div class="loading-line" role="status">
+              <span class="spinner" aria-hidden="true" /> Loading the session…
+            </div>
+          </div>
+        </div>
+      </div>
+    );
+  }
+
+  if (c.status === "not_found") {
+    return (
+      <div class="screen">
+        <TopBar title="Session not found" />
+        <div class="page">
+          <EmptyState icon={<IconAlert size={26} />} title="Session not found">
+            <p>There is no session at this address, or it is not yours.</p>
+            <a class="btn btn-secondary" href="#/">
+              Back to machines
+            </a>
+          </EmptyState>
+        </div>
+      </div>
+    );
+  }
+
+  const w = session ? workers.value.get(session.worker_id) : undefined;
+  const turns = c.transcript.ordered();
+  const running = c.transcript.running();
+  const closed = session?.status === "ended" || session?.status === "failed";
+  const ctx: TurnContext = {
+    answering: c.answering,
+    workerOnline: !!w?.online,
+    sessionStarting: session?.status === "starting",
+    sessionClosed: closed,
+  };
+
+  const subtitle = session ? (
+    <span class="chat-sub">
+      <span class="chip">{modelLabel(w, session.model.provider_id, session.model.model_id)}</span>
+      {w ? (
+        <a href={href({ name: "worker", workerId: w.worker_id })} class="muted">
+          <span class={`presence-dot ${w.online ? "on" : ""}`} aria-hidden="true" />
+          {w.name} · {w.machine}
+        </a>
+      ) : null}
+    </span>
+  ) : undefined;
+
+  return (
+    <div class="screen chat">
+      <TopBar
+        title={session?.title || "Untitled session"}
+        subtitle={subtitle}
+        actions={
+          <>
+            {session ? <SessionStatusPill status={session.status} /> : null}
+            {session && !closed ? (
+              <button type="button" class="btn btn-ghost btn-small" onClick={() => void endSession()}>
+                End session
+              </button>
+            ) : null}
+          </>
+        }
+      />
+      <div
+        class="transcript"
+        ref={scroller}
+        onScroll={(e) => {
+          const el = e.currentTarget as HTMLDivElement;
+          stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 80;
+        }}
+      >
+        <div class="transcript-inner" role="log" aria-label="Conversation">
+          {session?.status === "failed" && session.error ? (
+            <div class="callout callout-error" role="alert">
+              <IconAlert size={16} /> The session failed: {session.error}
+            </div>
+          ) : null}
+          {c.status === "error" ? (
+            <div class="callout callout-error" role="alert">
+              <IconAlert size={16} /> {c.error}
+            </div>
+          ) : null}
+          {turns.length === 0 && c.status === "ready" ? (
+            <EmptyState icon={<IconChat size={26} />} title={closed ? "This session had no messages" : "Start the conversation"}>
+              {!closed && w ? (
+                <p>
+                  The agent works in <code>{w.workdir}</code> on {w.machine}.
+                </p>
+              ) : null}
+            </EmptyState>
+          ) : null}
+          {turns.map((t, i) => (
+            <TurnView key={t.messageId} turn={t} index={i} ctx={ctx} stamp={turnStamp(t, ctx)} />
+          ))}
+        </div>
+      </div>
+      {closed ? (
+        <div class="composer-wrap">
+          <div class="closed-note" role="status">
+            This session has {session?.status === "failed" ? "failed" : "ended"}.
+            <button
+              type="button"
+              class="btn btn-secondary btn-small"
+              onClick={() => (newSessionDialog.value = { workerId: session?.worker_id })}
+            >
+              <IconPlus size={14} /> New session
+            </button>
+          </div>
+        </div>
+      ) : (
+        <Composer
+          running={!!running}
+          onSend={(text) => {
+            stick.current = true;
+            return sendMessage(text);
+          }}
+        />
+      )}
+    </div>
+  );
+}
+
+function Composer({ running, onSend }: { running: boolean; onSend: (text: string) => boolean }) {
+  const [text, setText] = useState("");
+  const area = useRef<HTMLTextAreaElement>(null);
+
+  const resize = () => {
+    const el = area.current;
+    if (!el) return;
+    el.style.height = "auto";
+    el.style.height = `${Math.min(el.scrollHeight, 220)}px`;
+  };
+  useLayoutEffect(resize, [text]);
+
+  const submit = () => {
+    if (!text.trim()) return;
+    if (onSend(text)) setText("");
+  };
+
+  return (
+    <div class="composer-wrap">
+      <form
+        class="composer"
+        onSubmit={(e) => {
+          e.preventDefault();
+          submit();
+        }}
+      >
+        <textarea
+          ref={area}
+          rows={1}
+          aria-label="Message"
+          placeholder="Ask the agent…"
+          value={text}
+          onInput={(e) => setText((e.target as HTMLTextAreaElement).value)}
+          onKeyDown={(e) => {
+            if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+              e.preventDefault();
+              submit();
+            }
+          }}
+        />
+        <div class="composer-buttons">
+          {running ? (
+            <button
+              type="button"
+              class="icon-btn round stop"
+              aria-label="Abort answer"
+              title="Stop the answer (Esc)"
+              onClick={() => void abortRunning()}
+            >
+              <IconStop size={14} />
+            </button>
+          ) : null}
+          <button
+            type="submit"
+            class="icon-btn round send"
+            aria-label="Send message"
+            title="Send (Enter)"
+            disabled={!text.trim()}
+          >
+            <IconSend size={16} />
+          </button>
+        </div>
+      </form>
+      <div class="composer-hint" aria-hidden="true">
+        <kbd>Enter</kbd> to send · <kbd>Shift</kbd>+<kbd>Enter</kbd> new line{running ? <> · <kbd>Esc</kbd> to stop</> : null}
+      </div>
+    </div>
+  );
+}

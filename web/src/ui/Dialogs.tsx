@@ -1,0 +1,214 @@
+import type { ComponentChildren } from "preact";
+import { useEffect, useRef, useState } from "preact/hooks";
+
+import type { WorkerView } from "../protocol";
+import { confirmRequest, errorMessage, navigate, newSessionDialog, workers } from "../app/store";
+import { startSession } from "../app/store";
+import { IconX } from "./icons";
+
+/** A native modal dialog (focus trap, Esc, backdrop) shown while `open`. */
+function Modal({
+  open,
+  labelledBy,
+  onClose,
+  children,
+  class: cls,
+}: {
+  open: boolean;
+  labelledBy: string;
+  onClose: () => void;
+  children: ComponentChildren;
+  class?: string;
+}) {
+  const ref = useRef<HTMLDialogElement>(null);
+  useEffect(() => {
+    const d = ref.current;
+    if (!d) return;
+    if (open && !d.open) d.showModal();
+    if (!open && d.open) d.close();
+  }, [open]);
+  return (
+    <dialog
+      ref={ref}
+      class={cls ? `dialog ${cls}` : "dialog"}
+      aria-labelledby={labelledBy}
+      onClose={() => {
+        // A close event can land after the dialog was opened again: ignore it then.
+        if (!ref.current?.open) onClose();
+      }}
+      onClick={(e) => {
+        // A click on the backdrop (the dialog element itself) closes it.
+        if (e.target === ref.current) onClose();
+      }}
+    >
+      {open ? children : null}
+    </dialog>
+  );
+}
+
+function modelKey(m: { provider_id: string; model_id: string }): string {
+  return `${m.provider_id}/${m.model_id}`;
+}
+
+function defaultModelKey(w: WorkerView | undefined): string {
+  if (!w) return "";
+  if (w.default_model && w.models.some((m) => modelKey(m) === modelKey(w.default_model!))) {
+    return modelKey(w.default_model);
+  }
+  return w.models[0] ? modelKey(w.models[0]) : "";
+}
+
+export function NewSessionDialog() {
+  const req = newSessionDialog.value;
+  return (
+    <Modal open={!!req} labelledBy="new-session-title" onClose={() => (newSessionDialog.value = null)} class="dialog-form">
+      {req ? <NewSessionForm initialWorker={req.workerId} /> : null}
+    </Modal>
+  );
+}
+
+function NewSessionForm({ initialWorker }: { initialWorker?: string }) {
+  const all = [...workers.value.values()].filter((w) => w.status === "approved");
+  const firstOnline = all.find((w) => w.online);
+  const [workerId, setWorkerId] = useState<string>(
+    initialWorker && all.some((w) => w.worker_id === initialWorker) ? initialWorker : (firstOnline?.worker_id ?? ""),
+  );
+  const worker = all.find((w) => w.worker_id === workerId);
+  const [model, setModel] = useState<string>(defaultModelKey(worker));
+  const [title, setTitle] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+
+  function chooseWorker(id: string) {
+    setWorkerId(id);
+    setModel(defaultModelKey(all.find((w) => w.worker_id === id)));
+  }
+
+  async function submit(e: Event) {
+    e.preventDefault();
+    if (!worker) return;
+    const chosen = worker.models.find((m) => modelKey(m) === model);
+    const ref = chosen
+      ? { provider_id: chosen.provider_id, model_id: chosen.model_id }
+      : worker.default_model;
+    if (!ref) {
+      setError("This worker offers no model.");
+      return;
+    }
+    setBusy(true);
+    setError(null);
+    try {
+      const s = await startSession(worker.worker_id, ref, title);
+      newSessionDialog.value = null;
+      navigate({ name: "session", sessionId: s.session_id });
+    } catch (err) {
+      setError(errorMessage(err));
+      setBusy(false);
+    }
+  }
+
+  return (
+    <form class="dialog-body" onSubmit={submit}>
+      <header class="dialog-head">
+        <h2 id="new-session-title">New session</h2>
+        <button type="button" class="icon-btn" aria-label="Close" onClick={() => (newSessionDialog.value = null)}>
+          <IconX size={18} />
+        </button>
+      </header>
+      {all.length === 0 ? (
+        <p class="muted">
+          No worker is paired yet. <a href="#/pair" onClick={() => (newSessionDialog.value = null)}>Pair a worker</a>{" "}
+          first.
+        </p>
+      ) : (
+        <>
+          <label class="field">
+            <span class="field-label">Worker</span>
+            <select value={workerId} onChange={(e) => chooseWorker((e.target as HTMLSelectElement).value)} required>
+              {!workerId ? <option value="">Choose a worker</option> : null}
+              {all.map((w) => (
+                <option key={w.worker_id} value={w.worker_id} disabled={!w.online}>
+                  {w.name} · {w.machine}
+                  {w.online ? "" : " (offline)"}
+                </option>
+              ))}
+            </select>
+          </label>
+          {worker ? <div class="muted small mono dialog-dir">{worker.workdir}</div> : null}
+          <label class="field">
+            <span class="field-label">Model</span>
+            <select
+              value={model}
+              onChange={(e) => setModel((e.target as HTMLSelectElement).value)}
+              disabled={!worker || worker.models.length === 0}
+            >
+              {(worker?.models ?? []).map((m) => (
+                <option key={modelKey(m)} value={modelKey(m)}>
+                  {m.name || m.model_id} ({m.provider_id})
+                </option>
+              ))}
+            </select>
+          </label>
+          <label class="field">
+            <span class="field-label">
+              Title <span class="muted">(optional)</span>
+            </span>
+            <input
+              value={title}
+              maxLength={200}
+              placeholder="What is this session about?"
+              onInput={(e) => setTitle((e.target as HTMLInputElement).value)}
+            />
+          </label>
+          {!firstOnline ? <p class="muted small">Every worker is offline. Start one, then try again.</p> : null}
+          {error ? (
+            <p class="form-error" role="alert">
+              {error}
+            </p>
+          ) : null}
+        </>
+      )}
+      <footer class="dialog-foot">
+        <button type="button" class="btn btn-ghost" onClick={() => (newSessionDialog.value = null)}>
+          Cancel
+        </button>
+        <button type="submit" class="btn btn-primary" disabled={busy || !worker || !worker.online}>
+          {busy ? <span class="spinner" aria-hidden="true" /> : null}
+          Start session
+        </button>
+      </footer>
+    </form>
+  );
+}
+
+export function ConfirmDialog() {
+  const req = confirmRequest.value;
+  const done = (ok: boolean) => {
+    if (!req) return;
+    confirmRequest.value = null;
+    req.resolve(ok);
+  };
+  return (
+    <Modal open={!!req} labelledBy="confirm-title" onClose={() => done(false)} class="dialog-confirm">
+      {req ? (
+        <div class="dialog-body">
+          <h2 id="confirm-title">{req.title}</h2>
+          <p class="muted">{req.body}</p>
+          <footer class="dialog-foot">
+            <button type="button" class="btn btn-ghost" onClick={() => done(false)}>
+              Cancel
+            </button>
+            <button
+              type="button"
+              class={req.danger ? "btn btn-danger" : "btn btn-primary"}
+              onClick={() => done(true)}
+              autoFocus
+            >
+              {req.confirmLabel}
+            </button>
+          </footer>
+        </div>
+      ) : null}
+    </Modal>
+  );
+}

@@ -1,0 +1,165 @@
+import type { WorkerView } from "../protocol";
+import { href } from "../app/route";
+import {
+  conn,
+  machines,
+  machinesLoaded,
+  newSessionDialog,
+  now,
+  pendingPairings,
+  revokeWorker,
+  sessions,
+  usePendingPoll,
+} from "../app/store";
+import { relativeTime } from "../lib/format";
+import { EmptyState, PresencePill, TopBar } from "./common";
+import { IconBan, IconChat, IconLaptop, IconLink, IconPlus } from "./icons";
+
+export function MachinesPage() {
+  const list = machines.value;
+  const pending = pendingPairings.value;
+  usePendingPoll(conn.value.status === "open");
+
+  return (
+    <div class="screen">
+      <TopBar
+        title="Machines"
+        subtitle="Your machines and the workers on them"
+        actions={
+          <a class="btn btn-secondary" href="#/pair">
+            <IconLink size={16} /> <span class="hide-narrow">Pair a worker</span>
+            <span class="show-narrow">Pair</span>
+          </a>
+        }
+      />
+      <div class="page">
+        {pending && pending.length > 0 ? <PendingList workers={pending} /> : null}
+
+        {!machinesLoaded.value ? (
+          <div class="skeleton-list" aria-label="Loading machines" role="status">
+            <div class="skeleton" />
+            <div class="skeleton" />
+          </div>
+        ) : list.length === 0 ? (
+          <EmptyState icon={<IconLaptop size={28} />} title="No machines yet">
+            <p>
+              Start a worker on one of your machines. It prints a pairing code and a link: open the link, or enter the
+              code here.
+            </p>
+            <a class="btn btn-primary" href="#/pair">
+              <IconLink size={16} /> Pair a worker
+            </a>
+          </EmptyState>
+        ) : (
+          <div class="machine-grid">
+            {list.map((m) => (
+              <section class="card machine" key={m.name} aria-label={`Machine ${m.name}`}>
+                <header class="machine-head">
+                  <span class={`machine-icon ${m.online ? "is-online" : ""}`}>
+                    <IconLaptop size={18} />
+                  </span>
+                  <h2 class="machine-name">{m.name}</h2>
+                  <span class={`pill ${m.online ? "pill-online" : "pill-offline"}`}>
+                    <span class="dot" aria-hidden="true" />
+                    {m.online ? "Online" : "Offline"}
+                  </span>
+                </header>
+                <ul class="worker-list">
+                  {m.workers.map((w) => (
+                    <WorkerRow key={w.worker_id} w={w} />
+                  ))}
+                </ul>
+              </section>
+            ))}
+          </div>
+        )}
+      </div>
+    </div>
+  );
+}
+
+function WorkerRow({ w }: { w: WorkerView }) {
+  const count = sessions.value.filter((s) => s.worker_id === w.worker_id).length;
+  const usable = w.status === "approved";
+  return (
+    <li class={`worker-row ${usable ? "" : "is-inactive"}`} aria-label={`Worker ${w.name}`}>
+      <div class="worker-main">
+        <div class="worker-title">
+          <a href={href({ name: "worker", workerId: w.worker_id })} class="worker-name">
+            {w.name}
+          </a>
+          <PresencePill w={w} />
+        </div>
+        <div class="worker-dir mono" title={w.workdir}>
+          {w.workdir}
+        </div>
+        <div class="worker-meta">
+          {w.models.length} {w.models.length === 1 ? "model" : "models"}
+          {count ? ` · ${count} ${count === 1 ? "session" : "sessions"}` : ""}
+          {` · paired ${relativeTime(w.created_at, now.value)}`}
+        </div>
+      </div>
+      {usable ? (
+        <div class="worker-actions">
+          <button
+            type="button"
+            class="btn btn-small btn-secondary"
+            disabled={!w.online}
+            aria-label={`New session on ${w.name}`}
+            title={w.online ? "Start a session" : "The worker is offline"}
+            onClick={() => (newSessionDialog.value = { workerId: w.worker_id })}
+          >
+            <IconPlus size={14} /> New session
+          </button>
+          <a
+            class="btn btn-small btn-ghost"
+            href={href({ name: "worker", workerId: w.worker_id })}
+            aria-label={`Sessions of ${w.name}`}
+          >
+            <IconChat size={14} /> Sessions
+          </a>
+          <button
+            type="button"
+            class="btn btn-small btn-ghost btn-danger-text"
+            aria-label={`Revoke ${w.name}`}
+            title="Revoke"
+            onClick={() => void revokeWorker(w)}
+          >
+            <IconBan size={14} />
+          </button>
+        </div>
+      ) : null}
+    </li>
+  );
+}
+
+function PendingList({ workers }: { workers: WorkerView[] }) {
+  return (
+    <section class="card pending" aria-label="Pending pairings">
+      <header class="card-head">
+        <h2>Waiting for approval</h2>
+        <span class="muted small">Workers that asked to pair and nobody has approved yet.</span>
+      </header>
+      <ul class="pending-list">
+        {workers.map((w) => (
+          <li key={w.worker_id} class="pending-row">
+            <div class="pending-main">
+              <div>
+                <strong>{w.name}</strong> <span class="muted">on {w.machine}</span>
+              </div>
+              <div class="mono small muted">{w.workdir}</div>
+            </div>
+            {w.pairing_code ? <code class="code-chip">{w.pairing_code}</code> : null}
+            <a
+              class="btn btn-small btn-primary"
+              href={href({ name: "pair", code: w.pairing_code ?? "" })}
+              aria-label={`Review ${w.name} on ${w.machine}`}
+            >
+              Review
+            </a>
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}

@@ -1,0 +1,237 @@
+import { useEffect, useState } from "preact/hooks";
+
+import type { WorkerView } from "../protocol";
+import { href } from "../app/route";
+import {
+  conn,
+  decidePairing,
+  errorMessage,
+  lookupCode,
+  navigate,
+  newSessionDialog,
+  now,
+  pendingPairings,
+  usePendingPoll,
+} from "../app/store";
+import { normalizeCode, relativeTime } from "../lib/format";
+import { ApiError } from "../net/client";
+import { TopBar } from "./common";
+import { IconCheck, IconLaptop, IconLink, IconPlus, IconX } from "./icons";
+
+type Phase =
+  | { kind: "idle" }
+  | { kind: "looking" }
+  | { kind: "found"; worker: WorkerView }
+  | { kind: "deciding"; worker: WorkerView; approve: boolean }
+  | { kind: "approved"; worker: WorkerView }
+  | { kind: "rejected"; worker: WorkerView }
+  | { kind: "error"; message: string };
+
+function lookupError(e: unknown): string {
+  if (e instanceof ApiError) {
+    if (e.code === "not_found") return "No worker is waiting with this code. Check it, or restart the worker for a new one.";
+    if (e.code === "expired") return "This code has expired. Restart the worker for a new one.";
+    if (e.code === "bad_request") return "A pairing code is 8 letters or digits, like KX7P-Q2MD.";
+  }
+  return errorMessage(e);
+}
+
+export function PairPage({ code: routeCode }: { code?: string }) {
+  const [code, setCode] = useState(routeCode ? normalizeCode(routeCode) : "");
+  const [name, setName] = useState("");
+  const [phase, setPhase] = useState<Phase>({ kind: "idle" });
+  const open = conn.value.status === "open";
+  usePendingPoll(open);
+
+  async function lookup(c: string) {
+    if (!c.trim()) return;
+    setPhase({ kind: "looking" });
+    try {
+      const worker = await lookupCode(c);
+      setName(worker.name);
+      setPhase({ kind: "found", worker });
+    } catch (e) {
+      setPhase({ kind: "error", message: lookupError(e) });
+    }
+  }
+
+  // A pairing link: look the code up as soon as the connection is up.
+  useEffect(() => {
+    if (routeCode) setCode(normalizeCode(routeCode));
+    if (routeCode && open) void lookup(routeCode);
+  }, [routeCode, open]);
+
+  async function decide(approve: boolean) {
+    if (phase.kind !== "found") return;
+    const worker = phase.worker;
+    setPhase({ kind: "deciding", worker, approve });
+    try {
+      const updated = await decidePairing(code, approve, approve ? name : undefined);
+      setPhase(approve ? { kind: "approved", worker: updated } : { kind: "rejected", worker: updated });
+    } catch (e) {
+      setPhase({ kind: "error", message: lookupError(e) });
+    }
+  }
+
+  const pending = pendingPairings.value;
+
+  return (
+    <div class="screen">
+      <TopBar title="Pair a worker" subtitle="Approve a worker so it can take your sessions" />
+      <div class="page page-narrow">
+        <section class="card">
+          <form
+            class="pair-form"
+            onSubmit={(e) => {
+              e.preventDefault();
+              const c = normalizeCode(code);
+              setCode(c);
+              if (routeCode !== c) navigate({ name: "pair", code: c });
+              else void lookup(c);
+            }}
+          >
+            <label class="field grow">
+              <span class="field-label">Pairing code</span>
+              <input
+                class="code-input"
+                value={code}
+                placeholder="KX7P-Q2MD"
+                autocomplete="off"
+                autocapitalize="characters"
+                spellcheck={false}
+                maxLength={16}
+                onInput={(e) => setCode((e.target as HTMLInputElement).value)}
+              />
+            </label>
+            <button type="submit" class="btn btn-primary" disabled={!code.trim() || !open || phase.kind === "looking"}>
+              {phase.kind === "looking" ? <span class="spinner" aria-hidden="true" /> : null}
+              Look up
+            </button>
+          </form>
+          <p class="muted small">
+            A worker prints its code (and a link with it) when it starts unpaired. Codes last 15 minutes.
+          </p>
+        </section>
+
+        {phase.kind === "error" ? (
+          <div class="callout callout-error" role="alert">
+            {phase.message}
+          </div>
+        ) : null}
+
+        {phase.kind === "found" || phase.kind === "deciding" ? (
+          <section class="card pair-result" aria-label="Worker to approve">
+            <header class="card-head">
+              <span class="machine-icon">
+                <IconLaptop size={18} />
+              </span>
+              <h2>Approve this worker?</h2>
+            </header>
+            <dl class="facts">
+              <div>
+                <dt>Machine</dt>
+                <dd>{phase.worker.machine}</dd>
+              </div>
+              <div>
+                <dt>Directory</dt>
+                <dd class="mono">{phase.worker.workdir}</dd>
+              </div>
+              <div>
+                <dt>Asked</dt>
+                <dd>{relativeTime(phase.worker.created_at, now.value)}</dd>
+              </div>
+            </dl>
+            <label class="field">
+              <span class="field-label">Worker name</span>
+              <input value={name} maxLength={128} onInput={(e) => setName((e.target as HTMLInputElement).value)} />
+            </label>
+            <p class="muted small">
+              Approving lets anyone with your secret run the agent in this directory on this machine. Approve only a
+              worker you started yourself.
+            </p>
+            <div class="row-actions">
+              <button
+                type="button"
+                class="btn btn-ghost btn-danger-text"
+                disabled={phase.kind === "deciding"}
+                onClick={() => void decide(false)}
+              >
+                <IconX size={16} /> Reject
+              </button>
+              <button
+                type="button"
+                class="btn btn-primary"
+                disabled={phase.kind === "deciding"}
+                onClick={() => void decide(true)}
+              >
+                {phase.kind === "deciding" && phase.approve ? (
+                  <span class="spinner" aria-hidden="true" />
+                ) : (
+                  <IconCheck size={16} />
+                )}
+                Approve
+              </button>
+            </div>
+          </section>
+        ) : null}
+
+        {phase.kind === "approved" ? (
+          <div class="callout callout-success" role="status">
+            <IconCheck size={18} />
+            <div>
+              <strong>
+                {phase.worker.name} on {phase.worker.machine} is paired.
+              </strong>
+              <div class="row-actions start">
+                <button
+                  type="button"
+                  class="btn btn-primary btn-small"
+                  onClick={() => (newSessionDialog.value = { workerId: phase.worker.worker_id })}
+                >
+                  <IconPlus size={14} /> Start a session
+                </button>
+                <a class="btn btn-ghost btn-small" href="#/">
+                  See machines
+                </a>
+              </div>
+            </div>
+          </div>
+        ) : null}
+
+        {phase.kind === "rejected" ? (
+          <div class="callout" role="status">
+            Rejected {phase.worker.name} on {phase.worker.machine}. It was disconnected.
+          </div>
+        ) : null}
+
+        {pending && pending.length > 0 ? (
+          <section class="card" aria-label="Pending pairings">
+            <header class="card-head">
+              <h2>Waiting for approval</h2>
+            </header>
+            <ul class="pending-list">
+              {pending.map((w) => (
+                <li key={w.worker_id} class="pending-row">
+                  <div class="pending-main">
+                    <div>
+                      <strong>{w.name}</strong> <span class="muted">on {w.machine}</span>
+                    </div>
+                    <div class="mono small muted">{w.workdir}</div>
+                  </div>
+                  {w.pairing_code ? <code class="code-chip">{w.pairing_code}</code> : null}
+                  <a
+                    class="btn btn-small btn-secondary"
+                    href={href({ name: "pair", code: w.pairing_code ?? "" })}
+                    aria-label={`Review ${w.name} on ${w.machine}`}
+                  >
+                    <IconLink size={14} /> Review
+                  </a>
+                </li>
+              ))}
+            </ul>
+          </section>
+        ) : null}
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,158 @@
+import { useEffect } from "preact/hooks";
+
+import type { SessionView } from "../protocol";
+import { href } from "../app/route";
+import { conn, loadSessions, machinesLoaded, newSessionDialog, now, revokeWorker, sessions, sessionsLoaded, workers } from "../app/store";
+import { absoluteTime, relativeTime } from "../lib/format";
+import { EmptyState, PresencePill, SessionStatusPill, TopBar, modelLabel } from "./common";
+import { IconBan, IconChat, IconChevron, IconPlus } from "./icons";
+
+function SessionRows({ list, showWorker }: { list: SessionView[]; showWorker: boolean }) {
+  const ws = workers.value;
+  return (
+    <ul class="session-list" aria-label="Sessions">
+      {list.map((s) => {
+        const w = ws.get(s.worker_id);
+        return (
+          <li key={s.session_id}>
+            <a class="session-row" href={href({ name: "session", sessionId: s.session_id })}>
+              <span class="session-row-main">
+                <span class="session-row-title">{s.title || "Untitled session"}</span>
+                <span class="session-row-meta">
+                  <span class="chip">{modelLabel(w, s.model.provider_id, s.model.model_id)}</span>
+                  {showWorker && w ? <span class="muted">{w.name} · {w.machine}</span> : null}
+                  <span class="muted">
+                    {s.message_count} {s.message_count === 1 ? "message" : "messages"}
+                  </span>
+                </span>
+              </span>
+              <span class="session-row-side">
+                <SessionStatusPill status={s.status} />
+                <time class="muted small" dateTime={new Date(s.updated_at).toISOString()} title={absoluteTime(s.updated_at)}>
+                  {relativeTime(s.updated_at, now.value)}
+                </time>
+              </span>
+              <IconChevron size={16} class="row-chevron" />
+            </a>
+          </li>
+        );
+      })}
+    </ul>
+  );
+}
+
+export function WorkerPage({ workerId }: { workerId: string }) {
+  const w = workers.value.get(workerId);
+  const list = sessions.value.filter((s) => s.worker_id === workerId);
+  const open = conn.value.status === "open";
+
+  useEffect(() => {
+    if (open) void loadSessions(workerId);
+  }, [workerId, open]);
+
+  if (!w && machinesLoaded.value) {
+    return (
+      <div class="screen">
+        <TopBar title="Worker" />
+        <div class="page">
+          <EmptyState title="Worker not found">
+            <p>It may have been revoked, or it belongs to someone else.</p>
+            <a class="btn btn-secondary" href="#/">
+              Back to machines
+            </a>
+          </EmptyState>
+        </div>
+      </div>
+    );
+  }
+
+  return (
+    <div class="screen">
+      <TopBar
+        title={w ? w.name : "Worker"}
+        subtitle={w ? `${w.machine} · ${w.workdir}` : undefined}
+        actions={
+          w && w.status === "approved" ? (
+            <button
+              type="button"
+              class="btn btn-primary"
+              disabled={!w.online}
+              title={w.online ? undefined : "The worker is offline"}
+              onClick={() => (newSessionDialog.value = { workerId })}
+            >
+              <IconPlus size={16} /> <span class="hide-narrow">New session</span>
+              <span class="show-narrow">New</span>
+            </button>
+          ) : null
+        }
+      />
+      <div class="page">
+        {w ? (
+          <section class="card worker-card" aria-label="Worker details">
+            <div class="worker-card-row">
+              <PresencePill w={w} />
+              <span class="muted small">
+                {w.models.length} {w.models.length === 1 ? "model" : "models"}
+              </span>
+              {w.status === "approved" ? (
+                <button
+                  type="button"
+                  class="btn btn-small btn-ghost btn-danger-text push-right"
+                  onClick={() => void revokeWorker(w)}
+                >
+                  <IconBan size={14} /> Revoke
+                </button>
+              ) : null}
+            </div>
+            {w.models.length ? (
+              <div class="model-chips">
+                {w.models.map((m) => (
+                  <span class="chip" key={`${m.provider_id}/${m.model_id}`} title={`${m.provider_id}/${m.model_id}`}>
+                    {m.name || m.model_id}
+                    {w.default_model?.provider_id === m.provider_id && w.default_model?.model_id === m.model_id
+                      ? " · default"
+                      : ""}
+                  </span>
+                ))}
+              </div>
+            ) : null}
+          </section>
+        ) : null}
+
+        <h2 class="section-heading">Sessions</h2>
+        {list.length === 0 ? (
+          <EmptyState icon={<IconChat size={26} />} title="No sessions yet">
+            <p>Start one to chat with the agent in {w ? <code>{w.workdir}</code> : "this worker's directory"}.</p>
+          </EmptyState>
+        ) : (
+          <SessionRows list={list} showWorker={false} />
+        )}
+      </div>
+    </div>
+  );
+}
+
+export function SessionsPage() {
+  const list = sessions.value;
+  return (
+    <div class="screen">
+      <TopBar
+        title="Sessions"
+        subtitle="Every session, newest first"
+        actions={
+          <button type="button" class="btn btn-primary" onClick={() => (newSessionDialog.value = {})}>
+            <IconPlus size={16} /> <span class="hide-narrow">New session</span>
+            <span class="show-narrow">New</span>
+          </button>
+        }
+      />
+      <div class="page">
+        {list.length === 0 ? (
+          <EmptyState icon={<IconChat size={26} />} title={sessionsLoaded.value ? "No sessions yet" : "Loading…"} />
+        ) : (
+          <SessionRows list={list} showWorker={true} />
+        )}
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,491 @@
+import { Component } from "preact";
+import { useMemo, useRef, useState } from "preact/hooks";
+
+import type { JsonValue } from "../protocol/serde_json/JsonValue";
+import type { PermissionReply } from "../protocol";
+import { answerPrompt, retrySend } from "../app/store";
+import { parseDiff } from "../lib/diff";
+import { cost, tokens } from "../lib/format";
+import { highlight } from "../lib/markdown";
+import { type Block, type Turn, isFinal } from "../lib/transcript";
+import { Markdown } from "./Markdown";
+import {
+  IconAlert,
+  IconCheck,
+  IconChevron,
+  IconClock,
+  IconFile,
+  IconHelp,
+  IconShield,
+  IconSparkle,
+  IconTerminal,
+  IconTool,
+  IconX,
+} from "./icons";
+
+export interface TurnContext {
+  /** Prompts answered from this page whose answer chunk has not come yet. */
+  answering: ReadonlyMap<string, string>;
+  workerOnline: boolean;
+  sessionStarting: boolean;
+  sessionClosed: boolean;
+}
+
+interface Props {
+  turn: Turn;
+  index: number;
+  ctx: TurnContext;
+  /** Changes whenever anything this turn shows changes. */
+  stamp: string;
+}
+
+/** Re-renders a turn only when its stamp changes (long chats stream smoothly). */
+export class TurnView extends Component<Props> {
+  override shouldComponentUpdate(next: Props): boolean {
+    return next.stamp !== this.props.stamp || next.index !== this.props.index;
+  }
+
+  override render({ turn, index, ctx }: Props) {
+    return <TurnBody turn={turn} index={index} ctx={ctx} />;
+  }
+}
+
+export function turnStamp(t: Turn, ctx: TurnContext): string {
+  const prompts = t.blocks
+    .filter((b) => b.type === "permission" || b.type === "question")
+    .map((b) => ctx.answering.get((b as { promptId: string }).promptId) ?? "")
+    .join(",");
+  return `${t.version}|${prompts}|${ctx.workerOnline}|${ctx.sessionStarting}|${ctx.sessionClosed}`;
+}
+
+function userStatus(t: Turn, ctx: TurnContext): { label: string; tone: string } | null {
+  if (t.local) {
+    return t.local.state === "failed"
+      ? { label: `Not sent: ${t.local.error ?? "refused"}`, tone: "error" }
+      : { label: "Sending…", tone: "muted" };
+  }
+  switch (t.view?.status) {
+    case "queued":
+      if (ctx.sessionClosed) return { label: "Not sent", tone: "muted" };
+      if (!ctx.workerOnline) return { label: "Queued · the worker is offline", tone: "warn" };
+      if (ctx.sessionStarting) return { label: "Queued · the session is starting", tone: "warn" };
+      return { label: "Queued", tone: "warn" };
+    case "dispatched":
+    case "streaming":
+      return { label: "Sent", tone: "muted" };
+    default:
+      return null;
+  }
+}
+
+function TurnBody({ turn, index, ctx }: { turn: Turn; index: number; ctx: TurnContext }) {
+  const text = turn.view?.text ?? turn.local?.text ?? "";
+  const status = turn.view?.status;
+  const running = !!status && !isFinal(status) && status !== "queued";
+  const us = userStatus(turn, ctx);
+  const showAnswer = !!status && status !== "queued";
+
+  return (
+    <article class="turn" aria-label={`Message ${index + 1}`} data-message-id={turn.messageId} data-status={status ?? "local"}>
+      <div class="user-row">
+        <div class="user-bubble">{text}</div>
+        {us ? (
+          <div class={`msg-status tone-${us.tone}`} data-state={status ?? turn.local?.state}>
+            {us.tone === "warn" ? <IconClock size={13} /> : null}
+            {us.label}
+            {turn.local?.state === "failed" ? (
+              <button type="button" class="link-btn" onClick={() => retrySend(turn.messageId)}>
+                Retry
+              </button>
+            ) : null}
+          </div>
+        ) : null}
+      </div>
+      {showAnswer ? (
+        <section class="answer" aria-label={`Answer ${index + 1}`} aria-busy={running ? "true" : "false"} data-status={status}>
+          {turn.blocks.map((b, i) => (
+            <BlockView key={b.key} block={b} ctx={ctx} live={running} last={i === turn.blocks.length - 1} />
+          ))}
+          {turn.buffered.size > 0 ? (
+            <div class="gap" role="status">
+              <span class="spinner" aria-hidden="true" /> Waiting for a missing piece of the answer…
+            </div>
+          ) : null}
+          {running && turn.blocks.length === 0 ? (
+            <div class="thinking" role="status">
+              <span class="dots" aria-hidden="true">
+                <i />
+                <i />
+                <i />
+              </span>
+              {status === "dispatched" ? "Waiting for the agent…" : "Thinking…"}
+            </div>
+          ) : null}
+          <AnswerFoot turn={turn} running={running} />
+        </section>
+      ) : null}
+    </article>
+  );
+}
+
+function AnswerFoot({ turn, running }: { turn: Turn; running: boolean }) {
+  const v = turn.view;
+  if (!v) return null;
+  const u = turn.usage;
+  const figures =
+    turn.steps > 0 ? (
+      <span class="usage" aria-label="Usage">
+        <span title="Input tokens">{tokens(u.input)} in</span>
+        <span title="Output tokens">{tokens(u.output)} out</span>
+        {u.reasoning ? <span title="Reasoning tokens">{tokens(u.reasoning)} reasoning</span> : null}
+        {u.cache_read ? <span title="Tokens read from cache">{tokens(u.cache_read)} cached</span> : null}
+        <span title="Cost">{cost(u.cost)}</span>
+      </span>
+    ) : null;
+  if (running) {
+    return (
+      <footer class="answer-foot">
+        <span class="working">
+          <span class="spinner" aria-hidden="true" /> Working…
+        </span>
+        {figures}
+      </footer>
+    );
+  }
+  if (v.status === "complete") {
+    return (
+      <footer class="answer-foot">
+        <span class="done" aria-label="Answer complete">
+          <IconCheck size={14} />
+        </span>
+        {figures}
+      </footer>
+    );
+  }
+  if (v.status === "aborted") {
+    return (
+      <footer class="answer-foot">
+        <span class="pill pill-offline">Stopped</span>
+        {figures}
+      </footer>
+    );
+  }
+  if (v.status === "failed") {
+    return (
+      <footer class="answer-foot column">
+        <div class="callout callout-error" role="alert">
+          <IconAlert size={16} /> The answer failed{v.error ? `: ${v.error}` : "."}
+        </div>
+        {figures}
+      </footer>
+    );
+  }
+  return null;
+}
+
+function BlockView({ block, ctx, live, last }: { block: Block; ctx: TurnContext; live: boolean; last: boolean }) {
+  switch (block.type) {
+    case "text":
+      return <Markdown text={block.text} class={live && last ? "answer-text md-streaming" : "answer-text"} />;
+    case "reasoning":
+      return (
+        <details class="reasoning">
+          <summary>
+            <IconSparkle size={14} />
+            <span>{live && last ? "Thinking…" : "Reasoning"}</span>
+            <IconChevron size={14} class="chev" />
+          </summary>
+          <div class="reasoning-body">
+            <Markdown text={block.text} />
+          </div>
+        </details>
+      );
+    case "tool":
+      return <ToolCard block={block} />;
+    case "file_edit":
+      return <FileEdit block={block} />;
+    case "permission":
+      return <Permission block={block} ctx={ctx} />;
+    case "question":
+      return <Question block={block} ctx={ctx} />;
+    case "error":
+      return (
+        <div class="callout callout-error" role="alert">
+          <IconAlert size={16} /> {block.message}
+        </div>
+      );
+  }
+}
+
+function str(v: JsonValue | undefined, key: string): string | undefined {
+  if (v && typeof v === "object" && !Array.isArray(v)) {
+    const x = v[key];
+    if (typeof x === "string") return x;
+  }
+  return undefined;
+}
+
+/** A short line saying what a tool call does. */
+function toolSummary(b: Extract<Block, { type: "tool" }>): string {
+  return (
+    b.title ||
+    str(b.input, "command") ||
+    str(b.input, "filePath") ||
+    str(b.input, "path") ||
+    str(b.input, "pattern") ||
+    str(b.input, "url") ||
+    str(b.input, "description") ||
+    ""
+  );
+}
+
+const TOOL_STATUS: Record<string, string> = {
+  pending: "Pending",
+  running: "Running",
+  completed: "Done",
+  error: "Failed",
+};
+
+function ToolStatusBadge({ status }: { status: string }) {
+  return (
+    <span class={`tool-status ts-${status}`}>
+      {status === "running" || status === "pending" ? (
+        <span class="spinner" aria-hidden="true" />
+      ) : status === "completed" ? (
+        <IconCheck size={13} />
+      ) : (
+        <IconX size={13} />
+      )}
+      {TOOL_STATUS[status] ?? status}
+    </span>
+  );
+}
+
+function ToolCard({ block }: { block: Extract<Block, { type: "tool" }> }) {
+  // Open while it runs when first shown; after that the user decides.
+  const initiallyOpen = useRef(block.status === "running" || block.status === "pending");
+  const summary = toolSummary(block);
+  const command = str(block.input, "command");
+  const input =
+    command ?? (block.input == null ? "" : JSON.stringify(block.input, null, 2));
+  const isBash = block.tool === "bash" || block.tool === "shell";
+  return (
+    <details class={`tool tool-${block.status}`} open={initiallyOpen.current} aria-label={`Tool ${block.tool}`}>
+      <summary>
+        <span class="tool-icon">{isBash ? <IconTerminal size={14} /> : <IconTool size={14} />}</span>
+        <span class="tool-name">{block.tool}</span>
+        <span class="tool-summary mono">{summary}</span>
+        <ToolStatusBadge status={block.status} />
+        <IconChevron size={14} class="chev" />
+      </summary>
+      <div class="tool-body">
+        {input ? (
+          <div class="tool-section">
+            <div class="tool-label">Input</div>
+            <pre class="tool-pre">{command ? `$ ${input}` : input}</pre>
+          </div>
+        ) : null}
+        {block.output ? (
+          <div class="tool-section">
+            <div class="tool-label">Output</div>
+            <pre class="tool-pre tool-output" aria-label={`Output of ${block.tool}`}>
+              {block.output}
+            </pre>
+          </div>
+        ) : null}
+        {block.error ? (
+          <div class="callout callout-error">
+            <IconAlert size={14} /> {block.error}
+          </div>
+        ) : null}
+      </div>
+    </details>
+  );
+}
+
+function FileEdit({ block }: { block: Extract<Block, { type: "file_edit" }> }) {
+  const lines = useMemo(() => parseDiff(block.diff), [block.diff]);
+  const lang = block.path.split(".").pop();
+  return (
+    <details class="file-edit" open={lines.length <= 60} aria-label={`Edit of ${block.path}`}>
+      <summary>
+        <span class="tool-icon">
+          <IconFile size={14} />
+        </span>
+        <span class="file-path mono">{block.path}</span>
+        <span class="diffstat">
+          <span class="add">+{block.additions}</span> <span class="del">−{block.deletions}</span>
+        </span>
+        <IconChevron size={14} class="chev" />
+      </summary>
+      <div class="diff" role="table" aria-label={`Diff of ${block.path}`}>
+        {lines.map((l, i) => (
+          <div class={`diff-line dl-${l.kind}`} role="row" key={i}>
+            <span class="ln" role="cell">
+              {l.oldNo ?? ""}
+            </span>
+            <span class="ln" role="cell">
+              {l.newNo ?? ""}
+            </span>
+            <span class="sign" role="cell" aria-hidden="true">
+              {l.kind === "add" ? "+" : l.kind === "del" ? "−" : ""}
+            </span>
+            {l.kind === "add" || l.kind === "del" || l.kind === "context" ? (
+              <code role="cell" dangerouslySetInnerHTML={{ __html: highlight(l.text, lang).html || " " }} />
+            ) : (
+              <code role="cell">{l.text}</code>
+            )}
+          </div>
+        ))}
+      </div>
+    </details>
+  );
+}
+
+const REPLY_LABEL: Record<PermissionReply, string> = {
+  once: "Allowed once",
+  always: "Always allowed",
+  reject: "Denied",
+};
+
+function Permission({ block, ctx }: { block: Extract<Block, { type: "permission" }>; ctx: TurnContext }) {
+  const pending = ctx.answering.get(block.promptId);
+  const decided = block.reply ? REPLY_LABEL[block.reply] : null;
+  const reply = (r: PermissionReply) =>
+    void answerPrompt(block.promptId, { kind: "permission", reply: r }, REPLY_LABEL[r]);
+  return (
+    <div
+      class={`prompt permission ${decided ? "is-answered" : "is-open"}`}
+      role="group"
+      aria-label="Permission request"
+      data-prompt-id={block.promptId}
+    >
+      <div class="prompt-head">
+        <IconShield size={16} />
+        <span>
+          {decided ? "Permission" : "Permission needed"}: <strong>{block.permission}</strong>
+        </span>
+      </div>
+      {block.patterns.length ? (
+        <div class="patterns">
+          {block.patterns.map((p) => (
+            <code key={p}>{p}</code>
+          ))}
+        </div>
+      ) : null}
+      {decided ? (
+        <div class={`prompt-answer ${block.reply === "reject" ? "tone-error" : "tone-ok"}`}>
+          {block.reply === "reject" ? <IconX size={14} /> : <IconCheck size={14} />} {decided}
+        </div>
+      ) : pending ? (
+        <div class="prompt-answer tone-muted">
+          <span class="spinner" aria-hidden="true" /> {pending}, waiting for the agent…
+        </div>
+      ) : ctx.sessionClosed ? (
+        <div class="prompt-answer tone-muted">Not answered</div>
+      ) : (
+        <div class="prompt-actions">
+          <button type="button" class="btn btn-primary btn-small" onClick={() => reply("once")}>
+            Allow once
+          </button>
+          <button type="button" class="btn btn-secondary btn-small" onClick={() => reply("always")}>
+            Always allow
+          </button>
+          <button type="button" class="btn btn-ghost btn-small btn-danger-text" onClick={() => reply("reject")}>
+            Deny
+          </button>
+        </div>
+      )}
+    </div>
+  );
+}
+
+function Question({ block, ctx }: { block: Extract<Block, { type: "question" }>; ctx: TurnContext }) {
+  const [chosen, setChosen] = useState<string[][]>(() => block.questions.map(() => []));
+  const pending = ctx.answering.get(block.promptId);
+  const toggle = (qi: number, label: string, multiple: boolean) => {
+    setChosen((prev) =>
+      prev.map((list, i) => {
+        if (i !== qi) return list;
+        if (!multiple) return [label];
+        return list.includes(label) ? list.filter((x) => x !== label) : [...list, label];
+      }),
+    );
+  };
+  const complete = chosen.every((c, i) => c.length > 0 || block.questions[i].options.length === 0);
+
+  return (
+    <div
+      class={`prompt question ${block.answered ? "is-answered" : "is-open"}`}
+      role="group"
+      aria-label="Question from the agent"
+      data-prompt-id={block.promptId}
+    >
+      <div class="prompt-head">
+        <IconHelp size={16} />
+        <span>{block.answered ? "The agent asked" : "The agent asks"}</span>
+      </div>
+      {block.questions.length === 0 ? <pre class="tool-pre">{JSON.stringify(block.raw, null, 2)}</pre> : null}
+      {block.questions.map((q, qi) => (
+        <fieldset class="question-item" key={qi} disabled={block.answered || !!pending || ctx.sessionClosed}>
+          <legend>{q.header ? <span class="muted">{q.header}: </span> : null}{q.question}</legend>
+          <div class="options">
+            {q.options.map((o) => {
+              const on = block.answered
+                ? !!block.answers?.[qi]?.includes(o.label)
+                : chosen[qi]?.includes(o.label);
+              return (
+                <button
+                  type="button"
+                  key={o.label}
+                  class={`option ${on ? "is-on" : ""}`}
+                  aria-pressed={on ? "true" : "false"}
+                  onClick={() => toggle(qi, o.label, q.multiple)}
+                  title={o.description}
+                >
+                  {o.label}
+                  {o.description ? <span class="option-desc">{o.description}</span> : null}
+                </button>
+              );
+            })}
+          </div>
+        </fieldset>
+      ))}
+      {block.answered ? (
+        <div class="prompt-answer tone-ok">
+          {block.answers ? (
+            <>
+              <IconCheck size={14} /> Answered
+            </>
+          ) : (
+            <>
+              <IconX size={14} /> Declined
+            </>
+          )}
+        </div>
+      ) : pending ? (
+        <div class="prompt-answer tone-muted">
+          <span class="spinner" aria-hidden="true" /> {pending}, waiting for the agent…
+        </div>
+      ) : ctx.sessionClosed ? null : (
+        <div class="prompt-actions">
+          <button
+            type="button"
+            class="btn btn-primary btn-small"
+            disabled={!complete}
+            onClick={() => void answerPrompt(block.promptId, { kind: "question", answers: chosen }, "Answered")}
+          >
+            Send answer
+          </button>
+          <button
+            type="button"
+            class="btn btn-ghost btn-small"
+            onClick={() => void answerPrompt(block.promptId, { kind: "question_rejected" }, "Declined")}
+          >
+            Decline
+          </button>
+        </div>
+      )}
+    </div>
+  );
+}

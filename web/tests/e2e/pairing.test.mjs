@@ -1,0 +1,93 @@
+// Pairing: an admin sees pending workers; a pairing link shows the machine
+// and directory; approve and reject; live presence; revoke with confirmation.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import { launch, newPage, screenshotAll } from "../support/browser.mjs";
+import { startServer } from "../support/server.mjs";
+import { startWorker } from "../support/worker.mjs";
+import { WAIT, assertNoPageErrors, signIn } from "./flows.mjs";
+
+let server;
+let browser;
+const workers = [];
+
+before(async () => {
+  [server, browser] = await Promise.all([startServer(), launch()]);
+});
+
+after(async () => {
+  for (const w of workers) await w.stop().catch(() => {});
+  await browser?.close();
+  await server?.stop();
+});
+
+test("approve by link, reject, see presence live, revoke", async () => {
+  const secret = await server.addUser("ada", { admin: true });
+  const laptop = await startWorker(server.url, { machine: "laptop", workdir: "/home/ada/src/app" });
+  const other = await startWorker(server.url, { machine: "desktop", workdir: "/srv/unknown" });
+  workers.push(laptop, other);
+
+  const { context, page } = await newPage(browser);
+  await signIn(page, server.url, secret);
+
+  // An admin sees both pending pairings on the machines page.
+  const pending = page.getByRole("region", { name: "Pending pairings" });
+  await pending.waitFor({ timeout: WAIT });
+  await pending.getByText(laptop.code).waitFor();
+  await pending.getByText(other.code).waitFor();
+
+  // The link a worker shows: machine and directory, then Approve.
+  await page.goto(`${server.url}/#/pair/${laptop.code}`);
+  const card = page.getByRole("region", { name: "Worker to approve" });
+  await card.waitFor({ timeout: WAIT });
+  await card.getByText("laptop", { exact: true }).waitFor();
+  await card.getByText("/home/ada/src/app").waitFor();
+  await screenshotAll(page, "pairing");
+  await card.getByLabel("Worker name").fill("app");
+  await card.getByRole("button", { name: "Approve" }).click();
+  await page.getByText("app on laptop is paired.").waitFor({ timeout: WAIT });
+
+  // Typing a code works too; this one is rejected.
+  await page.goto(`${server.url}/#/pair`);
+  await page.getByLabel("Pairing code").fill(other.code.toLowerCase().replace("-", " "));
+  await page.getByRole("button", { name: "Look up" }).click();
+  await page.getByRole("region", { name: "Worker to approve" }).getByText("/srv/unknown").waitFor({ timeout: WAIT });
+  await page.getByRole("button", { name: "Reject" }).click();
+  await page.getByText("Rejected").waitFor({ timeout: WAIT });
+
+  // An unknown code says so.
+  await page.getByLabel("Pairing code").fill("ZZZZ-ZZZZ");
+  await page.getByRole("button", { name: "Look up" }).click();
+  await page.getByRole("alert").filter({ hasText: "No worker is waiting" }).waitFor({ timeout: WAIT });
+
+  // Machines: the approved worker is online, with its models.
+  await page.getByRole("link", { name: "Machines", exact: true }).click();
+  const row = page.getByRole("listitem", { name: "Worker app" });
+  await row.getByText("Online", { exact: true }).waitFor({ timeout: WAIT });
+  await row.getByText("3 models").waitFor();
+  assert.equal(await page.getByRole("region", { name: "Pending pairings" }).count(), 0);
+  await screenshotAll(page, "machines");
+
+  // Presence is live: the worker goes away and comes back.
+  await laptop.goOffline();
+  await row.getByText(/Offline · seen/).waitFor({ timeout: WAIT });
+  await laptop.goOnline();
+  await row.getByText("Online", { exact: true }).waitFor({ timeout: WAIT });
+
+  // Revoke asks first; cancelling keeps the worker.
+  await page.getByRole("button", { name: "Revoke app" }).click();
+  const confirm = page.getByRole("dialog", { name: "Revoke app?" });
+  await confirm.waitFor();
+  await confirm.getByRole("button", { name: "Cancel" }).click();
+  await row.getByText("Online", { exact: true }).waitFor();
+  await page.getByRole("button", { name: "Revoke app" }).click();
+  await page.getByRole("dialog", { name: "Revoke app?" }).getByRole("button", { name: "Revoke" }).click();
+  await row.getByText("Revoked").waitFor({ timeout: WAIT });
+  // Its connection was closed and its credential no longer works.
+  await assert.rejects(laptop.goOnline(), /HTTP 403|refused/);
+
+  assertNoPageErrors(page);
+  await context.close();
+});

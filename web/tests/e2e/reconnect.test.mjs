@@ -1,0 +1,90 @@
+// The websocket drops in the middle of an answer: the UI says so,
+// reconnects by itself with a new ticket, re-watches the session from its
+// cursor, and shows the whole answer exactly once. Also: the heartbeat.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import { launch, newPage } from "../support/browser.mjs";
+import { startServer } from "../support/server.mjs";
+import { SLOW_LINES, startWorker } from "../support/worker.mjs";
+import { WAIT, answer, approveByLink, assertNoPageErrors, send, signIn, startSession, waitComplete } from "./flows.mjs";
+
+let server;
+let browser;
+let worker;
+
+before(async () => {
+  // A short heartbeat so the test sees several pings.
+  [server, browser] = await Promise.all([startServer({ extraArgs: ["--heartbeat-secs", "0.4"] }), launch()]);
+});
+
+after(async () => {
+  await worker?.stop().catch(() => {});
+  await browser?.close();
+  await server?.stop();
+});
+
+test("an answer survives a dropped connection: no gap, no duplicate", async () => {
+  const secret = await server.addUser("ada");
+  worker = await startWorker(server.url);
+  const { context, page } = await newPage(browser);
+  const pings = [];
+  const watches = [];
+  page.on("websocket", (ws) =>
+    ws.on("framesent", (f) => {
+      if (typeof f.payload !== "string") return;
+      const frame = JSON.parse(f.payload);
+      if (frame.action === "ping") pings.push(Date.now());
+      if (frame.action === "session_watch") watches.push(frame);
+    }),
+  );
+  let tickets = 0;
+  page.on("request", (r) => {
+    if (r.url().endsWith("/api/ticket")) tickets++;
+  });
+  await signIn(page, server.url, secret);
+  await approveByLink(page, server.url, worker.code);
+  await startSession(page, { title: "Slow story" });
+
+  // The client pings on the heartbeat the host asked for.
+  await page.waitForTimeout(1300);
+  assert.ok(pings.length >= 2, `expected pings every 0.4 s, saw ${pings.length}`);
+
+  await send(page, "Tell me a slow story");
+  await answer(page, 1).getByText("Line 4 of the slow answer.").waitFor({ timeout: WAIT });
+
+  // Drop the socket, and keep the host unreachable for a moment while the
+  // worker goes on answering.
+  const ticketsBefore = tickets;
+  await page.route("**/api/ticket", (route) => route.abort());
+  await page.evaluate(() => window.__sockets[window.__sockets.length - 1].close());
+  const banner = page.getByRole("status", { name: "Connection status" });
+  await banner.getByText("Connection lost.").waitFor({ timeout: WAIT });
+  await banner.getByText(/Reconnecting/).waitFor();
+  await page.getByRole("img", { name: "Not connected" }).waitFor();
+  await page.waitForTimeout(1500);
+  await page.unroute("**/api/ticket");
+
+  // Back by itself (backoff), with a fresh ticket.
+  await page.getByRole("img", { name: "Connected", exact: true }).waitFor({ timeout: 20_000 });
+  assert.equal(await banner.count(), 0);
+  await waitComplete(page, 1, 30_000);
+  assert.ok(tickets >= ticketsBefore + 2, "a new ticket for each attempt");
+  // The re-watch resumed from the cursor: this message, past the chunks it had.
+  const rewatch = watches[watches.length - 1];
+  assert.equal(rewatch.after?.message, 0);
+  assert.ok(rewatch.after.seq >= 4, `resumed at seq ${rewatch.after?.seq}`);
+
+  const text = (await answer(page, 1).locator(".answer-text").first().textContent()) ?? "";
+  const numbers = [...text.matchAll(/Line (\d+) of the slow answer\./g)].map((m) => Number(m[1]));
+  assert.deepEqual(
+    numbers,
+    Array.from({ length: SLOW_LINES }, (_, i) => i + 1),
+    "every line once, in order",
+  );
+  assert.equal(await answer(page, 1).locator(".gap").count(), 0);
+
+  assertNoPageErrors(page);
+  await context.close();
+});
