@@ -33,6 +33,10 @@ pub struct WorkerArgs {
     /// Seconds between heartbeats to the host.
     #[arg(long, env = "TETHER_HEARTBEAT_SECS", default_value_t = 60.0)]
     pub heartbeat_secs: f64,
+    /// Run opencode on this port with the password in
+    /// `TETHER_OPENCODE_PASSWORD` instead of random ones (benchmarks).
+    #[arg(long, env = "TETHER_OPENCODE_PORT", hide = true)]
+    pub opencode_port: Option<u16>,
 }
 
 impl WorkerArgs {
@@ -47,6 +51,14 @@ impl WorkerArgs {
             config.config_dir = dir;
         }
         config.heartbeat = Duration::from_secs_f64(self.heartbeat_secs.max(1.0));
+        // The password comes from the environment only: never on a command line.
+        config.opencode_access = self.opencode_port.and_then(|port| {
+            let password = std::env::var("TETHER_OPENCODE_PASSWORD").ok()?;
+            Some(crate::opencode::process::FixedAccess {
+                port,
+                password: tether_domain::auth::Secret::from_client(password)?,
+            })
+        });
         config
     }
 }

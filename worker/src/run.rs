@@ -36,6 +36,8 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     /// A credential file to use instead of the per-host one in `config_dir`.
     pub credential_file: Option<PathBuf>,
+    /// A fixed port and password for opencode (for benchmarks).
+    pub opencode_access: Option<process::FixedAccess>,
 }
 
 impl WorkerConfig {
@@ -53,6 +55,7 @@ impl WorkerConfig {
             state_dir: dirs::state_dir().unwrap_or_else(|| home.join(".local/state")).join("tether"),
             heartbeat: Duration::from_secs(60),
             credential_file: None,
+            opencode_access: None,
         }
     }
 
@@ -122,7 +125,13 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
             }
         }
     });
-    let supervisor = tokio::spawn(supervise(binary, workdir.clone(), config.state_dir.clone(), inputs_tx.clone()));
+    let supervisor = tokio::spawn(supervise(
+        binary,
+        workdir.clone(),
+        config.state_dir.clone(),
+        config.opencode_access.clone(),
+        inputs_tx.clone(),
+    ));
 
     let profile = Profile {
         machine: config.machine.clone(),
@@ -147,12 +156,13 @@ async fn supervise(
     binary: PathBuf,
     workdir: PathBuf,
     state_dir: PathBuf,
+    access: Option<process::FixedAccess>,
     inputs: mpsc::UnboundedSender<Input>,
 ) {
     let mut attempt = 0u32;
     loop {
         let started = std::time::Instant::now();
-        match OpencodeProcess::start(&binary, &workdir, &state_dir).await {
+        match OpencodeProcess::start(&binary, &workdir, &state_dir, access.as_ref()).await {
             Ok(mut child) => match OpencodeClient::new(&child.base_url, child.password.expose()) {
                 Ok(client) => {
                     let pump = tokio::spawn(pump_events(client.clone(), inputs.clone()));

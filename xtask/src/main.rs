@@ -1,5 +1,10 @@
-//! `cargo xtask`: project chores (benchmarks, fixtures, deployed smoke tests).
-//! Nothing depends on it.
+//! `cargo xtask`: project chores. Nothing depends on it.
+//!
+//! - `cargo xtask bench`: streaming figures of the whole product (see
+//!   `docs/PERFORMANCE.md`).
+//! - `cargo xtask crates`: the workspace's crates and what each owns.
+
+mod bench;
 
 use clap::Parser;
 
@@ -8,6 +13,9 @@ use clap::Parser;
 enum Task {
     /// Print the workspace's crates and what each owns.
     Crates,
+    /// Measure frames, store writes and latency per streamed answer, with
+    /// real opencode against the scripted fake LLM.
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -16,12 +24,14 @@ fn main() -> anyhow::Result<()> {
             for (name, what) in [
                 ("tether-domain", "protocol, entities, store and push ports, handlers"),
                 ("tether-local", "SQLite store, local gateway, the `tether` binary"),
-                ("tether-worker", "the worker binary: relay client and opencode driver"),
-                ("tether-functions", "Lambda entry points, DynamoDB store, Management API push"),
+                ("tether-worker", "the worker: relay client, outbox, opencode driver"),
+                ("tether-functions", "the AWS host: DynamoDB store, Lambda entry points"),
+                ("tether-fakellm", "a scripted OpenAI-compatible model server for tests"),
             ] {
                 println!("{name:18} {what}");
             }
+            Ok(())
         }
+        Task::Bench(args) => tokio::runtime::Runtime::new()?.block_on(bench::run(args)),
     }
-    Ok(())
 }

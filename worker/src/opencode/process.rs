@@ -17,6 +17,13 @@ use tracing::{info, warn};
 /// The opencode release line this worker speaks.
 pub const OPENCODE_PACKAGE: &str = "opencode-ai@1.18";
 
+/// A fixed port and password for opencode, instead of random ones.
+#[derive(Clone, Debug)]
+pub struct FixedAccess {
+    pub port: u16,
+    pub password: Secret,
+}
+
 /// A running `opencode serve`.
 pub struct OpencodeProcess {
     child: Child,
@@ -28,15 +35,23 @@ pub struct OpencodeProcess {
 impl OpencodeProcess {
     /// Starts `opencode serve` in `workdir`. `state_dir` keeps the child's pid
     /// so a later start can stop one a killed worker left behind.
-    pub async fn start(binary: &Path, workdir: &Path, state_dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(
+        binary: &Path,
+        workdir: &Path,
+        state_dir: &Path,
+        fixed: Option<&FixedAccess>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
         let pid_file = state_dir.join("opencode.pid");
         stop_stale(&pid_file);
-        let password = Secret::generate("");
+        // Random unless fixed (benchmarks read opencode's own event stream
+        // beside the worker); the password never leaves this process.
+        let password = fixed.map(|f| f.password.clone()).unwrap_or_else(|| Secret::generate(""));
+        let port = fixed.map(|f| f.port.to_string()).unwrap_or_else(|| "0".into());
         let mut command = Command::new(binary);
         command
-            .args(["serve", "--hostname", "127.0.0.1", "--port", "0"])
+            .args(["serve", "--hostname", "127.0.0.1", "--port", &port])
             .current_dir(workdir)
             .env("OPENCODE_SERVER_PASSWORD", password.expose())
             .env_remove("OPENCODE_SERVER_USERNAME")
