@@ -464,6 +464,16 @@ async fn permission_prompts_reach_the_worker_once() {
         h.code(&owner, json!({"action": "prompt_reply", "prompt_id": "per_1", "answer": {"kind": "permission", "reply": "reject"}})).await,
         ErrorCode::AlreadyAnswered
     );
+    // A prompt left open by an answer that ended can no longer be answered.
+    h.ok(&wconn, json!({"action": "chunks", "message_id": mid, "chunks": [
+        {"seq": 1, "kind": "permission_request", "prompt_id": "per_2", "permission": "bash", "patterns": ["rm"]}
+    ]}))
+    .await;
+    h.ok(&wconn, json!({"action": "message_complete", "message_id": mid, "outcome": "aborted", "chunk_count": 2})).await;
+    assert_eq!(
+        h.code(&owner, json!({"action": "prompt_reply", "prompt_id": "per_2", "answer": {"kind": "permission", "reply": "once"}})).await,
+        ErrorCode::MessageFinal
+    );
 }
 
 #[tokio::test]

@@ -166,6 +166,14 @@ impl<S: Store, P: Push> Domain<S, P> {
                 if !fits {
                     return Err(ApiError::bad_request("this answer does not fit the prompt's kind"));
                 }
+                // opencode keeps a prompt of an aborted answer open, and an
+                // answer to it would run nothing: refuse it plainly.
+                if self.store.message(&prompt.message).await?.is_some_and(|m| m.status.is_final()) {
+                    return Err(ApiError::new(
+                        ErrorCode::MessageFinal,
+                        "the answer this prompt belongs to has ended",
+                    ));
+                }
                 let answered = self
                     .store
                     .answer_prompt(&prompt.id, &answer)
