@@ -32,9 +32,10 @@ function Modal({
       ref={ref}
       class={cls ? `dialog ${cls}` : "dialog"}
       aria-labelledby={labelledBy}
-      onClose={() => {
-        // A close event can land after the dialog was opened again: ignore it then.
-        if (!ref.current?.open) onClose();
+      onCancel={(e) => {
+        // Esc: the state closes the dialog (a native close would race a reopening).
+        e.preventDefault();
+        onClose();
       }}
       onClick={(e) => {
         // A click on the backdrop (the dialog element itself) closes it.
