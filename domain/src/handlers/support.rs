@@ -235,6 +235,38 @@ impl<S: Store, P: Push> Domain<S, P> {
         self.to_watchers(&message.session, &frame, now).await;
     }
 
+    /// Ends a session's messages that have not reached the agent (queued or
+    /// dispatched) with `status` and `why`.
+    pub(crate) async fn end_pending(
+        &self,
+        worker: &WorkerId,
+        session: &SessionId,
+        status: crate::model::MessageStatus,
+        why: &str,
+        now: Millis,
+    ) -> Result<(), ApiError> {
+        use crate::model::MessageStatus;
+        use crate::store::MessagePatch;
+        for m in self.store.open_messages(worker).await? {
+            if &m.session != session || !m.status.is_pending() {
+                continue;
+            }
+            let patch = MessagePatch {
+                chunk_count: Some(0),
+                error: Some(why.to_owned()),
+                ..MessagePatch::default()
+            };
+            if let Some(m) = self
+                .store
+                .transition_message(&m.id, &[MessageStatus::Queued, MessageStatus::Dispatched], status, &patch, now)
+                .await?
+            {
+                self.announce_message(&m, now).await;
+            }
+        }
+        Ok(())
+    }
+
     /// One page of history from `after`, within [`PAGE_BUDGET_BYTES`].
     pub(crate) async fn history_page(
         &self,

@@ -416,23 +416,8 @@ impl<S: Store, P: Push> Domain<S, P> {
         };
         // Messages that never reached the agent end here; running ones end
         // when the worker reports them aborted.
-        for m in self.store.open_messages(&session.worker).await? {
-            if m.session != session.id || !m.status.is_pending() {
-                continue;
-            }
-            let patch = MessagePatch {
-                chunk_count: Some(0),
-                error: Some("the session ended".into()),
-                ..MessagePatch::default()
-            };
-            if let Some(m) = self
-                .store
-                .transition_message(&m.id, &[MessageStatus::Queued], MessageStatus::Aborted, &patch, now)
-                .await?
-            {
-                self.announce_message(&m, now).await;
-            }
-        }
+        self.end_pending(&session.worker, &session.id, MessageStatus::Aborted, "the session ended", now)
+            .await?;
         if let Some(worker) = self.store.worker(&session.worker).await? {
             let frame = ServerFrame::SessionEnd {
                 session_id: session.id.clone(),

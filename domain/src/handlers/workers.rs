@@ -293,23 +293,8 @@ impl<S: Store, P: Push> Domain<S, P> {
         let Some(failed) = failed else {
             return Ok(json!({ "session": session_view(&session) }));
         };
-        for message in self.store.open_messages(&worker.id).await? {
-            if message.session != failed.id || !message.status.is_pending() {
-                continue;
-            }
-            let patch = MessagePatch {
-                chunk_count: Some(0),
-                error: Some("the session failed".into()),
-                ..MessagePatch::default()
-            };
-            if let Some(m) = self
-                .store
-                .transition_message(&message.id, &[MessageStatus::Queued, MessageStatus::Dispatched], MessageStatus::Failed, &patch, now)
-                .await?
-            {
-                self.announce_message(&m, now).await;
-            }
-        }
+        self.end_pending(&worker.id, &failed.id, MessageStatus::Failed, "the session failed", now)
+            .await?;
         self.announce_session(&failed, now).await;
         Ok(json!({ "session": session_view(&failed) }))
     }
