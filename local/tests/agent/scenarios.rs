@@ -138,6 +138,28 @@ async fn chunk_where(
     }
 }
 
+/// Waits for the answer's permission request: its prompt id and permission.
+async fn permission_request(
+    user: &mut UserClient,
+    message: &MessageId,
+    seen: &mut Followed,
+) -> (tether_domain::ids::PromptId, String) {
+    let is_request = |b: &ChunkBody| matches!(b, ChunkBody::PermissionRequest { .. });
+    match chunk_where(user, message, "a permission request", is_request, seen).await {
+        ChunkBody::PermissionRequest { prompt_id, permission, .. } => (prompt_id, permission),
+        _ => unreachable!("chunk_where returns what matched"),
+    }
+}
+
+async fn answer_permission(user: &mut UserClient, prompt_id: tether_domain::ids::PromptId, reply: PermissionReply) {
+    user.call(Request::PromptReply {
+        prompt_id,
+        answer: PromptAnswer::Permission { reply },
+    })
+    .await
+    .ok();
+}
+
 /// Follows an answer to its end, adding to what was seen of it already.
 async fn finish(user: &mut UserClient, message: &MessageId, seen: Followed) -> Followed {
     user.follow_on(message, seen, true).await
@@ -204,24 +226,9 @@ async fn permission_approve_and_deny_and_file_edits() {
         // Approve: the tool runs and its output streams back.
         let message = ask(&mut user, &session, "[bash echo hello-from-tool]").await;
         let mut seen = Followed::default();
-        let ChunkBody::PermissionRequest { prompt_id, permission, .. } = chunk_where(
-            &mut user,
-            &message,
-            "a permission request",
-            |b| matches!(b, ChunkBody::PermissionRequest { .. }),
-            &mut seen,
-        )
-        .await
-        else {
-            unreachable!()
-        };
+        let (prompt_id, permission) = permission_request(&mut user, &message, &mut seen).await;
         assert_eq!(permission, "bash");
-        user.call(Request::PromptReply {
-            prompt_id,
-            answer: PromptAnswer::Permission { reply: PermissionReply::Once },
-        })
-        .await
-        .ok();
+        answer_permission(&mut user, prompt_id, PermissionReply::Once).await;
         let answer = finish(&mut user, &message, seen).await;
         assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
         assert_whole(&answer);
@@ -241,23 +248,8 @@ async fn permission_approve_and_deny_and_file_edits() {
         // Deny: the tool is refused and never runs.
         let message = ask(&mut user, &session, "[bash echo should-not-run]").await;
         let mut seen = Followed::default();
-        let ChunkBody::PermissionRequest { prompt_id, .. } = chunk_where(
-            &mut user,
-            &message,
-            "a permission request",
-            |b| matches!(b, ChunkBody::PermissionRequest { .. }),
-            &mut seen,
-        )
-        .await
-        else {
-            unreachable!()
-        };
-        user.call(Request::PromptReply {
-            prompt_id,
-            answer: PromptAnswer::Permission { reply: PermissionReply::Reject },
-        })
-        .await
-        .ok();
+        let (prompt_id, _) = permission_request(&mut user, &message, &mut seen).await;
+        answer_permission(&mut user, prompt_id, PermissionReply::Reject).await;
         let answer = finish(&mut user, &message, seen).await;
         assert!(answer.last.as_ref().is_some_and(|m| m.status.is_final()));
         assert!(!answer.chunks.iter().any(|c| matches!(&c.body, ChunkBody::ToolOutput { delta, .. } if delta.contains("should-not-run"))));
