@@ -1,14 +1,16 @@
-// A whole session: start it with a chosen model, watch answers stream in,
-// answer a permission request and a question (with notifications while the
-// tab is hidden), abort, queue while the worker is offline, end, and read
-// the history again after a reload. And a second user sees none of it.
+// A whole session against a real `tether worker` running real opencode on
+// the scripted fake LLM: start it with a chosen model, watch answers stream
+// in, answer a permission request and a question (with notifications while
+// the tab is hidden), abort, queue while the worker process is down, end,
+// and read the history again after a reload. And a second user sees none of
+// it.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { launch, newPage, screenshotAll } from "../support/browser.mjs";
 import { startServer } from "../support/server.mjs";
-import { DEFAULT_MODEL, startWorker } from "../support/worker.mjs";
+import { DEFAULT_MODEL, FAKE_MODEL_LABEL, numberedText, startWorker } from "../support/worker.mjs";
 import {
   WAIT,
   answer,
@@ -43,12 +45,15 @@ test("a session from start to end, and its history after a reload", async () => 
   const { context, page } = await newPage(browser);
   await signIn(page, server.url, secret);
   await approveByLink(page, server.url, worker.code, "app");
+  await worker.ready();
 
-  // New session: the worker's default model is preselected; pick another.
+  // New session: the worker's default model (its opencode.json's) is
+  // preselected; pick it by its label.
   await page.getByRole("button", { name: "New session" }).first().click();
   const dialog = page.getByRole("dialog", { name: "New session" });
   await dialog.waitFor({ timeout: WAIT });
   assert.equal(await dialog.getByLabel("Worker").inputValue(), worker.workerId);
+  await dialog.getByLabel("Model").locator("option", { hasText: FAKE_MODEL_LABEL }).waitFor({ state: "attached", timeout: WAIT });
   assert.equal(
     await dialog.getByLabel("Model").inputValue(),
     `${DEFAULT_MODEL.provider_id}/${DEFAULT_MODEL.model_id}`,
@@ -56,49 +61,53 @@ test("a session from start to end, and its history after a reload", async () => 
   await dialog.getByLabel("Title").fill("Fix the flaky test");
   await screenshotAll(page, "new-session");
   await dialog.getByRole("button", { name: "Cancel" }).click();
-  const sessionId = await startSession(page, { model: "GPT-5 (openai)", title: "Fix the flaky test" });
+  const sessionId = await startSession(page, { model: FAKE_MODEL_LABEL, title: "Fix the flaky test" });
   assert.match(sessionId, /^ses_[0-9a-f-]{36}$/);
   firstSession = sessionId;
   await page.getByRole("heading", { name: "Fix the flaky test" }).waitFor();
-  await page.locator(".topbar").getByText("GPT-5").waitFor();
-  await page.locator(".topbar").getByText("Ready").waitFor({ timeout: WAIT });
+  await page.locator(".topbar").getByText("Fake Model").waitFor();
+  await page.locator(".topbar").getByText("Ready").waitFor({ timeout: 30_000 });
 
-  // 1. The message shows at once; the answer streams in.
-  await send(page, "Why does `cargo test` hang?");
-  await turn(page, 1).getByText("Why does `cargo test` hang?").waitFor({ timeout: 2000 });
+  // 1. The message shows at once; the answer streams in (300 words, 10 ms
+  // apart), after collapsed reasoning, and completes with its usage.
+  const ask1 = "[think] [tokens 300] [delay 10] Why does the test hang?";
+  await send(page, ask1);
+  await turn(page, 1).getByText(ask1).waitFor({ timeout: 2000 });
   const states = await watchText(answer(page, 1), async () =>
     (await answer(page, 1).getByLabel("Answer complete").count()) > 0,
   );
   const partial = states.filter((s) => s.trim().length > 0).slice(0, -1);
   assert.ok(partial.length >= 4, `expected several intermediate states, saw ${partial.length}`);
   const a1 = answer(page, 1);
-  await a1.locator("strong", { hasText: "hangs" }).waitFor(); // markdown rendered
-  await a1.locator(".code-block .hljs-keyword", { hasText: "fn" }).first().waitFor(); // highlighted code
+  const text1 = (await a1.locator(".answer-text").first().textContent())?.trim();
+  // Every word once, in order: no text doubled by overlapping history and live events.
+  assert.equal(text1, numberedText(300));
   const reasoning = a1.locator("details.reasoning");
   assert.equal(await reasoning.getAttribute("open"), null, "reasoning starts collapsed");
   await reasoning.locator("summary").click();
-  await reasoning.getByText("never closes its socket").waitFor();
-  const grep = a1.getByRole("group", { name: "Tool grep" });
-  await grep.locator("summary").getByText("TcpListener::bind in src").waitFor();
-  const edit = a1.getByRole("group", { name: "Edit of src/server.rs" });
-  await edit.getByText("+2").waitFor();
-  await edit.locator(".dl-add").first().waitFor();
-  await a1.getByLabel("Usage").getByText("1.2k in").waitFor();
-  await a1.getByLabel("Usage").getByText("$0.0042").waitFor();
-  await screenshotAll(page, "chat-answer", {
-    prepare: (p) => a1.locator(".code-block").scrollIntoViewIfNeeded(),
-  });
-  // No text doubled by overlapping history and live events.
-  const text1 = await a1.locator(".answer-text").first().textContent();
-  assert.equal(text1.split("hangs").length - 1, 1);
+  await reasoning.getByText("Let me think about this step by step.").waitFor();
+  await a1.getByLabel("Usage").getByText(/\d(\.\d)?k? in/).waitFor();
 
-  // 2. A permission request while the tab is hidden: a notification, a count
-  // in the title; then Allow once and the tool's output.
+  // 2. Markdown with a code block (the fake model echoes what it is sent).
+  const FENCE = "```";
+  // (The echo drops indentation, so the code has none.)
+  await send(page, `The test **hangs** when the server never closes its socket:\n\n${FENCE}rust\nfn shutdown(server: Server) { drop(server) }\nlet listener = TcpListener::bind("127.0.0.1:0")?;\n${FENCE}\n\nSee \`src/server.rs\`.`);
+  await waitComplete(page, 2);
+  const a2 = answer(page, 2);
+  await a2.locator("strong", { hasText: "hangs" }).waitFor(); // markdown rendered
+  await a2.locator(".code-block .hljs-keyword", { hasText: "fn" }).first().waitFor(); // highlighted code
+  await a2.locator("code", { hasText: "src/server.rs" }).first().waitFor();
+  await screenshotAll(page, "chat-answer", {
+    prepare: () => a2.locator(".code-block").scrollIntoViewIfNeeded(),
+  });
+
+  // 3. A permission request while the tab is hidden: a notification, a count
+  // in the title; then Allow once, the command runs and its output shows.
   await page.evaluate(() => window.__setHidden(true));
-  await send(page, "Please run the tests (permission needed)");
-  const perm = answer(page, 2).getByRole("group", { name: "Permission request" });
-  await perm.waitFor({ timeout: WAIT });
-  await perm.getByText("cargo test --workspace").waitFor();
+  await send(page, "[bash echo hello-from-tool] Please run it");
+  const perm = answer(page, 3).getByRole("group", { name: "Permission request" });
+  await perm.waitFor({ timeout: 30_000 });
+  await perm.getByText("echo hello-from-tool").first().waitFor();
   await page.waitForFunction(() => window.__notifications.some((n) => n.title === "Permission needed"), null, {
     timeout: WAIT,
   });
@@ -109,43 +118,56 @@ test("a session from start to end, and its history after a reload", async () => 
   await page.evaluate(() => window.__setHidden(false));
   assert.doesNotMatch(await page.title(), /^\(\d+\)/);
   await perm.getByRole("button", { name: "Allow once" }).click();
-  const bash = answer(page, 2).getByRole("group", { name: "Tool bash" });
-  await bash.getByLabel("Output of bash").getByText("12 passed").waitFor({ timeout: WAIT });
-  await waitComplete(page, 2);
+  const bash = answer(page, 3).getByRole("group", { name: "Tool bash" });
+  await waitComplete(page, 3);
   await perm.getByText("Allowed once").waitFor();
   await bash.getByText("Done").waitFor();
+  if ((await bash.getAttribute("open")) == null) await bash.locator("summary").click();
+  await bash.getByLabel("Output of bash").getByText("hello-from-tool").waitFor({ timeout: WAIT });
+  await answer(page, 3).getByText("Ran it. hello-from-tool").waitFor();
 
-  // 3. Abort a long answer with Esc.
-  await send(page, "Tell me a slow story");
-  await answer(page, 3).getByText("Line 3 of the slow answer.").waitFor({ timeout: WAIT });
+  // 4. A file the agent writes shows as an edit.
+  await send(page, "[write notes.txt hello]");
+  await waitComplete(page, 4);
+  const edit = answer(page, 4).getByRole("group", { name: /^Edit of .*notes\.txt$/ });
+  await edit.waitFor();
+  await edit.locator(".dl-add").first().waitFor();
+  await answer(page, 4).getByText(/Wrote .*notes\.txt\./).waitFor();
+
+  // 5. Abort a long answer with Esc.
+  await send(page, "[tokens 3000] [delay 10]");
+  await answer(page, 5).getByText(/\bw20\b/).waitFor({ timeout: WAIT });
   await page.getByRole("button", { name: "Abort answer" }).waitFor();
   await page.keyboard.press("Escape");
-  await answer(page, 3).getByText("Stopped").waitFor({ timeout: WAIT });
-  assert.equal(await answer(page, 3).getByText("Line 40 of the slow answer.").count(), 0);
+  await answer(page, 5).getByText("Stopped").waitFor({ timeout: WAIT });
+  assert.equal(await answer(page, 5).getByText(/\bw2999\b/).count(), 0);
   assert.equal(await page.getByRole("button", { name: "Abort answer" }).count(), 0);
 
-  // 4. Worker offline: the message is queued, then sent when it is back.
+  // 6. The worker process is killed: the message is queued, then sent when
+  // the worker is started again.
   await worker.goOffline();
   await page.locator(".topbar a", { hasText: "app · laptop" }).locator(".presence-dot:not(.on)").waitFor({ timeout: WAIT });
-  await send(page, "Are you there?");
-  await turn(page, 4).getByText("Queued · the worker is offline").waitFor({ timeout: WAIT });
+  await send(page, "[tokens 30] Are you there?");
+  await turn(page, 6).getByText("Queued · the worker is offline").waitFor({ timeout: WAIT });
   await worker.goOnline();
-  await waitComplete(page, 4);
+  await waitComplete(page, 6, 60_000);
+  assert.equal((await answer(page, 6).locator(".answer-text").first().textContent())?.trim(), numberedText(30));
 
-  // 5. A question, answered by picking an option; the finished answer
+  // 7. A question, answered by picking an option; the finished answer
   // notifies too while the tab is hidden.
   await page.evaluate(() => window.__setHidden(true));
-  await send(page, "Ask me a question first");
-  const q = answer(page, 5).getByRole("group", { name: "Question from the agent" });
-  await q.getByText("Which colour should the button be?").waitFor({ timeout: WAIT });
+  await send(page, "[question]");
+  const q = answer(page, 7).getByRole("group", { name: "Question from the agent" });
+  await q.getByText("Which color do you prefer?").waitFor({ timeout: 30_000 });
   await page.waitForFunction(() => window.__notifications.some((n) => n.title === "The agent has a question"), null, {
     timeout: WAIT,
   });
   await q.getByRole("button", { name: /^Blue/ }).click();
   assert.equal(await q.getByRole("button", { name: /^Blue/ }).getAttribute("aria-pressed"), "true");
   await q.getByRole("button", { name: "Send answer" }).click();
-  await waitComplete(page, 5);
+  await waitComplete(page, 7);
   await q.getByText("Answered").waitFor();
+  await answer(page, 7).getByText("You chose Blue.").waitFor();
   await page.waitForFunction(() => window.__notifications.some((n) => n.title === "Answer ready"), null, {
     timeout: WAIT,
   });
@@ -157,22 +179,25 @@ test("a session from start to end, and its history after a reload", async () => 
   await page.waitForURL(new RegExp(`#/w/${worker.workerId}$`), { timeout: WAIT });
   const row = page.getByRole("list", { name: "Sessions" }).getByRole("link", { name: /Fix the flaky test/ });
   await row.getByText("Ended").waitFor({ timeout: WAIT });
-  await row.getByText("5 messages").waitFor();
+  await row.getByText("7 messages").waitFor();
   await screenshotAll(page, "session-list");
 
   // Reload the session: the whole history is there, once.
   await page.goto(`${server.url}/#/s/${sessionId}`);
   await page.reload();
   await waitComplete(page, 1);
-  assert.equal(await page.getByRole("article").count(), 5);
-  const again = (await answer(page, 1).locator(".answer-text").first().textContent()) ?? "";
+  assert.equal(await page.getByRole("article").count(), 7);
+  const again = (await answer(page, 1).locator(".answer-text").first().textContent())?.trim();
   assert.equal(again, text1);
-  await answer(page, 2).getByText("Allowed once").waitFor();
-  await answer(page, 2).getByRole("group", { name: "Tool bash" }).locator("summary").click();
-  await answer(page, 2).getByLabel("Output of bash").getByText("12 passed").waitFor();
-  await answer(page, 3).getByText("Stopped").waitFor();
-  await waitComplete(page, 4);
-  await answer(page, 5).getByRole("button", { name: /^Blue/, pressed: true }).waitFor();
+  await answer(page, 2).locator("strong", { hasText: "hangs" }).waitFor();
+  await answer(page, 3).getByText("Allowed once").waitFor();
+  const bashAgain = answer(page, 3).getByRole("group", { name: "Tool bash" });
+  if ((await bashAgain.getAttribute("open")) == null) await bashAgain.locator("summary").click();
+  await answer(page, 3).getByLabel("Output of bash").getByText("hello-from-tool").waitFor();
+  await answer(page, 4).getByRole("group", { name: /^Edit of .*notes\.txt$/ }).waitFor();
+  await answer(page, 5).getByText("Stopped").waitFor();
+  await waitComplete(page, 6);
+  await answer(page, 7).getByRole("button", { name: /^Blue/, pressed: true }).waitFor();
   await page.getByText("This session has ended.").waitFor();
   assert.equal(await page.getByLabel("Message", { exact: true }).count(), 0);
 

@@ -28,7 +28,11 @@ export async function startSession(page, { model, title } = {}) {
   await page.getByRole("button", { name: "New session" }).first().click();
   const dialog = page.getByRole("dialog", { name: "New session" });
   await dialog.waitFor({ timeout: WAIT });
-  if (model) await dialog.getByLabel("Model").selectOption({ label: model });
+  if (model) {
+    // The worker offers its models once its opencode is up.
+    await dialog.getByLabel("Model").locator("option", { hasText: model }).first().waitFor({ state: "attached", timeout: 60_000 });
+    await dialog.getByLabel("Model").selectOption({ label: model });
+  }
   if (title) await dialog.getByLabel("Title").fill(title);
   await dialog.getByRole("button", { name: "Start session" }).click();
   await page.getByLabel("Message", { exact: true }).waitFor({ timeout: WAIT });

@@ -1,4 +1,4 @@
-// Pairing: an admin sees pending workers; a pairing link shows the machine
+// Pairing real `tether worker` processes: an admin sees pending workers; a pairing link shows the machine
 // and directory; approve and reject; live presence; revoke with confirmation.
 
 import assert from "node:assert/strict";
@@ -43,7 +43,7 @@ test("approve by link, reject, see presence live, revoke", async () => {
   const card = page.getByRole("region", { name: "Worker to approve" });
   await card.waitFor({ timeout: WAIT });
   await card.getByText("laptop", { exact: true }).waitFor();
-  await card.getByText("/home/ada/src/app").waitFor();
+  await card.getByText(laptop.workdir).waitFor();
   await screenshotAll(page, "pairing");
   await card.getByLabel("Worker name").fill("app");
   await card.getByRole("button", { name: "Approve" }).click();
@@ -53,7 +53,7 @@ test("approve by link, reject, see presence live, revoke", async () => {
   await page.goto(`${server.url}/#/pair`);
   await page.getByLabel("Pairing code").fill(other.code.toLowerCase().replace("-", " "));
   await page.getByRole("button", { name: "Look up" }).click();
-  await page.getByRole("region", { name: "Worker to approve" }).getByText("/srv/unknown").waitFor({ timeout: WAIT });
+  await page.getByRole("region", { name: "Worker to approve" }).getByText(other.workdir).waitFor({ timeout: WAIT });
   await page.getByRole("button", { name: "Reject" }).click();
   await page.getByText("Rejected").waitFor({ timeout: WAIT });
 
@@ -62,15 +62,17 @@ test("approve by link, reject, see presence live, revoke", async () => {
   await page.getByRole("button", { name: "Look up" }).click();
   await page.getByRole("alert").filter({ hasText: "No worker is waiting" }).waitFor({ timeout: WAIT });
 
-  // Machines: the approved worker is online, with its models.
+  // Machines: the approved worker is online, with the one model its
+  // opencode offers.
   await page.getByRole("link", { name: "Machines", exact: true }).click();
   const row = page.getByRole("listitem", { name: "Worker app" });
   await row.getByText("Online", { exact: true }).waitFor({ timeout: WAIT });
-  await row.getByText("3 models").waitFor();
+  await laptop.ready();
+  await row.getByText(/\b1 model\b/).waitFor({ timeout: WAIT });
   assert.equal(await page.getByRole("region", { name: "Pending pairings" }).count(), 0);
   await screenshotAll(page, "machines");
 
-  // Presence is live: the worker goes away and comes back.
+  // Presence is live: the worker process is killed and started again.
   await laptop.goOffline();
   await row.getByText(/Offline · seen/).waitFor({ timeout: WAIT });
   await laptop.goOnline();
@@ -85,8 +87,9 @@ test("approve by link, reject, see presence live, revoke", async () => {
   await page.getByRole("button", { name: "Revoke app" }).click();
   await page.getByRole("dialog", { name: "Revoke app?" }).getByRole("button", { name: "Revoke" }).click();
   await row.getByText("Revoked").waitFor({ timeout: WAIT });
-  // Its connection was closed and its credential no longer works.
-  await assert.rejects(laptop.goOnline(), /HTTP 403|refused/);
+  // Its connection was closed and its credential no longer works: started
+  // again, the worker says so and exits.
+  await assert.rejects(laptop.goOnline(), /revoked|HTTP 403|refused/);
 
   assertNoPageErrors(page);
   await context.close();

@@ -1,4 +1,5 @@
-// What the agent writes is rendered, never run; a long history is read back
+// What the agent (real worker and opencode, fake LLM) writes is rendered,
+// never run; a long history is read back
 // over several pages; keyboard, theme and the phone drawer work.
 
 import assert from "node:assert/strict";
@@ -6,7 +7,7 @@ import { after, before, test } from "node:test";
 
 import { PHONE, launch, newPage, screenshot } from "../support/browser.mjs";
 import { startServer } from "../support/server.mjs";
-import { startWorker } from "../support/worker.mjs";
+import { FAKE_MODEL_LABEL, numberedText, startWorker } from "../support/worker.mjs";
 import { WAIT, answer, approveByLink, assertNoPageErrors, send, signIn, startSession, waitComplete } from "./flows.mjs";
 
 let server;
@@ -29,14 +30,23 @@ test("markup from the agent is sanitized; a long history pages back in", async (
   const { context, page } = await newPage(browser);
   await signIn(page, server.url, secret);
   await approveByLink(page, server.url, worker.code);
-  const sessionId = await startSession(page, { title: "Rendering" });
+  await worker.ready();
+  const sessionId = await startSession(page, { model: FAKE_MODEL_LABEL, title: "Rendering" });
+  await page.locator(".topbar").getByText("Ready").waitFor({ timeout: 30_000 });
 
-  // Shift+Enter is a new line, Enter sends.
+  // Markup an agent might echo from a web page (the fake model echoes what
+  // it is sent): none of it may run. Shift+Enter is a new line, Enter sends.
+  const evil =
+    "Safe **bold**, a [good link](https://example.com/docs) and a [bad link](javascript:window.__xss=1).\n\n" +
+    '<img src="x" onerror="window.__xss=2">\n\n' +
+    "<script>window.__xss=3</script>\n\n" +
+    '<a href="#" onclick="window.__xss=4">click me</a>\n\n' +
+    '<iframe src="https://example.com"></iframe>\n\nThe end.';
   const box = page.getByLabel("Message", { exact: true });
-  await box.fill("Show me something evil");
+  await box.fill(evil);
   await box.press("Shift+Enter");
   await box.pressSequentially("please");
-  assert.equal(await box.inputValue(), "Show me something evil\nplease");
+  assert.equal(await box.inputValue(), `${evil}\nplease`);
   await box.press("Enter");
   assert.equal(await box.inputValue(), "");
   await waitComplete(page, 1);
@@ -52,26 +62,41 @@ test("markup from the agent is sanitized; a long history pages back in", async (
   assert.equal(await a1.locator("script, iframe, [onerror], [onclick]").count(), 0);
   assert.equal(await page.evaluate(() => window.__xss), undefined);
 
-  // About 160 KB of tool output: live, then again after a reload, which reads
-  // the history in several pages.
+  // Tool output (300 rows, about 24 KB: opencode itself cuts a command's
+  // output at 30,000 characters, so no bigger) and a long answer (5,000
+  // words, about 29 KB, kept as chunks and as the final text): live, then
+  // again after a reload, which reads the history (over 96 KB) in several
+  // pages.
   const pages = [];
-  page.on("websocket", (ws) =>
+  page.on("websocket", (ws) => {
     ws.on("framesent", (f) => {
       if (typeof f.payload === "string" && /"action":"session_(watch|history)"/.test(f.payload)) pages.push(f.payload);
-    }),
-  );
-  await send(page, "Print a huge table");
+    });
+  });
+  await send(page, `[bash seq -f 'row %04g: ${"x".repeat(68)}' 1 300]`);
+  await answer(page, 2).getByRole("group", { name: "Permission request" }).getByRole("button", { name: "Allow once" }).click({ timeout: 30_000 });
   await waitComplete(page, 2, 30_000);
   const rows = async () => {
     const out = answer(page, 2).getByLabel("Output of bash");
     const text = (await out.textContent()) ?? "";
     return [...text.matchAll(/^row (\d{4}):/gm)].map((m) => Number(m[1]));
   };
-  const expected = Array.from({ length: 2000 }, (_, i) => i + 1);
+  const expected = Array.from({ length: 300 }, (_, i) => i + 1);
   assert.deepEqual(await rows(), expected);
+  await answer(page, 2).getByText("Ran it. row 0001:").waitFor();
+  const long = numberedText(5000);
+  const longText = async () => (await answer(page, 3).locator(".answer-text").first().textContent())?.trim();
+  await send(page, "[tokens 5000] [delay 1]");
+  await waitComplete(page, 3, 60_000);
+  assert.equal(await longText(), long);
+
   await page.reload();
-  await waitComplete(page, 2, 20_000);
-  await answer(page, 2).getByRole("group", { name: "Tool bash" }).locator("summary").click();
+  await waitComplete(page, 3, 20_000);
+  // The later pages follow the first one (which already says complete).
+  for (let i = 0; i < 100 && (await longText()) !== long; i++) await page.waitForTimeout(100);
+  assert.equal(await longText(), long);
+  const tool = answer(page, 2).getByRole("group", { name: "Tool bash" });
+  if ((await tool.getAttribute("open")) == null) await tool.locator("summary").click();
   assert.deepEqual(await rows(), expected);
   assert.ok(
     pages.filter((p) => p.includes('"action":"session_history"')).length >= 1,
