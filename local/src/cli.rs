@@ -29,6 +29,14 @@ pub struct Cli {
     #[arg(long, global = true, env = "TETHER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// The AWS-shaped test tier's settings (a JSON file, see
+    /// `tether_local::gateway::lambda::emulator::TierConfig`): `serve` runs
+    /// the gateway in front of the real Lambda functions, `user` works on
+    /// their DynamoDB table. Only in builds with the `lambda` feature.
+    #[cfg(feature = "lambda")]
+    #[arg(long, global = true, env = "LAMBDA_TIER_CONFIG", value_name = "FILE", hide = true)]
+    pub lambda_tier: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }

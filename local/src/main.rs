@@ -51,6 +51,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let file = FileConfig::load(cli.config.as_deref())?;
     let data_dir = cli::data_dir(&cli, &file)?;
+    #[cfg(feature = "lambda")]
+    if let Some(tier) = &cli.lambda_tier {
+        return lambda_tier::run(&cli, tier, &file, &data_dir).await;
+    }
     match &cli.command {
         Command::Up(args) => {
             let gateway = args.tuning.gateway(&file);
@@ -187,6 +191,13 @@ async fn user(command: &UserCommand, data_dir: &std::path::Path) -> anyhow::Resu
     let store = host::open_store(data_dir)?;
     // No connections in this process: the hub only satisfies the type.
     let domain = Domain::new(store, Hub::new(), tether_domain::Config::default());
+    user_with(command, &domain).await
+}
+
+async fn user_with<S: tether_domain::store::Store>(
+    command: &UserCommand,
+    domain: &Domain<S, Hub>,
+) -> anyhow::Result<()> {
     match command {
         UserCommand::Add { name, admin } => {
             let (user, secret) = domain
@@ -264,4 +275,60 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     info!("shutting down");
+}
+
+/// The hidden AWS-shaped test tier (`--lambda-tier FILE`, built with the
+/// `lambda` feature): `serve` puts the gateway in front of the real Lambda
+/// functions under `cargo lambda watch`, with DynamoDB on the tier's server;
+/// `user` manages the users in that host's table. The end-to-end scenarios
+/// run unchanged against it (`local/tests/e2e_lambda/`).
+#[cfg(feature = "lambda")]
+mod lambda_tier {
+    use std::path::Path;
+
+    use anyhow::{bail, Context as _};
+    use tether_domain::Domain;
+    use tether_functions::{DynamoStore, TableNames};
+    use tether_local::gateway::lambda::emulator::{table_of, TierConfig};
+    use tether_local::gateway::lambda::{self, LambdaHost};
+    use tether_local::gateway::Hub;
+
+    use super::cli::{self, Cli, Command, FileConfig};
+
+    pub async fn run(cli: &Cli, tier: &Path, file: &FileConfig, data_dir: &Path) -> anyhow::Result<()> {
+        let tier = TierConfig::load(tier)?;
+        match &cli.command {
+            Command::Serve(args) => {
+                let gateway = args.tuning.gateway(file);
+                let domain = args.tuning.domain(file, &gateway);
+                let listener = super::bind(cli::serve_addr(args, file)).await?;
+                let host = LambdaHost {
+                    data_dir: data_dir.to_owned(),
+                    tier,
+                    gateway,
+                    domain,
+                };
+                lambda::serve(
+                    host,
+                    listener,
+                    // The line tests (and people) wait for, once every
+                    // function has answered once.
+                    |addr| println!("tether listening on http://{addr}"),
+                    super::shutdown_signal(),
+                )
+                .await
+            }
+            Command::User(command) => {
+                let table = table_of(data_dir, false)?;
+                let store = DynamoStore::new(tier.dynamodb(), TableNames { main: table });
+                let domain = Domain::new(store, Hub::new(), tether_domain::Config::default());
+                super::user_with(command, &domain)
+                    .await
+                    .context("on the Lambda tier's table")
+            }
+            Command::Up(_) | Command::Worker(_) => {
+                bail!("the Lambda tier runs only `tether serve` and `tether user`")
+            }
+        }
+    }
 }

@@ -8,8 +8,9 @@
 //! domain's `Push` port) or over HTTP with API Gateway's Management API
 //! (`/@connections/{id}`, see [`management`]).
 //!
-//! The backend is a trait rather than the domain itself because a later tier
-//! puts real Lambda functions, invoked over HTTP, behind this same gateway.
+//! The backend is a trait rather than the domain itself because the
+//! AWS-shaped tier puts real Lambda functions, invoked over HTTP, behind this
+//! same gateway (`lambda::LambdaBackend`, with the `lambda` feature).
 //! [`DomainBackend`] is the in-process backend the local host uses.
 //!
 //! Limits mirror API Gateway: 32 KB per frame, 128 KB per message, an idle
@@ -21,6 +22,8 @@ mod connection;
 mod domain_backend;
 mod frames;
 mod hub;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod management;
 mod time;
 

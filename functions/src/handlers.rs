@@ -1,0 +1,337 @@
+//! The functions' handlers: plain `async fn(event, &Deps)`, one per kind of
+//! invocation, testable without Lambda. Each turns an API Gateway event into
+//! one call of the domain and the domain's answer into API Gateway's
+//! response shape; nothing else.
+
+use aws_lambda_events::apigw::{
+    ApiGatewayProxyResponse, ApiGatewayV2httpRequest, ApiGatewayV2httpResponse,
+    ApiGatewayWebsocketProxyRequest, ApiGatewayWebsocketProxyRequestContext,
+};
+use aws_lambda_events::encodings::Body;
+use http::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, Method};
+use tether_domain::handlers::ConnectRequest;
+use tether_domain::ids::ConnectionId;
+use tether_domain::model::Millis;
+use tether_domain::protocol::{peek_request_id, ErrorBody, PairRequest, ServerFrame};
+use tether_domain::store::Store;
+use tether_domain::{ApiError, Domain, ErrorCode};
+use tracing::{debug, info, warn};
+
+use crate::push::{NoEndpoint, Origin, PushSource};
+
+/// What every invocation of a function shares, built once per cold start:
+/// the store (its client inside), where pushes go, the domain's settings.
+pub struct Deps<S, P> {
+    pub store: S,
+    pub pushes: P,
+    pub config: tether_domain::Config,
+}
+
+/// An invocation the handlers cannot serve: the event lacks what API
+/// Gateway always sends, or no push endpoint is known. The function fails
+/// (API Gateway answers 500); a client's mistake never gets here.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("the event has no {0}")]
+    MissingField(&'static str),
+    #[error(transparent)]
+    NoEndpoint(#[from] NoEndpoint),
+}
+
+impl<S: Store + Clone, P: PushSource> Deps<S, P> {
+    pub fn new(store: S, pushes: P, config: tether_domain::Config) -> Self {
+        Self {
+            store,
+            pushes,
+            config,
+        }
+    }
+
+    /// The domain for one invocation: the shared store and the push port
+    /// of the API the event came through. Cheap (clones of handles).
+    pub fn domain(&self, origin: Origin<'_>) -> Result<Domain<S, P::Push>, HandlerError> {
+        Ok(Domain::new(
+            self.store.clone(),
+            self.pushes.push_for(origin)?,
+            self.config.clone(),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The WebSocket API
+// ---------------------------------------------------------------------------
+
+/// `$connect`: authenticates (`?ticket=` for browsers, `Authorization:
+/// Bearer` for workers, `?v=` for the protocol version) and records the
+/// connection. 200 accepts the upgrade; a refusal answers with the status
+/// of its error code and `{"code","message"}`.
+pub async fn connect<S: Store + Clone, P: PushSource>(
+    event: ApiGatewayWebsocketProxyRequest,
+    deps: &Deps<S, P>,
+) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    let ctx = &event.request_context;
+    let connection = connection_id(ctx)?;
+    let request = match connection {
+        Ok(connection_id) => ConnectRequest {
+            connection_id,
+            ticket: event.query_string_parameters.first("ticket").map(str::to_owned),
+            bearer: bearer_token(&event.headers).map(str::to_owned),
+            version: event.query_string_parameters.first("v").map(str::to_owned),
+            now: request_time(ctx),
+        },
+        Err(error) => return Ok(refusal(error)),
+    };
+    let domain = deps.domain(origin(ctx))?;
+    match domain.connect(request).await {
+        Ok(principal) => {
+            info!(?principal, "connected");
+            Ok(ws_response(200, None))
+        }
+        Err(error) => {
+            debug!(code = error.code.as_str(), "connection refused");
+            Ok(refusal(error))
+        }
+    }
+}
+
+/// `$disconnect` (best effort: API Gateway may never send it).
+pub async fn disconnect<S: Store + Clone, P: PushSource>(
+    event: ApiGatewayWebsocketProxyRequest,
+    deps: &Deps<S, P>,
+) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    let ctx = &event.request_context;
+    if let Ok(connection) = connection_id(ctx)? {
+        debug!(
+            status = ?ctx.disconnect_status_code,
+            reason = ?ctx.disconnect_reason,
+            "disconnected"
+        );
+        deps.domain(origin(ctx))?
+            .disconnect(&connection, request_time(ctx))
+            .await;
+    }
+    Ok(ws_response(200, None))
+}
+
+/// Every other route (the actions and `$default`): one frame, one reply.
+/// The reply is the integration response, which API Gateway sends back on
+/// the socket because the route is two-way (a `$default` route response);
+/// pushes to other connections go through the Management API.
+pub async fn message<S: Store + Clone, P: PushSource>(
+    event: ApiGatewayWebsocketProxyRequest,
+    deps: &Deps<S, P>,
+) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    let ctx = &event.request_context;
+    let body = event.body.unwrap_or_default();
+    let reply = if event.is_base64_encoded {
+        // A binary frame, as the local gateway answers it.
+        ServerFrame::err(
+            None,
+            ApiError::new(ErrorCode::BadJson, "binary frames are not supported"),
+        )
+    } else {
+        match connection_id(ctx)? {
+            Ok(connection) => {
+                debug!(route = ?ctx.route_key, "frame");
+                deps.domain(origin(ctx))?
+                    .handle_frame(&connection, &body, request_time(ctx))
+                    .await
+            }
+            Err(error) => ServerFrame::err(peek_request_id(&body), error),
+        }
+    };
+    Ok(ws_response(200, Some(reply.to_json())))
+}
+
+/// The connection id of an event. The two results keep two failures apart:
+/// no id at all is a broken event (the function fails); an id the domain
+/// does not accept is answered like any other refusal.
+fn connection_id(
+    ctx: &ApiGatewayWebsocketProxyRequestContext,
+) -> Result<Result<ConnectionId, ApiError>, HandlerError> {
+    let raw = ctx
+        .connection_id
+        .as_deref()
+        .filter(|id| !id.is_empty())
+        .ok_or(HandlerError::MissingField("requestContext.connectionId"))?;
+    Ok(ConnectionId::parse(raw).map_err(|e| {
+        // API Gateway's ids are 16 base64 characters: a mismatch with what
+        // the domain accepts is a bug, not a client error.
+        warn!(connection_id = raw, error = %e, "the domain refuses this connection id");
+        ApiError::new(ErrorCode::Internal, "connection id not accepted")
+    }))
+}
+
+fn origin(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Origin<'_> {
+    Origin {
+        domain_name: ctx.domain_name.as_deref(),
+        stage: ctx.stage.as_deref(),
+    }
+}
+
+/// When API Gateway received the request (the clock of every handler
+/// decision), or this machine's clock if the event has no time.
+fn request_time(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Millis {
+    if ctx.request_time_epoch > 0 {
+        ctx.request_time_epoch
+    } else {
+        now_millis()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> Millis {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Millis::try_from(since.as_millis()).unwrap_or(Millis::MAX)
+}
+
+fn ws_response(status: u16, body: Option<String>) -> ApiGatewayProxyResponse {
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = i64::from(status);
+    if body.is_some() {
+        response
+            .headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    response.body = body.map(Body::Text);
+    response
+}
+
+/// A refused `$connect`: the error code's status and `{"code","message"}`.
+fn refusal(error: ApiError) -> ApiGatewayProxyResponse {
+    let status = error.code.http_status();
+    ws_response(status, Some(error_body(error)))
+}
+
+/// `{"code","message"}`, the body of every HTTP error answer.
+fn error_body(error: ApiError) -> String {
+    let body = ErrorBody {
+        code: error.code,
+        message: error.message,
+    };
+    serde_json::to_string(&body).unwrap_or_else(|_| r#"{"code":"internal","message":""}"#.into())
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme in
+/// any case, as RFC 7235 says).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+// ---------------------------------------------------------------------------
+// The HTTP API
+// ---------------------------------------------------------------------------
+
+/// The HTTP API's routes (`POST /api/ticket`, `POST /api/pair`), on API
+/// Gateway's HTTP API with payload format 2.0. Answers are JSON and never
+/// cached (tickets and pairing codes are credentials).
+pub async fn http<S: Store + Clone, P: PushSource>(
+    event: ApiGatewayV2httpRequest,
+    deps: &Deps<S, P>,
+) -> Result<ApiGatewayV2httpResponse, HandlerError> {
+    let ctx = &event.request_context;
+    let now = if ctx.time_epoch > 0 {
+        ctx.time_epoch
+    } else {
+        now_millis()
+    };
+    let method = &ctx.http.method;
+    let path = ctx
+        .http
+        .path
+        .as_deref()
+        .or(event.raw_path.as_deref())
+        .unwrap_or("");
+    let domain = deps.domain(Origin {
+        domain_name: ctx.domain_name.as_deref(),
+        stage: ctx.stage.as_deref(),
+    })?;
+    let bearer = bearer_token(&event.headers);
+    let answer = match (method, path) {
+        (&Method::POST, "/api/ticket") => domain
+            .issue_ticket(bearer, now)
+            .await
+            .map(|ticket| json_text(&ticket)),
+        (&Method::POST, "/api/pair") => match body_text(&event) {
+            Ok(body) => match serde_json::from_str::<PairRequest>(&body) {
+                Ok(request) => domain
+                    .pair(bearer, request, now)
+                    .await
+                    .map(|data| json_text(&data)),
+                Err(e) => Err(ApiError::bad_request(format!("bad pairing request: {e}"))),
+            },
+            Err(e) => Err(e),
+        },
+        (_, "/api/ticket" | "/api/pair") => {
+            return Ok(http_response(
+                405,
+                error_body(ApiError::bad_request(format!("{path} takes POST"))),
+            ))
+        }
+        _ => Err(ApiError::not_found("endpoint")),
+    };
+    Ok(match answer {
+        Ok(body) => http_response(200, body),
+        Err(error) => {
+            if error.code == ErrorCode::Internal {
+                warn!(message = %error.message, "internal error");
+            }
+            http_response(error.code.http_status(), error_body(error))
+        }
+    })
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+/// The request body as text (API Gateway base64-encodes bodies it takes
+/// for binary).
+fn body_text(event: &ApiGatewayV2httpRequest) -> Result<String, ApiError> {
+    let body = event.body.clone().unwrap_or_default();
+    if !event.is_base64_encoded {
+        return Ok(body);
+    }
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| ApiError::bad_request("the body is not UTF-8 JSON"))
+}
+
+fn http_response(status: u16, body: String) -> ApiGatewayV2httpResponse {
+    let mut response = ApiGatewayV2httpResponse::default();
+    response.status_code = i64::from(status);
+    response
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.body = Some(Body::Text(body));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_needs_the_scheme() {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        assert_eq!(bearer_token(&h), Some("abc"));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&h), None);
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer_token(&h), None);
+    }
+}

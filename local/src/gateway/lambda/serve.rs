@@ -1,0 +1,175 @@
+//! The host with the Lambda backend: the gateway (WebSocket API and
+//! Management API) and the HTTP API in front of the functions under the
+//! emulator, DynamoDB on the tier's server. What `tether serve` runs when
+//! given the Lambda tier settings.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use axum::routing::get;
+use serde_json::json;
+use tether_functions::{DynamoStore, TableNames};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use super::emulator::{table_of, Emulator, TierConfig};
+use super::{http_api, ApiIdentity, Functions, LambdaBackend};
+use crate::gateway::{now_millis, ConnId, Gateway, GatewayConfig, Hub};
+
+/// The WebSocket path, as the embedded host serves it.
+const WS_PATH: &str = "/ws";
+/// The stage name in events and in the functions' Management API endpoint
+/// (as on AWS, where the stage is `ws`).
+const STAGE: &str = "ws";
+/// API Gateway's integration timeout.
+const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(29);
+/// A first invocation under the emulator may build the function.
+const FIRST_INVOKE_TIMEOUT: Duration = Duration::from_secs(600);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything the Lambda host needs.
+#[derive(Clone, Debug)]
+pub struct LambdaHost {
+    pub data_dir: PathBuf,
+    pub tier: TierConfig,
+    pub gateway: GatewayConfig,
+    pub domain: tether_domain::Config,
+}
+
+/// Makes the host's table, starts the emulator, invokes each function
+/// once (so the first client does not wait for a cold start), calls
+/// `ready`, and serves until `shutdown` resolves.
+pub async fn serve(
+    host: LambdaHost,
+    listener: TcpListener,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let table = table_of(&host.data_dir, true)?;
+    let client = host.tier.dynamodb();
+    DynamoStore::create_tables(
+        &client,
+        &TableNames {
+            main: table.clone(),
+        },
+    )
+    .await
+    .with_context(|| format!("creating the table {table} at {}", host.tier.dynamodb_endpoint))?;
+
+    let emulator = Emulator::start(&host.tier, &function_env(&host, &table, addr)).await?;
+    let backend = LambdaBackend::new(
+        emulator.endpoint.clone(),
+        Functions::default(),
+        ApiIdentity {
+            api_id: "local".into(),
+            domain_name: addr.to_string(),
+            stage: STAGE.into(),
+        },
+        INTEGRATION_TIMEOUT,
+    );
+    warm_up(&backend).await?;
+
+    let gateway = Gateway::new(backend.clone(), Hub::new(), host.gateway);
+    let app = gateway
+        .router(WS_PATH)
+        .merge(http_api::routes(backend))
+        .route("/healthz", get(|| async { "ok" }));
+    ready(addr);
+    info!(%addr, %table, "serving with the Lambda backend");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving HTTP")?;
+    if gateway.live_connections() > 0 && !gateway.shutdown(SHUTDOWN_GRACE).await {
+        warn!(left = gateway.live_connections(), "some websockets did not close in time");
+    }
+    drop(emulator);
+    info!("stopped");
+    Ok(())
+}
+
+/// The functions' environment for this host: its table, the tier's
+/// DynamoDB, this gateway's Management API, the domain's timings, and
+/// placeholder credentials (nothing local checks them).
+fn function_env(host: &LambdaHost, table: &str, addr: SocketAddr) -> Vec<(String, String)> {
+    use tether_functions::config::*;
+    let d = &host.domain;
+    let mut env: Vec<(&str, String)> = vec![
+        (TABLE_VAR, table.to_owned()),
+        (DYNAMODB_ENDPOINT_VAR, host.tier.dynamodb_endpoint.clone()),
+        (MANAGEMENT_ENDPOINT_VAR, format!("http://{addr}/{STAGE}")),
+        (TICKET_TTL_VAR, d.ticket_ttl_ms.to_string()),
+        (PAIRING_TTL_VAR, d.pairing_ttl_ms.to_string()),
+        (HEARTBEAT_VAR, d.heartbeat_ms.to_string()),
+        (PRESENCE_TIMEOUT_VAR, d.presence_timeout_ms.to_string()),
+        (CONNECTION_TTL_VAR, d.connection_ttl_ms.to_string()),
+        ("AWS_REGION", host.tier.region.clone()),
+        ("AWS_DEFAULT_REGION", host.tier.region.clone()),
+        ("AWS_ACCESS_KEY_ID", "local".into()),
+        ("AWS_SECRET_ACCESS_KEY", "local".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ];
+    env.push((
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    ));
+    env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// Invokes every function once with an event it answers without touching
+/// any data, and logs how long each first (cold) invocation took.
+async fn warm_up(backend: &LambdaBackend) -> anyhow::Result<()> {
+    let functions = backend.functions().clone();
+    let api = backend.api().clone();
+    let now = now_millis();
+    let context = |route: &str, kind: &str| {
+        json!({
+            "routeKey": route, "eventType": kind, "stage": api.stage,
+            "connectedAt": now, "requestTimeEpoch": now,
+            "requestId": ConnId::random().as_str(), "domainName": api.domain_name,
+            "connectionId": ConnId::random().as_str(), "apiId": api.api_id,
+        })
+    };
+    // No ticket, no credential: refused before any read.
+    let connect = json!({"headers": {}, "requestContext": context("$connect", "CONNECT"), "isBase64Encoded": false});
+    // A frame that is not JSON: answered before any read.
+    let message = json!({"requestContext": context("$default", "MESSAGE"), "body": "warm-up", "isBase64Encoded": false});
+    // An unknown connection: nothing to delete.
+    let disconnect = json!({"requestContext": context("$disconnect", "DISCONNECT"), "isBase64Encoded": false});
+    // No such route.
+    let http = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": "/warm-up", "rawQueryString": "",
+        "headers": {},
+        "requestContext": {"http": {"method": "GET", "path": "/warm-up"}, "timeEpoch": now, "stage": "$default"},
+        "isBase64Encoded": false,
+    });
+    for (function, event, expected) in [
+        (&functions.connect, connect, 401),
+        (&functions.message, message, 200),
+        (&functions.disconnect, disconnect, 200),
+        (&functions.http, http, 404),
+    ] {
+        let started = Instant::now();
+        let result = backend
+            .invoke_within(function, &event, FIRST_INVOKE_TIMEOUT)
+            .await
+            .with_context(|| format!("warming up {function}"))?;
+        let status = result.get("statusCode").and_then(|s| s.as_u64());
+        if status != Some(expected) {
+            bail!("warming up {function}: expected status {expected}, got {result}");
+        }
+        info!(
+            function = function.as_str(),
+            first_invoke_ms = started.elapsed().as_millis() as u64,
+            "warm"
+        );
+    }
+    Ok(())
+}

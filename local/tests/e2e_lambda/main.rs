@@ -1,0 +1,78 @@
+//! The AWS-shaped end-to-end tier: the scenarios of `tests/e2e/`, unchanged,
+//! against the real Lambda binaries.
+//!
+//! Every `tether serve` the scenarios start runs, through the hidden
+//! `--lambda-tier` settings that [`tier`] hands it (`LAMBDA_TIER_CONFIG`),
+//! as API Gateway in front of `tether-functions` under `cargo lambda watch`
+//! (several instances per function, so a connection's frames run in
+//! separate processes and finish in any order, as on AWS), with DynamoDB on
+//! moto; `tether user add` writes to that host's table. The functions push
+//! through the gateway's Management API. Each scenario runs twice, with the
+//! gateway handling a connection's frames in order and concurrently.
+//!
+//! Built only with the `lambda` feature: `cargo test -p tether-local
+//! --features lambda --test e2e_lambda` (`scripts/test-aws` runs it).
+
+#![cfg(feature = "lambda")]
+
+#[allow(dead_code, unused_imports)]
+#[path = "../e2e/helpers.rs"]
+mod helpers;
+
+#[path = "../e2e/bad_input.rs"]
+mod bad_input;
+#[path = "../e2e/chat.rs"]
+mod chat;
+#[path = "../e2e/isolation.rs"]
+mod isolation;
+#[path = "../e2e/pairing.rs"]
+mod pairing;
+#[path = "../e2e/resume.rs"]
+mod resume;
+
+#[path = "../../../functions/tests/support/moto.rs"]
+mod moto;
+mod tier;
+
+/// One `#[tokio::test]` per scenario and mode, as in `tests/e2e/main.rs`,
+/// each after the tier is up.
+macro_rules! scenarios {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        mod sequential {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    crate::tier::ensure();
+                    let mode = crate::helpers::Mode::Sequential;
+                    crate::helpers::run(stringify!($name), mode, crate::$module::$name(mode)).await;
+                }
+            )*
+        }
+        mod concurrent {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    crate::tier::ensure();
+                    let mode = crate::helpers::Mode::Concurrent;
+                    crate::helpers::run(stringify!($name), mode, crate::$module::$name(mode)).await;
+                }
+            )*
+        }
+    };
+}
+
+scenarios! {
+    pairing::pair_and_approve,
+    pairing::online_offline,
+    pairing::presence_lapses,
+    chat::chat_flow,
+    chat::pipelined_burst,
+    chat::offline_queue,
+    resume::user_reconnect_catch_up,
+    resume::worker_reconnect_resends_unacked,
+    isolation::second_user_isolation,
+    resume::sigkill_and_restart,
+    bad_input::bad_frames,
+    bad_input::answer_rules,
+    bad_input::refused_connections,
+}
