@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _};
 use clap::Parser as _;
-use tether_domain::store::Store as _;
+use tether_domain::push::Push;
+use tether_domain::store::Store;
 use tether_domain::Domain;
 use tether_local::gateway::{iso8601, now_millis, GatewayConfig, Hub};
 use tether_local::host::{self, LocalDomain};
@@ -62,24 +63,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = bind(cli::up_addr(args, &file)).await?;
             let url = url_of(&listener)?;
             let domain = host::open_domain(&data_dir, domain_config)?;
-            if no_users(&domain).await? {
-                let (_, secret) = domain
-                    .add_user(OWNER, true, now_millis())
-                    .await
-                    .context("creating the first user")?;
-                println!("First start: created the user \"{OWNER}\".");
-                println!("  Sign in at: {url}");
-                println!("  Secret:     {}", secret.expose());
-                println!("The secret is shown only this once. `tether user reset {OWNER}` makes a new one.");
-            }
-            if !args.no_worker {
-                let worker = local_worker(args, &data_dir, &url, &domain).await?;
-                tokio::spawn(async move {
-                    if let Err(e) = tether_worker::run::run(worker).await {
-                        eprintln!("The worker stopped: {e:#}");
-                    }
-                });
-            }
+            first_start(&domain, &url).await?;
+            start_local_worker(args, &data_dir, &url, &domain).await?;
             serve(domain, gateway, listener, &url).await
         }
         Command::Serve(args) => {
@@ -96,23 +81,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(domain, gateway, listener, &url).await
         }
         Command::User(command) => user(command, &data_dir).await,
-        Command::Worker(args) => {
-            let config = args.clone().into_config();
-            tokio::select! {
-                result = tether_worker::run::run(config) => result,
-                () = shutdown_signal() => Ok(()),
-            }
-        }
+        Command::Worker(args) => worker(args).await,
     }
+}
+
+/// `tether worker`: a worker in this process until a signal stops it.
+async fn worker(args: &tether_worker::cli::WorkerArgs) -> anyhow::Result<()> {
+    let config = args.clone().into_config();
+    tokio::select! {
+        result = tether_worker::run::run(config) => result,
+        () = shutdown_signal() => Ok(()),
+    }
+}
+
+/// `tether up`'s first start: makes the owner and says how to sign in.
+async fn first_start<S: Store, P: Push>(domain: &Domain<S, P>, url: &str) -> anyhow::Result<()> {
+    if !no_users(domain).await? {
+        return Ok(());
+    }
+    let (_, secret) = domain
+        .add_user(OWNER, true, now_millis())
+        .await
+        .context("creating the first user")?;
+    println!("First start: created the user \"{OWNER}\".");
+    println!("  Sign in at: {url}");
+    println!("  Secret:     {}", secret.expose());
+    println!("The secret is shown only this once. `tether user reset {OWNER}` makes a new one.");
+    Ok(())
+}
+
+/// Starts `tether up`'s worker (unless `--no-worker`) in this process.
+async fn start_local_worker<S: Store, P: Push>(
+    args: &cli::UpArgs,
+    data_dir: &std::path::Path,
+    url: &str,
+    domain: &Domain<S, P>,
+) -> anyhow::Result<()> {
+    if args.no_worker {
+        return Ok(());
+    }
+    let worker = local_worker(args, data_dir, url, domain).await?;
+    tokio::spawn(async move {
+        if let Err(e) = tether_worker::run::run(worker).await {
+            eprintln!("The worker stopped: {e:#}");
+        }
+    });
+    Ok(())
 }
 
 /// This machine's worker for `tether up`: paired to the owner already, its
 /// credential kept in the data directory, one per working directory.
-async fn local_worker(
+async fn local_worker<S: Store, P: Push>(
     args: &cli::UpArgs,
     data_dir: &std::path::Path,
     url: &str,
-    domain: &LocalDomain,
+    domain: &Domain<S, P>,
 ) -> anyhow::Result<tether_worker::run::WorkerConfig> {
     use tether_domain::model::WorkerStatus;
     let dir = match &args.dir {
@@ -182,7 +205,7 @@ async fn serve(
     host::serve(domain, gateway, listener, shutdown_signal()).await
 }
 
-async fn no_users(domain: &LocalDomain) -> anyhow::Result<bool> {
+async fn no_users<S: Store, P: Push>(domain: &Domain<S, P>) -> anyhow::Result<bool> {
     let users = domain.store.users().await.context("reading users")?;
     Ok(users.is_empty())
 }
@@ -286,7 +309,7 @@ async fn shutdown_signal() {
 mod lambda_tier {
     use std::path::Path;
 
-    use anyhow::{bail, Context as _};
+    use anyhow::Context as _;
     use tether_domain::Domain;
     use tether_functions::{DynamoStore, TableNames};
     use tether_local::gateway::lambda::emulator::{table_of, TierConfig};
@@ -326,9 +349,40 @@ mod lambda_tier {
                     .await
                     .context("on the Lambda tier's table")
             }
-            Command::Up(_) | Command::Worker(_) => {
-                bail!("the Lambda tier runs only `tether serve` and `tether user`")
+            Command::Up(args) => {
+                // As `tether up`, with the host's table on the tier's
+                // DynamoDB: the owner and this machine's worker are made
+                // there before the functions start.
+                let gateway = args.tuning.gateway(file);
+                let domain_config = args.tuning.domain(file, &gateway);
+                let listener = super::bind(cli::up_addr(args, file)).await?;
+                let url = super::url_of(&listener)?;
+                let table = TableNames {
+                    main: table_of(data_dir, true)?,
+                };
+                let client = tier.dynamodb();
+                DynamoStore::create_tables(&client, &table)
+                    .await
+                    .with_context(|| format!("creating the table {}", table.main))?;
+                let domain = Domain::new(DynamoStore::new(client, table), Hub::new(), domain_config.clone());
+                super::first_start(&domain, &url).await?;
+                super::start_local_worker(args, data_dir, &url, &domain).await?;
+                let host = LambdaHost {
+                    data_dir: data_dir.to_owned(),
+                    tier,
+                    gateway,
+                    domain: domain_config,
+                };
+                lambda::serve(
+                    host,
+                    listener,
+                    |addr| println!("tether listening on http://{addr}"),
+                    super::shutdown_signal(),
+                )
+                .await
             }
+            // A worker is a client: the tier changes nothing for it.
+            Command::Worker(args) => super::worker(args).await,
         }
     }
 }

@@ -7,3 +7,6 @@
 mod helpers;
 mod scenarios;
 mod support;
+
+/// Nothing to set up before a scenario on the local host.
+fn before_scenario() {}

@@ -171,6 +171,9 @@ async fn follow(user: &mut UserClient, message: &MessageId) -> Followed {
 }
 
 async fn run(name: &str, scenario: impl std::future::Future<Output = ()>) {
+    // The test binary's set-up (the AWS-shaped tier starts its Lambda
+    // emulator and moto here; the local one has none).
+    crate::before_scenario();
     if tokio::time::timeout(LIMIT, scenario).await.is_err() {
         panic!("scenario {name} did not finish within {LIMIT:?}");
     }

@@ -10,6 +10,9 @@
 //! through the gateway's Management API. Each scenario runs twice, with the
 //! gateway handling a connection's frames in order and concurrently.
 //!
+//! The worker scenarios of `tests/agent/` (a real worker, real opencode on
+//! the scripted fake LLM) run here too, unchanged, as the module `agent`.
+//!
 //! Built only with the `lambda` feature: `cargo test -p tether-local
 //! --features lambda --test e2e_lambda` (`scripts/test-aws` runs it).
 
@@ -33,6 +36,17 @@ mod resume;
 #[path = "../../../functions/tests/support/moto.rs"]
 mod moto;
 mod tier;
+
+/// The worker scenarios with real opencode (`tests/agent/`), unchanged:
+/// `tether up` and `tether serve` run on the Lambda tier here.
+#[path = "../agent/scenarios.rs"]
+mod agent;
+#[path = "../agent/support.rs"]
+mod support;
+
+fn before_scenario() {
+    tier::ensure();
+}
 
 /// One `#[tokio::test]` per scenario and mode, as in `tests/e2e/main.rs`,
 /// each after the tier is up.

@@ -171,6 +171,9 @@ impl Emulator {
         if let Some(dir) = &tier.target_dir {
             cmd.env("CARGO_TARGET_DIR", dir);
         }
+        // The emulator's own logging (its file watcher is chatty at debug);
+        // the functions get theirs through `--env-var RUST_LOG`.
+        cmd.env("RUST_LOG", "warn");
         let mut child = cmd.spawn().context("starting `cargo lambda watch`")?;
         let pipe = child.stdin.take().context("the watchdog's stdin")?;
         let endpoint = format!("http://127.0.0.1:{port}");
