@@ -2,9 +2,12 @@
 //!
 //! - `cargo xtask bench`: streaming figures of the whole product (see
 //!   `docs/PERFORMANCE.md`).
+//! - `cargo xtask lambda-init`: the Lambda functions' start-up times under
+//!   the Lambda emulator (see `infra/COST.md`).
 //! - `cargo xtask crates`: the workspace's crates and what each owns.
 
 mod bench;
+mod lambda_init;
 
 use clap::Parser;
 
@@ -16,6 +19,9 @@ enum Task {
     /// Measure frames, store writes and latency per streamed answer, with
     /// real opencode against the scripted fake LLM.
     Bench(bench::Args),
+    /// Measure the Lambda functions' cold and warm starts under `cargo
+    /// lambda watch`, DynamoDB on moto.
+    LambdaInit(lambda_init::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +39,6 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Task::Bench(args) => tokio::runtime::Runtime::new()?.block_on(bench::run(args)),
+        Task::LambdaInit(args) => tokio::runtime::Runtime::new()?.block_on(lambda_init::run(args)),
     }
 }
