@@ -37,16 +37,65 @@ export function attention(title: string, body: string, tag: string): void {
   unseen++;
   baseTitleFlash(title);
   if (notificationsSupported() && Notification.permission === "granted") {
+    void showNotification(title, { body, tag, icon: "/icons/icon-192.png" });
+  }
+}
+
+/** What `showNotification` needs of a service worker registration. */
+export interface NotifyingRegistration {
+  showNotification(title: string, options?: NotificationOptions): Promise<void>;
+}
+
+/**
+ * Shows a notification with the page's `Notification` where the browser
+ * allows it, else through the service worker (`/sw.js`): phone browsers
+ * (Android Chrome) refuse the constructor and allow only that. Says which
+ * way it went.
+ */
+export async function showNotification(
+  title: string,
+  options: NotificationOptions,
+  page: typeof Notification | undefined = globalThis.Notification,
+  worker: Promise<NotifyingRegistration | undefined> | undefined = serviceWorkerRegistration(),
+): Promise<"page" | "worker" | "none"> {
+  if (page) {
     try {
-      const n = new Notification(title, { body, tag, icon: "/icons/icon-192.png" });
+      const n = new page(title, options);
       n.onclick = () => {
         window.focus();
         n.close();
       };
+      return "page";
     } catch {
-      // Android Chrome allows notifications only from a service worker.
+      // Not allowed here: try the service worker.
     }
   }
+  const registration = worker ? await worker.catch(() => undefined) : undefined;
+  if (!registration) return "none";
+  try {
+    await registration.showNotification(title, options);
+    return "worker";
+  } catch {
+    return "none";
+  }
+}
+
+function serviceWorkerRegistration(): Promise<NotifyingRegistration | undefined> | undefined {
+  if (typeof navigator === "undefined" || !("serviceWorker" in navigator)) return undefined;
+  return navigator.serviceWorker.getRegistration().then((r) => r ?? undefined);
+}
+
+/**
+ * Registers `/sw.js`, which only shows notifications and brings the app
+ * back when one is tapped (it caches nothing). Browsers allow service
+ * workers on https and on localhost only; elsewhere this does nothing.
+ */
+export function registerServiceWorker(): void {
+  if (typeof navigator === "undefined" || !("serviceWorker" in navigator)) return;
+  if (typeof window !== "undefined" && !window.isSecureContext) return;
+  navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => {
+    // Notifications then work where the page may show them itself.
+  });
 }
 
 function baseTitleFlash(title: string): void {

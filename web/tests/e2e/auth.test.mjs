@@ -49,6 +49,15 @@ test("sign in with the secret, refuse a wrong one, sign out", async () => {
   assert.ok(urls.every((u) => !u.includes(secret)), "the secret appeared in a URL");
   assert.ok(urls.some((u) => u.includes("/ws?v=1&ticket=")), "no websocket with a ticket");
 
+  // The service worker (phone browsers show notifications only through
+  // one) is served by the host and active, caching nothing.
+  const sw = await page.evaluate(async () => {
+    const registration = await navigator.serviceWorker.ready;
+    return { script: registration.active?.scriptURL, scope: registration.scope };
+  });
+  assert.equal(sw.script, `${server.url}/sw.js`);
+  assert.equal(sw.scope, `${server.url}/`);
+
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.getByLabel("Secret").waitFor();
   assert.equal(await page.evaluate(() => localStorage.getItem("tether.secret")), null);
