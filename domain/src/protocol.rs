@@ -174,6 +174,15 @@ pub enum ChunkBody {
         #[serde(default)]
         usage: Usage,
     },
+    /// The model call failed and the agent will try again (opencode
+    /// retries rate limits and server errors for a minute or more): the
+    /// answer is still running. `next_at` is when the next attempt starts.
+    Retry {
+        attempt: u32,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_at: Option<Millis>,
+    },
     /// Something went wrong while answering.
     Error { message: String },
 }
@@ -192,6 +201,7 @@ impl ChunkBody {
             Self::Question { .. } => "question",
             Self::QuestionAnswer { .. } => "question_answer",
             Self::Step { .. } => "step",
+            Self::Retry { .. } => "retry",
             Self::Error { .. } => "error",
         }
     }

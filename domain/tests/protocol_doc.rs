@@ -98,6 +98,7 @@ fn every_chunk_kind_has_an_example() {
         "question",
         "question_answer",
         "step",
+        "retry",
         "error",
     ] {
         assert!(kinds.contains(kind), "chunk kind {kind} has no example");

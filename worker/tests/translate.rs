@@ -164,6 +164,40 @@ fn abort_and_errors_are_told_apart() {
     assert!(r.idle);
 }
 
+/// opencode's retries of a failing model call are told once per attempt,
+/// in order, before the answer (or the error) that follows them.
+#[test]
+fn retries_are_told_once_per_attempt() {
+    let attempts = |r: &Replay| -> Vec<u32> {
+        r.chunks
+            .iter()
+            .filter_map(|c| match c {
+                ChunkBody::Retry { attempt, message, next_at } => {
+                    assert!(message.contains("scripted error 500"), "{message}");
+                    assert!(next_at.is_some(), "when the next attempt starts");
+                    Some(*attempt)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let once = replay("error_retry_once");
+    assert_eq!(attempts(&once), vec![1]);
+    assert!(once.turn.error.is_none(), "the retry succeeded");
+    let first_text = once.chunks.iter().position(|c| matches!(c, ChunkBody::Text { .. }));
+    let retry = once.chunks.iter().position(|c| matches!(c, ChunkBody::Retry { .. }));
+    assert!(retry < first_text && first_text.is_some(), "the retry before the answer");
+    assert_eq!(text(&once.chunks), stored_text("error_retry_once"));
+
+    let failed = replay("error_500");
+    let seen = attempts(&failed);
+    assert!(seen.len() >= 2, "several attempts: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "each attempt once, in order: {seen:?}");
+    let error = failed.chunks.iter().position(|c| matches!(c, ChunkBody::Error { .. }));
+    let last_retry = failed.chunks.iter().rposition(|c| matches!(c, ChunkBody::Retry { .. }));
+    assert!(last_retry < error, "the error after the retries");
+}
+
 /// The event stream drops half-way; reading opencode's messages afterwards
 /// adds exactly the rest.
 #[test]

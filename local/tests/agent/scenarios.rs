@@ -213,6 +213,27 @@ async fn streams_real_answers_and_a_second_message() {
         assert_eq!(text_of(&answer), numbered_text(20));
         assert!(answer.chunks.iter().any(|c| matches!(c.body, ChunkBody::Reasoning { .. })));
         assert_whole(&answer);
+
+        // The model fails once: the user is told opencode is trying again,
+        // then the answer streams as usual.
+        let third = ask(&mut user, &session, "[error 500 1] [retry-after 300] [tokens 5] once more").await;
+        let answer = follow(&mut user, &third).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_eq!(text_of(&answer), numbered_text(5));
+        let retries: Vec<u32> = answer
+            .chunks
+            .iter()
+            .filter_map(|c| match &c.body {
+                ChunkBody::Retry { attempt, .. } => Some(*attempt),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(retries, vec![1], "one retry notice");
+        assert!(
+            !answer.chunks.iter().any(|c| matches!(c.body, ChunkBody::Error { .. })),
+            "a retry that succeeds is no error"
+        );
+        assert_whole(&answer);
     })
     .await;
 }

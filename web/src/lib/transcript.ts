@@ -76,6 +76,7 @@ export type Block =
       answered: boolean;
       answers?: string[][];
     }
+  | { type: "retry"; key: string; attempt: number; message: string; nextAt?: number }
   | { type: "error"; key: string; message: string };
 
 /** A message the user sent but the server has not confirmed yet. */
@@ -462,6 +463,18 @@ function apply(t: Turn, c: ChunkView): void {
       t.usage.cache_write += u.cache_write;
       t.usage.cost += u.cost;
       t.steps++;
+      break;
+    }
+    case "retry": {
+      // One notice per answer, showing the latest attempt.
+      const b = findBlock(t, "retry", "retry");
+      if (!b) {
+        t.blocks.push({ type: "retry", key: "retry", attempt: c.attempt, message: c.message, nextAt: c.next_at ?? undefined });
+      } else if (c.attempt > b.attempt) {
+        b.attempt = c.attempt;
+        b.message = c.message;
+        b.nextAt = c.next_at ?? undefined;
+      }
       break;
     }
     case "error":

@@ -208,6 +208,17 @@ function BlockView({ block, ctx, live, last }: { block: Block; ctx: TurnContext;
       return <Permission block={block} ctx={ctx} />;
     case "question":
       return <Question block={block} ctx={ctx} />;
+    case "retry":
+      return (
+        <div class="callout callout-warn" role="status">
+          <IconClock size={16} />
+          <span>
+            {live && last
+              ? `The model call failed (${block.message}); trying again, attempt ${block.attempt}…`
+              : `The model call failed ${block.attempt === 1 ? "once" : `${block.attempt} times`} along the way (${block.message}).`}
+          </span>
+        </div>
+      );
     case "error":
       return (
         <div class="callout callout-error" role="alert">

@@ -90,6 +90,14 @@ test("markup from the agent is sanitized; a long history pages back in", async (
   await waitComplete(page, 3, 60_000);
   assert.equal(await longText(), long);
 
+  // The model fails once: while opencode waits to try again the answer says
+  // so, then it streams as usual and the notice says what happened.
+  await send(page, "[error 500 1] [retry-after 1500] [tokens 3] flaky");
+  await answer(page, 4).getByRole("status").filter({ hasText: "trying again, attempt 1" }).waitFor({ timeout: 20_000 });
+  await waitComplete(page, 4, 30_000);
+  await answer(page, 4).getByText("failed once along the way").waitFor();
+  await answer(page, 4).getByText("w0 w1 w2").waitFor();
+
   await page.reload();
   await waitComplete(page, 3, 20_000);
   // The later pages follow the first one (which already says complete).

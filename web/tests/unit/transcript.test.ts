@@ -51,6 +51,26 @@ describe("chunk assembly", () => {
     expect(Transcript.answerText(t.turn("msg_0")!)).toBe("abc");
   });
 
+  it("keeps one retry notice per answer, at its latest attempt", () => {
+    const t = new Transcript(S);
+    t.addMessage(msg(0, "streaming"));
+    const retry = (seq: number, attempt: number): ChunkView => ({
+      session_id: S,
+      message_id: "msg_0",
+      seq,
+      kind: "retry",
+      attempt,
+      message: `HTTP 500 (${attempt})`,
+      next_at: 5000 + attempt,
+    });
+    // Out of order: attempt 2 arrives before attempt 1.
+    t.addChunks([retry(1, 2), retry(0, 1), text(0, 2, "finally")]);
+    const blocks = t.turn("msg_0")!.blocks;
+    expect(blocks.map((b) => b.type)).toEqual(["retry", "text"]);
+    expect(blocks[0]).toMatchObject({ type: "retry", attempt: 2, message: "HTTP 500 (2)", nextAt: 5002 });
+    expect(Transcript.answerText(t.turn("msg_0")!)).toBe("finally");
+  });
+
   it("keeps the same seq of two messages apart", () => {
     const t = new Transcript(S);
     t.addChunks([text(0, 0, "first"), text(1, 0, "second")]);

@@ -57,6 +57,8 @@ pub struct Turn {
     /// opencode has shown this turn running; an idle before that is an
     /// echo of the previous turn's end, not this one's.
     pub started: bool,
+    /// The highest retry attempt told (opencode repeats its status).
+    retries: u32,
 }
 
 impl Turn {
@@ -72,6 +74,7 @@ impl Turn {
             error: None,
             aborted: false,
             started: false,
+            retries: 0,
         }
     }
 
@@ -158,6 +161,10 @@ impl Turn {
             "session.idle" => fx.idle = self.started,
             "session.status" => match p["status"]["type"].as_str() {
                 Some("idle") => fx.idle = self.started,
+                Some("retry") => {
+                    self.started = true;
+                    self.on_retry(&p["status"], &mut fx);
+                }
                 Some(_) => self.started = true,
                 None => {}
             },
@@ -176,6 +183,24 @@ impl Turn {
         if let Some(err) = info.get("error").filter(|e| !e.is_null()) {
             self.on_error(err, fx);
         }
+    }
+
+    /// opencode will call the model again (`{attempt, message, next}`):
+    /// told once per attempt, so the user sees why nothing streams.
+    fn on_retry(&mut self, status: &Value, fx: &mut Effects) {
+        let attempt = status["attempt"]
+            .as_u64()
+            .and_then(|a| u32::try_from(a).ok())
+            .unwrap_or(self.retries + 1);
+        if attempt <= self.retries {
+            return;
+        }
+        self.retries = attempt;
+        fx.chunks.push(ChunkBody::Retry {
+            attempt,
+            message: status["message"].as_str().unwrap_or("the model call failed").to_owned(),
+            next_at: status["next"].as_i64(),
+        });
     }
 
     fn on_error(&mut self, err: &Value, fx: &mut Effects) {
