@@ -12,43 +12,7 @@ mod isolation;
 mod pairing;
 mod resume;
 
-/// One `#[tokio::test]` per scenario and mode: `sequential::NAME` and
-/// `concurrent::NAME`.
-macro_rules! scenarios {
-    ($($module:ident :: $name:ident),* $(,)?) => {
-        mod sequential {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let mode = crate::helpers::Mode::Sequential;
-                    crate::helpers::run(stringify!($name), mode, crate::$module::$name(mode)).await;
-                }
-            )*
-        }
-        mod concurrent {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let mode = crate::helpers::Mode::Concurrent;
-                    crate::helpers::run(stringify!($name), mode, crate::$module::$name(mode)).await;
-                }
-            )*
-        }
-    };
-}
+/// Nothing to set up before a scenario against `tether serve`.
+fn before_scenario() {}
 
-scenarios! {
-    pairing::pair_and_approve,
-    pairing::online_offline,
-    pairing::presence_lapses,
-    chat::chat_flow,
-    chat::pipelined_burst,
-    chat::offline_queue,
-    resume::user_reconnect_catch_up,
-    resume::worker_reconnect_resends_unacked,
-    isolation::second_user_isolation,
-    resume::sigkill_and_restart,
-    bad_input::bad_frames,
-    bad_input::answer_rules,
-    bad_input::refused_connections,
-}
+include!("scenarios.in.rs");

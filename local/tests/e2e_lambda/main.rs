@@ -48,45 +48,5 @@ fn before_scenario() {
     tier::ensure();
 }
 
-/// One `#[tokio::test]` per scenario and mode, as in `tests/e2e/main.rs`,
-/// each after the tier is up.
-macro_rules! scenarios {
-    ($($module:ident :: $name:ident),* $(,)?) => {
-        mod sequential {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    crate::tier::ensure();
-                    let mode = crate::helpers::Mode::Sequential;
-                    crate::helpers::run(stringify!($name), mode, crate::$module::$name(mode)).await;
-                }
-            )*
-        }
-        mod concurrent {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    crate::tier::ensure();
-                    let mode = crate::helpers::Mode::Concurrent;
-                    crate::helpers::run(stringify!($name), mode, crate::$module::$name(mode)).await;
-                }
-            )*
-        }
-    };
-}
-
-scenarios! {
-    pairing::pair_and_approve,
-    pairing::online_offline,
-    pairing::presence_lapses,
-    chat::chat_flow,
-    chat::pipelined_burst,
-    chat::offline_queue,
-    resume::user_reconnect_catch_up,
-    resume::worker_reconnect_resends_unacked,
-    isolation::second_user_isolation,
-    resume::sigkill_and_restart,
-    bad_input::bad_frames,
-    bad_input::answer_rules,
-    bad_input::refused_connections,
-}
+// The scenario list of `tests/e2e/`, each after the tier is up.
+include!("../e2e/scenarios.in.rs");
