@@ -83,6 +83,9 @@ struct SessionState {
     queue: VecDeque<Job>,
     active: Option<MessageId>,
     ended: bool,
+    /// The opencode messages of the turns so far, whose late events the
+    /// next turn must not take for its own.
+    earlier_messages: HashSet<String>,
 }
 
 pub struct Agent {
@@ -367,7 +370,7 @@ impl Agent {
         let Some(agent) = state.agent_id.clone() else { return };
         let Some(job) = state.queue.pop_front() else { return };
         state.active = Some(job.message.clone());
-        let turn = Turn::new(agent.clone(), now_ms() - 1000);
+        let turn = Turn::new(agent.clone(), now_ms() - 1000).with_foreign(state.earlier_messages.clone());
         self.turns.insert(job.message.clone(), (session.clone(), turn));
         self.outboxes
             .insert(job.message.clone(), Outbox::new(job.message.clone()));
@@ -520,7 +523,7 @@ impl Agent {
 
     /// The turn is over: decide its outcome and start the session's next message.
     fn finish(&mut self, message: &MessageId) {
-        let Some((session, turn)) = self.turns.remove(message) else { return };
+        let Some((session, mut turn)) = self.turns.remove(message) else { return };
         let outcome = if turn.aborted {
             Outcome::Aborted
         } else if turn.error.is_some() {
@@ -528,6 +531,14 @@ impl Agent {
         } else {
             Outcome::Complete
         };
+        let why = match outcome {
+            Outcome::Aborted => "aborted",
+            Outcome::Failed => "the answer failed",
+            Outcome::Complete => "the answer ended first",
+        };
+        for c in turn.close_open_tools(why) {
+            self.push_chunk(message, c);
+        }
         let text = turn.final_text();
         if let Some(ob) = self.outboxes.get_mut(message) {
             ob.complete(Completion {
@@ -540,6 +551,7 @@ impl Agent {
         let ended = match self.sessions.get_mut(&session) {
             Some(state) => {
                 state.active = None;
+                state.earlier_messages.extend(turn.seen_messages());
                 state.ended
             }
             None => false,

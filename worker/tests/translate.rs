@@ -164,6 +164,61 @@ fn abort_and_errors_are_told_apart() {
     assert!(r.idle);
 }
 
+/// An aborted turn's tool calls end with it (opencode tells their end only
+/// after the first idle); a finished turn has none open.
+#[test]
+fn open_tools_close_once_when_the_turn_ends() {
+    // The worker ends the turn at the first idle: replay up to there.
+    let events = events("abort_permission");
+    let mut turn = Turn::new(session(&events), 0);
+    for e in &events {
+        if Turn::event_session(e) == Some(turn.session()) && turn.on_event(e).idle {
+            break;
+        }
+    }
+    assert!(turn.aborted);
+    let closed = turn.close_open_tools("aborted");
+    assert_eq!(closed.len(), 1, "the bash call waiting for permission: {closed:?}");
+    match &closed[0] {
+        ChunkBody::ToolResult { status, error, .. } => {
+            assert_eq!(*status, ToolStatus::Error);
+            assert_eq!(error.as_deref(), Some("aborted"));
+        }
+        other => panic!("not a tool result: {other:?}"),
+    }
+    assert!(turn.close_open_tools("aborted").is_empty(), "once");
+    let mut done = replay("bash_approved");
+    assert!(done.turn.close_open_tools("x").is_empty(), "a completed tool stays completed");
+}
+
+/// What opencode sends about an aborted turn after its first idle (the old
+/// message's last part update, its error, a second idle) is not the next
+/// turn's: no chunks, no abort, no end for it.
+#[test]
+fn an_earlier_turns_late_events_are_not_the_next_turns() {
+    for name in ["abort_permission", "abort_hang"] {
+        let events = events(name);
+        let session = session(&events);
+        let mine: Vec<&Value> = events.iter().filter(|e| Turn::event_session(e) == Some(session.as_str())).collect();
+        let mut first = Turn::new(session.clone(), 0);
+        let mut rest = mine.iter();
+        for e in rest.by_ref() {
+            if first.on_event(e).idle {
+                break;
+            }
+        }
+        let late: Vec<&&Value> = rest.collect();
+        assert!(!late.is_empty(), "{name}: opencode sends more after the first idle");
+        let mut next = Turn::new(session.clone(), 0).with_foreign(first.seen_messages());
+        for e in late {
+            let fx = next.on_event(e);
+            assert!(fx.chunks.is_empty(), "{name}: {:?} became chunks of the next turn: {:?}", e["type"], fx.chunks);
+            assert!(!fx.idle, "{name}: the old turn's idle ended the next one");
+        }
+        assert!(!next.aborted && next.error.is_none(), "{name}: the next turn took the old error");
+    }
+}
+
 /// opencode's retries of a failing model call are told once per attempt,
 /// in order, before the answer (or the error) that follows them.
 #[test]

@@ -310,6 +310,26 @@ async fn abort_and_end_session() {
         assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Aborted));
         assert!(text_of(&answer).len() < numbered_text(3000).len(), "it stopped early");
 
+        // Aborted while a tool call waits for permission: the call ends with
+        // the answer (opencode tells it only after the turn is over).
+        let waiting = ask(&mut user, &session, "[bash echo never] run it").await;
+        let mut seen = Followed::default();
+        let is_request = |b: &ChunkBody| matches!(b, ChunkBody::PermissionRequest { .. });
+        chunk_where(&mut user, &waiting, "a permission request", is_request, &mut seen).await;
+        user.call(Request::MessageAbort { message_id: waiting.clone() }).await.ok();
+        let answer = finish(&mut user, &waiting, seen).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Aborted));
+        let results: Vec<(ToolStatus, Option<String>)> = answer
+            .chunks
+            .iter()
+            .filter_map(|c| match &c.body {
+                ChunkBody::ToolResult { status, error, .. } => Some((*status, error.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(results, vec![(ToolStatus::Error, Some("aborted".to_owned()))], "the waiting call ends, once");
+        assert_whole(&answer);
+
         // The session is usable afterwards.
         let next = ask(&mut user, &session, "[tokens 10]").await;
         let answer = follow(&mut user, &next).await;

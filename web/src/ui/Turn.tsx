@@ -201,7 +201,7 @@ function BlockView({ block, ctx, live, last }: { block: Block; ctx: TurnContext;
         </details>
       );
     case "tool":
-      return <ToolCard block={block} />;
+      return <ToolCard block={block} live={live} />;
     case "file_edit":
       return <FileEdit block={block} />;
     case "permission":
@@ -255,6 +255,7 @@ const TOOL_STATUS: Record<string, string> = {
   running: "Running",
   completed: "Done",
   error: "Failed",
+  stopped: "Stopped",
 };
 
 function ToolStatusBadge({ status }: { status: string }) {
@@ -272,21 +273,25 @@ function ToolStatusBadge({ status }: { status: string }) {
   );
 }
 
-function ToolCard({ block }: { block: Extract<Block, { type: "tool" }> }) {
+function ToolCard({ block, live }: { block: Extract<Block, { type: "tool" }>; live: boolean }) {
+  // A call the answer ended without finishing (it failed or the worker
+  // went away) no longer runs.
+  const unfinished = block.status === "running" || block.status === "pending";
+  const status = unfinished && !live ? "stopped" : block.status;
   // Open while it runs when first shown; after that the user decides.
-  const initiallyOpen = useRef(block.status === "running" || block.status === "pending");
+  const initiallyOpen = useRef(unfinished && live);
   const summary = toolSummary(block);
   const command = str(block.input, "command");
   const input =
     command ?? (block.input == null ? "" : JSON.stringify(block.input, null, 2));
   const isBash = block.tool === "bash" || block.tool === "shell";
   return (
-    <details class={`tool tool-${block.status}`} open={initiallyOpen.current} aria-label={`Tool ${block.tool}`}>
+    <details class={`tool tool-${status}`} open={initiallyOpen.current} aria-label={`Tool ${block.tool}`}>
       <summary>
         <span class="tool-icon">{isBash ? <IconTerminal size={14} /> : <IconTool size={14} />}</span>
         <span class="tool-name">{block.tool}</span>
         <span class="tool-summary mono">{summary}</span>
-        <ToolStatusBadge status={block.status} />
+        <ToolStatusBadge status={status} />
         <IconChevron size={14} class="chev" />
       </summary>
       <div class="tool-body">

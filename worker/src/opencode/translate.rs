@@ -59,6 +59,12 @@ pub struct Turn {
     pub started: bool,
     /// The highest retry attempt told (opencode repeats its status).
     retries: u32,
+    /// opencode messages this turn has seen (user and assistant).
+    seen: HashSet<String>,
+    /// Messages of earlier turns of the session: their late events (after
+    /// an abort opencode finishes the old message after the turn's first
+    /// idle) are not this turn's.
+    foreign: HashSet<String>,
 }
 
 impl Turn {
@@ -75,11 +81,68 @@ impl Turn {
             aborted: false,
             started: false,
             retries: 0,
+            seen: HashSet::new(),
+            foreign: HashSet::new(),
         }
+    }
+
+    /// Ignores the events of these messages (an earlier turn's, see
+    /// [`Turn::seen_messages`]).
+    #[must_use]
+    pub fn with_foreign(mut self, messages: HashSet<String>) -> Self {
+        self.foreign = messages;
+        self
+    }
+
+    /// The opencode messages this turn saw, for the session's next turn to
+    /// ignore.
+    pub fn seen_messages(&self) -> HashSet<String> {
+        self.seen.iter().chain(&self.user_messages).cloned().collect()
+    }
+
+    /// Whether events of this message are this turn's; notes it as seen.
+    fn take(&mut self, message: Option<&str>) -> bool {
+        let Some(id) = message else { return true };
+        if self.foreign.contains(id) {
+            return false;
+        }
+        if !self.seen.contains(id) {
+            self.seen.insert(id.to_owned());
+        }
+        true
     }
 
     pub fn session(&self) -> &str {
         &self.session
+    }
+
+    /// Ends every tool call still pending or running, as failed with
+    /// `why`: the turn is over (aborted, failed, or opencode gone), and
+    /// opencode tells a tool's end only after the turn's first idle, if at
+    /// all. Once per tool; in part order.
+    pub fn close_open_tools(&mut self, why: &str) -> Vec<ChunkBody> {
+        let mut open: Vec<(&String, &mut ToolPart)> = self
+            .parts
+            .iter_mut()
+            .filter_map(|(id, p)| match p {
+                Part::Tool(t) if !t.finished && t.status.is_some() => Some((id, t)),
+                _ => None,
+            })
+            .collect();
+        open.sort_by(|a, b| a.0.cmp(b.0));
+        open.into_iter()
+            .map(|(id, t)| {
+                t.finished = true;
+                t.status = Some(ToolStatus::Error);
+                ChunkBody::ToolResult {
+                    part_id: id.clone(),
+                    call_id: t.call_id.clone(),
+                    status: ToolStatus::Error,
+                    error: Some(why.to_owned()),
+                    metadata: serde_json::json!({ "interrupted": true }),
+                }
+            })
+            .collect()
     }
 
     /// The answer's text: its text parts in order.
@@ -111,7 +174,9 @@ impl Turn {
         match event["type"].as_str().unwrap_or_default() {
             "message.updated" => self.on_message_info(&p["info"], &mut fx),
             "message.part.delta" => {
-                if self.user_messages.contains(p["messageID"].as_str().unwrap_or_default()) {
+                if !self.take(p["messageID"].as_str())
+                    || self.user_messages.contains(p["messageID"].as_str().unwrap_or_default())
+                {
                     return fx;
                 }
                 if p["field"].as_str().is_some_and(|f| f != "text") {
@@ -175,6 +240,20 @@ impl Turn {
 
     fn on_message_info(&mut self, info: &Value, fx: &mut Effects) {
         let Some(id) = info["id"].as_str() else { return };
+        if self.foreign.contains(id) {
+            return;
+        }
+        // Older than this turn's prompt and not an answer to it: an earlier
+        // turn's message (the slack in `started_at` covers clock rounding).
+        let created = info["time"]["created"].as_i64().unwrap_or(i64::MAX);
+        let parent_is_ours = info["parentID"]
+            .as_str()
+            .is_some_and(|parent| self.user_messages.contains(parent));
+        if created < self.started_at && !parent_is_ours {
+            self.foreign.insert(id.to_owned());
+            return;
+        }
+        self.take(Some(id));
         if info["role"].as_str() == Some("user") {
             self.user_messages.insert(id.to_owned());
             return;
@@ -254,7 +333,9 @@ impl Turn {
         let (Some(id), Some(kind)) = (part["id"].as_str(), part["type"].as_str()) else {
             return;
         };
-        if self.user_messages.contains(part["messageID"].as_str().unwrap_or_default()) {
+        if !self.take(part["messageID"].as_str())
+            || self.user_messages.contains(part["messageID"].as_str().unwrap_or_default())
+        {
             return;
         }
         match kind {
