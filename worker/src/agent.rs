@@ -57,7 +57,14 @@ pub enum Done {
         questions: Vec<Value>,
         busy: bool,
     },
+    /// An aborted turn waited long enough for opencode's last word on it.
+    AbortSettled { message: MessageId },
 }
+
+/// How long an aborted turn waits, after opencode's first idle, for the
+/// rest of what opencode says about it (the interrupted part's final state,
+/// then a second idle; see the worker's opencode fixtures README).
+const ABORT_SETTLE: Duration = Duration::from_secs(2);
 
 /// Why the loop ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -97,6 +104,9 @@ pub struct Agent {
     connected: bool,
     sessions: HashMap<SessionId, SessionState>,
     turns: HashMap<MessageId, (SessionId, Turn)>,
+    /// Aborted turns past their first idle, waiting for opencode's last
+    /// word: whether a message or part update came since.
+    settling: HashMap<MessageId, bool>,
     outboxes: HashMap<MessageId, Outbox>,
     taken: HashSet<MessageId>,
     next_id: u64,
@@ -122,6 +132,7 @@ impl Agent {
             connected: false,
             sessions: HashMap::new(),
             turns: HashMap::new(),
+            settling: HashMap::new(),
             outboxes: HashMap::new(),
             taken: HashSet::new(),
             next_id: 0,
@@ -473,6 +484,11 @@ impl Agent {
                     self.send(Request::PromptDelivered { prompt_id: prompt });
                 }
             },
+            Done::AbortSettled { message } => {
+                if self.settling.contains_key(&message) {
+                    self.finish(&message);
+                }
+            }
             Done::Reconciled {
                 message,
                 messages,
@@ -506,11 +522,37 @@ impl Agent {
         };
         let Some((_, turn)) = self.turns.get_mut(&message) else { return };
         let fx = turn.on_event(event);
+        let aborted = turn.aborted;
         for c in fx.chunks {
             self.push_chunk(&message, c);
         }
-        if fx.idle {
+        let update = matches!(
+            event["type"].as_str(),
+            Some("message.updated" | "message.part.updated")
+        );
+        let settled = match self.settling.get_mut(&message) {
+            Some(updated) => {
+                *updated |= update;
+                fx.idle && *updated
+            }
+            None => false,
+        };
+        if settled {
             self.finish(&message);
+        } else if fx.idle && !self.settling.contains_key(&message) {
+            if aborted {
+                self.settling.insert(message.clone(), false);
+                // opencode sends the interrupted part's final state (the
+                // text it had, the tool's end) after this first idle, then
+                // idles again: take that too, within a bound.
+                let settled = message.clone();
+                self.spawn(async move {
+                    tokio::time::sleep(ABORT_SETTLE).await;
+                    Done::AbortSettled { message: settled }
+                });
+            } else {
+                self.finish(&message);
+            }
         }
         self.flush(false);
     }
@@ -523,6 +565,7 @@ impl Agent {
 
     /// The turn is over: decide its outcome and start the session's next message.
     fn finish(&mut self, message: &MessageId) {
+        self.settling.remove(message);
         let Some((session, mut turn)) = self.turns.remove(message) else { return };
         let outcome = if turn.aborted {
             Outcome::Aborted

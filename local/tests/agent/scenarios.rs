@@ -327,7 +327,11 @@ async fn abort_and_end_session() {
                 _ => None,
             })
             .collect();
-        assert_eq!(results, vec![(ToolStatus::Error, Some("aborted".to_owned()))], "the waiting call ends, once");
+        // Its end is opencode's ("Tool execution aborted"), or the worker's
+        // if opencode did not say it in time ("aborted").
+        assert_eq!(results.len(), 1, "the waiting call ends, once: {results:?}");
+        assert_eq!(results[0].0, ToolStatus::Error);
+        assert!(results[0].1.as_deref().is_some_and(|e| e.contains("aborted")), "{results:?}");
         assert_whole(&answer);
 
         // The session is usable afterwards.
