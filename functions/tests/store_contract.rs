@@ -10,7 +10,7 @@ use std::time::Instant;
 use aws_sdk_dynamodb::types::{KeyType, ProjectionType, TimeToLiveStatus};
 use tether_domain::ids::SessionId;
 use tether_domain::model::{Connection, Message, MessageStatus};
-use tether_domain::store::{MessagePatch, Store, StoreError};
+use tether_domain::store::{MessagePatch, Store};
 use tether_domain::testkit::{self, T0};
 use tether_functions::dynamo::TABLE;
 use tether_functions::DynamoStore;
@@ -85,22 +85,6 @@ async fn tables_match_their_definition_and_creating_again_is_harmless() {
         .expect("ttl description");
     assert_eq!(ttl.attribute_name(), Some(TABLE.ttl_attribute));
     assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
-}
-
-#[tokio::test]
-async fn a_message_needs_its_session() {
-    let store = fresh_store(&client()).await;
-    let seed = testkit::seed(&store).await;
-    let unsaved = testkit::session(&seed.user.id, &seed.worker.id, T0);
-    let result = store
-        .insert_message(&testkit::message(&unsaved, "orphan"))
-        .await;
-    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
-    assert!(store
-        .messages_of(&unsaved.id, 0, 10)
-        .await
-        .expect("list")
-        .is_empty());
 }
 
 #[tokio::test]

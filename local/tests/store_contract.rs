@@ -178,19 +178,3 @@ async fn a_newer_schema_is_refused() {
         other => panic!("expected the newer schema to be refused, got {other:?}"),
     }
 }
-
-#[tokio::test]
-async fn a_message_needs_its_session() {
-    let store = SqliteStore::open_in_memory().expect("open");
-    let seed = testkit::seed(&store).await;
-    let unsaved = testkit::session(&seed.user.id, &seed.worker.id, T0);
-    let result = store
-        .insert_message(&testkit::message(&unsaved, "orphan"))
-        .await;
-    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
-    assert!(store
-        .messages_of(&unsaved.id, 0, 10)
-        .await
-        .expect("list")
-        .is_empty());
-}

@@ -326,6 +326,7 @@ where
         session_transitions,
         concurrent_session_transitions_have_one_winner,
         message_numbering_and_idempotent_insert,
+        a_message_needs_its_session,
         concurrent_message_inserts_number_contiguously,
         concurrent_inserts_of_one_message_store_it_once,
         messages_of_paging,
@@ -1424,6 +1425,16 @@ pub async fn concurrent_session_transitions_have_one_winner<S: Store + Clone>(s:
 }
 
 // ---- messages ----
+
+/// A message whose session was never stored is refused (`Conflict`) and
+/// leaves nothing behind.
+pub async fn a_message_needs_its_session<S: Store>(s: S) {
+    let seed = seed(&s).await;
+    let unsaved = session(&seed.user.id, &seed.worker.id, T0);
+    let result = s.insert_message(&message(&unsaved, "orphan")).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    assert!(s.messages_of(&unsaved.id, 0, 10).await.expect("list").is_empty());
+}
 
 pub async fn message_numbering_and_idempotent_insert<S: Store>(s: S) {
     let seed = seed(&s).await;
