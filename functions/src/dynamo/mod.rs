@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::config::SharedHttpClient;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem,
@@ -108,6 +108,20 @@ where
     let err = StoreError::Unavailable(format!("{op}: {}", DisplayErrorContext(&e)));
     tracing::warn!(op, error = %err, "dynamodb call failed");
     err
+}
+
+/// A conditional write's result: `Some` if it was applied, `None` if its
+/// condition did not hold; any other failure is an error.
+fn unless_condition_failed<T, E, R>(op: &str, result: Result<T, SdkError<E, R>>) -> StoreResult<Option<T>>
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: Debug + 'static,
+{
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException") => Ok(None),
+        Err(e) => Err(sdk_err(op, e)),
+    }
 }
 
 /// DynamoDB's limit on the actions of one `TransactWriteItems`.
@@ -602,16 +616,7 @@ impl DynamoStore {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match result {
-            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(sdk_err(op, e)),
-        }
+        Ok(unless_condition_failed(op, result)?.map(|out| out.attributes.unwrap_or_default()))
     }
 
     /// Puts `item` unless its key exists; `Err` carries what is stored.
@@ -685,16 +690,7 @@ impl DynamoStore {
             .set_expression_attribute_values(cond.values())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk_err(op, e)),
-        }
+        Ok(unless_condition_failed(op, result)?.is_some())
     }
 
     /// Runs the writes of `tx` atomically. One action goes as a plain
@@ -783,16 +779,7 @@ impl DynamoStore {
             .set_expression_attribute_values(cond.values())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk_err(op, e)),
-        }
+        Ok(unless_condition_failed(op, result)?.is_some())
     }
 
     fn transact_item(&self, op: &str, action: Action) -> StoreResult<TransactWriteItem> {
