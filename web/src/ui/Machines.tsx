@@ -12,7 +12,7 @@ import {
   usePendingPoll,
 } from "../app/store";
 import { relativeTime } from "../lib/format";
-import { EmptyState, PresencePill, TopBar } from "./common";
+import { EmptyState, PendingList, PresencePill, TopBar } from "./common";
 import { IconBan, IconChat, IconLaptop, IconLink, IconPlus } from "./icons";
 
 export function MachinesPage() {
@@ -33,7 +33,7 @@ export function MachinesPage() {
         }
       />
       <div class="page">
-        {pending && pending.length > 0 ? <PendingList workers={pending} /> : null}
+        {pending && pending.length > 0 ? <PendingList workers={pending} hint="Workers that asked to pair and nobody has approved yet." /> : null}
 
         {!machinesLoaded.value ? (
           <div class="skeleton-list" aria-label="Loading machines" role="status">
@@ -130,36 +130,5 @@ function WorkerRow({ w }: { w: WorkerView }) {
         </div>
       ) : null}
     </li>
-  );
-}
-
-function PendingList({ workers }: { workers: WorkerView[] }) {
-  return (
-    <section class="card pending" aria-label="Pending pairings">
-      <header class="card-head">
-        <h2>Waiting for approval</h2>
-        <span class="muted small">Workers that asked to pair and nobody has approved yet.</span>
-      </header>
-      <ul class="pending-list">
-        {workers.map((w) => (
-          <li key={w.worker_id} class="pending-row">
-            <div class="pending-main">
-              <div>
-                <strong>{w.name}</strong> <span class="muted">on {w.machine}</span>
-              </div>
-              <div class="mono small muted">{w.workdir}</div>
-            </div>
-            {w.pairing_code ? <code class="code-chip">{w.pairing_code}</code> : null}
-            <a
-              class="btn btn-small btn-primary"
-              href={href({ name: "pair", code: w.pairing_code ?? "" })}
-              aria-label={`Review ${w.name} on ${w.machine}`}
-            >
-              Review
-            </a>
-          </li>
-        ))}
-      </ul>
-    </section>
   );
 }

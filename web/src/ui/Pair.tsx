@@ -1,7 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 
 import type { WorkerView } from "../protocol";
-import { href } from "../app/route";
 import {
   conn,
   decidePairing,
@@ -15,8 +14,8 @@ import {
 } from "../app/store";
 import { normalizeCode, relativeTime } from "../lib/format";
 import { ApiError } from "../net/client";
-import { TopBar } from "./common";
-import { IconCheck, IconLaptop, IconLink, IconPlus, IconX } from "./icons";
+import { PendingList, TopBar } from "./common";
+import { IconCheck, IconLaptop, IconPlus, IconX } from "./icons";
 
 type Phase =
   | { kind: "idle" }
@@ -204,33 +203,7 @@ export function PairPage({ code: routeCode }: { code?: string }) {
           </div>
         ) : null}
 
-        {pending && pending.length > 0 ? (
-          <section class="card" aria-label="Pending pairings">
-            <header class="card-head">
-              <h2>Waiting for approval</h2>
-            </header>
-            <ul class="pending-list">
-              {pending.map((w) => (
-                <li key={w.worker_id} class="pending-row">
-                  <div class="pending-main">
-                    <div>
-                      <strong>{w.name}</strong> <span class="muted">on {w.machine}</span>
-                    </div>
-                    <div class="mono small muted">{w.workdir}</div>
-                  </div>
-                  {w.pairing_code ? <code class="code-chip">{w.pairing_code}</code> : null}
-                  <a
-                    class="btn btn-small btn-secondary"
-                    href={href({ name: "pair", code: w.pairing_code ?? "" })}
-                    aria-label={`Review ${w.name} on ${w.machine}`}
-                  >
-                    <IconLink size={14} /> Review
-                  </a>
-                </li>
-              ))}
-            </ul>
-          </section>
-        ) : null}
+        {pending && pending.length > 0 ? <PendingList workers={pending} /> : null}
       </div>
     </div>
   );

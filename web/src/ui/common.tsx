@@ -4,9 +4,10 @@ import type { ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
 
 import type { SessionStatus, WorkerView } from "../protocol";
+import { href } from "../app/route";
 import { relativeTime } from "../lib/format";
 import { client, conn, drawerOpen, now } from "../app/store";
-import { IconMenu, IconRefresh } from "./icons";
+import { IconLink, IconMenu, IconRefresh } from "./icons";
 
 export function TopBar({
   title,
@@ -132,4 +133,36 @@ export function EmptyState({
 export function modelLabel(w: WorkerView | undefined, providerId: string, modelId: string): string {
   const m = w?.models.find((x) => x.provider_id === providerId && x.model_id === modelId);
   return m?.name || modelId;
+}
+
+/** Workers waiting for approval, each with its code and a link to review it. */
+export function PendingList({ workers, hint }: { workers: WorkerView[]; hint?: string }) {
+  return (
+    <section class="card pending" aria-label="Pending pairings">
+      <header class="card-head">
+        <h2>Waiting for approval</h2>
+        {hint ? <span class="muted small">{hint}</span> : null}
+      </header>
+      <ul class="pending-list">
+        {workers.map((w) => (
+          <li key={w.worker_id} class="pending-row">
+            <div class="pending-main">
+              <div>
+                <strong>{w.name}</strong> <span class="muted">on {w.machine}</span>
+              </div>
+              <div class="mono small muted">{w.workdir}</div>
+            </div>
+            {w.pairing_code ? <code class="code-chip">{w.pairing_code}</code> : null}
+            <a
+              class="btn btn-small btn-primary"
+              href={href({ name: "pair", code: w.pairing_code ?? "" })}
+              aria-label={`Review ${w.name} on ${w.machine}`}
+            >
+              <IconLink size={14} /> Review
+            </a>
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
 }
