@@ -315,8 +315,23 @@ mod lambda_tier {
     use tether_local::gateway::lambda::emulator::{table_of, TierConfig};
     use tether_local::gateway::lambda::{self, LambdaHost};
     use tether_local::gateway::Hub;
+    use tokio::net::TcpListener;
 
     use super::cli::{self, Cli, Command, FileConfig};
+
+    /// Serves the Lambda host until a signal stops it.
+    async fn serve(host: LambdaHost, table: TableNames, listener: TcpListener) -> anyhow::Result<()> {
+        lambda::serve(
+            host,
+            table,
+            listener,
+            // The line tests (and people) wait for, once every function
+            // has answered once.
+            |addr| println!("tether listening on http://{addr}"),
+            super::shutdown_signal(),
+        )
+        .await
+    }
 
     pub async fn run(cli: &Cli, tier: &Path, file: &FileConfig, data_dir: &Path) -> anyhow::Result<()> {
         let tier = TierConfig::load(tier)?;
@@ -331,15 +346,8 @@ mod lambda_tier {
                     gateway,
                     domain,
                 };
-                lambda::serve(
-                    host,
-                    listener,
-                    // The line tests (and people) wait for, once every
-                    // function has answered once.
-                    |addr| println!("tether listening on http://{addr}"),
-                    super::shutdown_signal(),
-                )
-                .await
+                let (_, table) = lambda::host_table(&host).await?;
+                serve(host, table, listener).await
             }
             Command::User(command) => {
                 let table = table_of(data_dir, false)?;
@@ -354,32 +362,21 @@ mod lambda_tier {
                 // DynamoDB: the owner and this machine's worker are made
                 // there before the functions start.
                 let gateway = args.tuning.gateway(file);
-                let domain_config = args.tuning.domain(file, &gateway);
+                let domain = args.tuning.domain(file, &gateway);
                 let listener = super::bind(cli::up_addr(args, file)).await?;
                 let url = super::url_of(&listener)?;
-                let table = TableNames {
-                    main: table_of(data_dir, true)?,
-                };
-                let client = tier.dynamodb();
-                DynamoStore::create_tables(&client, &table)
-                    .await
-                    .with_context(|| format!("creating the table {}", table.main))?;
-                let domain = Domain::new(DynamoStore::new(client, table), Hub::new(), domain_config.clone());
-                super::first_start(&domain, &url).await?;
-                super::start_local_worker(args, data_dir, &url, &domain).await?;
                 let host = LambdaHost {
                     data_dir: data_dir.to_owned(),
                     tier,
                     gateway,
-                    domain: domain_config,
+                    domain,
                 };
-                lambda::serve(
-                    host,
-                    listener,
-                    |addr| println!("tether listening on http://{addr}"),
-                    super::shutdown_signal(),
-                )
-                .await
+                let (client, table) = lambda::host_table(&host).await?;
+                let store = DynamoStore::new(client, table.clone());
+                let local = Domain::new(store, Hub::new(), host.domain.clone());
+                super::first_start(&local, &url).await?;
+                super::start_local_worker(args, data_dir, &url, &local).await?;
+                serve(host, table, listener).await
             }
             // A worker is a client: the tier changes nothing for it.
             Command::Worker(args) => super::worker(args).await,

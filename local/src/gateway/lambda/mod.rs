@@ -35,7 +35,7 @@ use tracing::{debug, warn};
 
 use super::{iso8601, Accept, Backend, ConnId, ConnectInfo, Millis, Refusal};
 
-pub use serve::{serve, LambdaHost};
+pub use serve::{host_table, serve, LambdaHost};
 
 /// The names of the functions behind each kind of route (the binaries'
 /// names, which `cargo lambda watch` serves them by).

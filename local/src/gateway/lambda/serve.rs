@@ -39,26 +39,33 @@ pub struct LambdaHost {
     pub domain: tether_domain::Config,
 }
 
-/// Makes the host's table, starts the emulator, invokes each function
-/// once (so the first client does not wait for a cold start), calls
-/// `ready`, and serves until `shutdown` resolves.
+/// The host's table on the tier's DynamoDB: named in the data directory
+/// (made up on the first start) and created if missing. Returns a client
+/// for it too.
+pub async fn host_table(host: &LambdaHost) -> anyhow::Result<(aws_sdk_dynamodb::Client, TableNames)> {
+    let table = TableNames {
+        main: table_of(&host.data_dir, true)?,
+    };
+    let client = host.tier.dynamodb();
+    DynamoStore::create_tables(&client, &table)
+        .await
+        .with_context(|| format!("creating the table {} at {}", table.main, host.tier.dynamodb_endpoint))?;
+    Ok((client, table))
+}
+
+/// Starts the emulator with the functions configured for `table` (see
+/// [`host_table`]), invokes each function once (so the first client does
+/// not wait for a cold start), calls `ready`, and serves until `shutdown`
+/// resolves.
 pub async fn serve(
     host: LambdaHost,
+    table: TableNames,
     listener: TcpListener,
     ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
-    let table = table_of(&host.data_dir, true)?;
-    let client = host.tier.dynamodb();
-    DynamoStore::create_tables(
-        &client,
-        &TableNames {
-            main: table.clone(),
-        },
-    )
-    .await
-    .with_context(|| format!("creating the table {table} at {}", host.tier.dynamodb_endpoint))?;
+    let table = table.main;
 
     let emulator = Emulator::start(&host.tier, &function_env(&host, &table, addr)).await?;
     let backend = LambdaBackend::new(
