@@ -54,8 +54,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let root = workspace();
     let cargo_lambda = find_tool("TETHER_CARGO_LAMBDA", "cargo-lambda")
         .context("cargo-lambda not found: run scripts/test-aws once (it installs it), or set TETHER_CARGO_LAMBDA")?;
-    let moto_bin = find_tool("TETHER_MOTO_BIN", "moto_server")
-        .context("moto_server not found: run scripts/install-moto, or set TETHER_MOTO_BIN")?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
@@ -70,13 +68,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bail!("building the functions failed ({status})");
     }
 
-    let moto_port = free_port()?;
-    let _moto = spawn(
-        Command::new(&moto_bin).args(["-H", "127.0.0.1", "-p", &moto_port.to_string()]),
-        None,
-    )?;
-    let dynamodb = format!("http://127.0.0.1:{moto_port}");
-    wait_for_port(moto_port, "moto").await?;
+    let moto = crate::moto::start();
+    let dynamodb = moto.url.clone();
     let table = "tether-lambda-init";
     let created = Command::new(target.join("release/tether-admin"))
         .args(["--table", table, "--dynamodb-endpoint", &dynamodb, "create-table"])
@@ -108,7 +101,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         for (k, v) in aws_env() {
             cmd.args(["--env-var", &format!("{k}={v}")]);
         }
-        let mut emulator = spawn(&mut cmd, Some(&log))?;
+        let mut emulator = spawn(&mut cmd, &log)?;
         wait_for_port(port, "cargo lambda watch").await?;
         for ((name, fixture), s) in FUNCTIONS.iter().zip(samples.iter_mut()) {
             let event: serde_json::Value = serde_json::from_str(
@@ -231,18 +224,12 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Spawns a child in its own process group (so stopping it stops what it
-/// started), its output to `log` or nowhere.
-fn spawn(cmd: &mut Command, log: Option<&Path>) -> anyhow::Result<Child> {
-    let (out, err) = match log {
-        Some(path) => {
-            let file = std::fs::File::create(path)?;
-            (Stdio::from(file.try_clone()?), Stdio::from(file))
-        }
-        None => (Stdio::null(), Stdio::null()),
-    };
+/// started), its output to `log`.
+fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
+    let file = std::fs::File::create(log)?;
     cmd.stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
+        .stdout(Stdio::from(file.try_clone()?))
+        .stderr(Stdio::from(file))
         .process_group(0)
         .kill_on_drop(true)
         .spawn()

@@ -8,6 +8,9 @@
 
 mod bench;
 mod lambda_init;
+// Starting moto's DynamoDB server, as the functions' tests do.
+#[path = "../../functions/tests/support/moto.rs"]
+mod moto;
 
 use clap::Parser;
 
