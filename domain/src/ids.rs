@@ -124,9 +124,43 @@ id_type!(
     PromptId, "prompt id", "prm_"
 );
 
+impl ConnectionId {
+    /// The id as logs show it: see [`Redacted`].
+    pub fn redacted(&self) -> Redacted<'_> {
+        Redacted(&self.0)
+    }
+}
+
+/// A connection id as logs show it: its first four characters. Enough to
+/// tell a log's connections apart, too little to address one (a connection
+/// id is what a push or a disconnect names, so logs never carry it whole,
+/// except at debug level).
+#[derive(Clone, Copy)]
+pub struct Redacted<'a>(pub &'a str);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let end = self.0.char_indices().nth(4).map_or(self.0.len(), |(i, _)| i);
+        write!(f, "{}…", &self.0[..end])
+    }
+}
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_see_only_a_connection_ids_head() {
+        let id = ConnectionId::parse("L0SM9cOFvHcCIhw=").expect("id");
+        assert_eq!(id.redacted().to_string(), "L0SM…");
+        assert_eq!(Redacted("ab").to_string(), "ab…");
+    }
 
     #[test]
     fn parse_accepts_uuid_and_rejects_junk() {

@@ -159,7 +159,7 @@ fn connection_id(
     Ok(ConnectionId::parse(raw).map_err(|e| {
         // API Gateway's ids are 16 base64 characters: a mismatch with what
         // the domain accepts is a bug, not a client error.
-        warn!(connection_id = raw, error = %e, "the domain refuses this connection id");
+        warn!(connection_id = %tether_domain::ids::Redacted(raw), error = %e, "the domain refuses this connection id");
         ApiError::new(ErrorCode::Internal, "connection id not accepted")
     }))
 }

@@ -82,7 +82,7 @@ where
         return PushError::Gone;
     }
     let message = format!("{op}: {}", DisplayErrorContext(&e));
-    warn!(connection_id = %conn, error = %message, "management API call failed");
+    warn!(connection_id = %conn.redacted(), error = %message, "management API call failed");
     PushError::Other(message)
 }
 
@@ -229,12 +229,12 @@ pub struct NoPush;
 
 impl Push for NoPush {
     async fn send(&self, conn: &ConnectionId, _frame: &str) -> Result<(), PushError> {
-        warn!(connection_id = %conn, "this function cannot push");
+        warn!(connection_id = %conn.redacted(), "this function cannot push");
         Err(PushError::Other("this function has no push port".into()))
     }
 
     async fn disconnect(&self, conn: &ConnectionId) -> Result<(), PushError> {
-        warn!(connection_id = %conn, "this function cannot disconnect");
+        warn!(connection_id = %conn.redacted(), "this function cannot disconnect");
         Err(PushError::Other("this function has no push port".into()))
     }
 }

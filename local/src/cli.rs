@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
-use tether_local::gateway::GatewayConfig;
+use crate::gateway::GatewayConfig;
 
 /// Default port of `tether up`.
 pub const DEFAULT_PORT: u16 = 8787;
@@ -28,14 +28,6 @@ pub struct Cli {
     /// variables take precedence over it.
     #[arg(long, global = true, env = "TETHER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-
-    /// The AWS-shaped test tier's settings (a JSON file, see
-    /// `tether_local::gateway::lambda::emulator::TierConfig`): `serve` runs
-    /// the gateway in front of the real Lambda functions, `user` works on
-    /// their DynamoDB table. Only in builds with the `lambda` feature.
-    #[cfg(feature = "lambda")]
-    #[arg(long, global = true, env = "LAMBDA_TIER_CONFIG", value_name = "FILE", hide = true)]
-    pub lambda_tier: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,

@@ -6,11 +6,12 @@
 //!   Bearer` for workers, `?v=` for the protocol version).
 //! - `POST /api/ticket`: a one-use ticket for a browser's websocket.
 //! - `POST /api/pair`: a new worker asks to be paired.
-//! - `/@connections/{id}` and `/{stage}/@connections/{id}`: API Gateway's
-//!   Management API, for processes written against AWS.
-//! - `GET /healthz`.
-//! - Anything else: the web UI (`web/`, built by `build.rs` and embedded):
-//!   its files, and `index.html` for any other path (the UI routes itself).
+//! - `GET /` and the web UI's files (`web/`, built by `build.rs` and
+//!   embedded). The UI routes itself in the URL's fragment, so no other path
+//!   needs `index.html`.
+//! - Anything else is 404, whatever the method. In particular nothing here
+//!   reaches a connection but `/ws` with `$connect`'s authentication: no
+//!   Management API, no debug routes.
 //!
 //! Binding is the caller's job (it may want port 0 and the real address
 //! before serving); [`serve`] takes the listener and a shutdown future.
@@ -25,7 +26,7 @@ use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use tether_domain::protocol::PairRequest;
@@ -67,19 +68,60 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
 pub fn open_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     create_private_dir(data_dir)?;
     let path = store_path(data_dir);
+    make_private_files(&path)?;
     SqliteStore::open(&path).with_context(|| format!("opening the database {}", path.display()))
 }
 
-/// The data directory holds secret hashes and every conversation: only its
-/// owner may read it.
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+/// The data directory holds secret hashes, worker credentials and every
+/// conversation: only its owner may enter it (0700), also when it already
+/// existed with a looser mode (made by hand, or by an older version).
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder
         .create(dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    set_mode(dir, 0o700)
+}
+
+/// The database and its WAL and shared-memory files are 0600. The database
+/// is made here before SQLite opens it, since SQLite gives the files it
+/// creates beside a database the database's mode; files left by an older
+/// version are tightened.
+fn make_private_files(db: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(db)
+            .with_context(|| format!("creating the database {}", db.display()))?;
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        if file.exists() {
+            set_mode(&file, 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("making {} private (mode {mode:o})", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
 }
 
 /// The domain over the store of a data directory, with a fresh hub.
@@ -100,17 +142,13 @@ pub fn gateway<S: Store>(
     Gateway::new(DomainBackend::new(domain), hub, config)
 }
 
-/// Every route of the host.
+/// Every route of the host: `/ws`, `/api/*` and the UI (see the module doc).
 pub fn router<S: Store>(gateway: &Gateway<DomainBackend<S>>) -> Router {
     let api = Router::new()
         .route("/api/ticket", post(issue_ticket::<S>))
         .route("/api/pair", post(pair::<S>))
         .with_state(gateway.backend().domain().clone());
-    gateway
-        .router(WS_PATH)
-        .merge(api)
-        .route("/healthz", get(|| async { "ok" }))
-        .fallback(web_ui)
+    gateway.router(WS_PATH).merge(api).fallback(web_ui)
 }
 
 /// Opens the store in `config.data_dir` and serves until `shutdown` resolves.
@@ -241,16 +279,51 @@ const HASHED_ASSETS: &str = "assets/";
 const CACHE_FOREVER: &str = "public, max-age=31536000, immutable";
 const CACHE_REVALIDATE: &str = "no-cache";
 /// Scripts and styles only from this origin; nothing the agent writes can
-/// load a script or frame the page (the UI approves workers and permissions).
+/// load a script or frame the page (the UI approves workers and permissions),
+/// and the page talks to no host but its own (`connect-src`: see
+/// [`content_security_policy`]).
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-    img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self' ws: wss:; \
+    img-src 'self' data: blob:; font-src 'self' data:; \
     manifest-src 'self'; worker-src 'self'; object-src 'none'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
 
-/// Serves the UI's files; any other path gets `index.html`, except under
-/// `/api/` (a JSON 404) and missing hashed assets (a plain 404, so a stale
-/// page does not run HTML as a script).
+/// The page's policy: [`CSP`] and `connect-src` naming the page's own
+/// origin and its websocket. `'self'` alone does not cover `ws:`/`wss:` in
+/// every browser, and `ws: wss:` would let a script (were one ever injected)
+/// send what it reads to any host. The scheme is not known behind a TLS
+/// proxy, so both websocket schemes of the same host are allowed. A `Host`
+/// header that is not a plain host\[:port] gets `'self'` only.
+fn content_security_policy(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        });
+    match host {
+        Some(host) => format!("{CSP}; connect-src 'self' ws://{host} wss://{host}"),
+        None => format!("{CSP}; connect-src 'self'"),
+    }
+}
+
+/// Serves the UI's files (`/` is `index.html`); any other path is 404: a
+/// JSON one under `/api/`, a plain one elsewhere.
 async fn web_ui(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    if path == "api" || path.starts_with("api/") {
+        return api_error(ApiError::not_found("endpoint"));
+    }
+    let name = if path.is_empty() { "index.html" } else { path };
+    let Some(file) = WebUi::get(name) else {
+        return if path.is_empty() {
+            (StatusCode::NOT_FOUND, "the web UI is not built").into_response()
+        } else {
+            (StatusCode::NOT_FOUND, "not found").into_response()
+        };
+    };
     if method != Method::GET && method != Method::HEAD {
         let mut response = (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
         response
@@ -258,20 +331,6 @@ async fn web_ui(method: Method, uri: Uri, headers: HeaderMap) -> Response {
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    let path = uri.path().trim_start_matches('/');
-    if path == "api" || path.starts_with("api/") {
-        return api_error(ApiError::not_found("endpoint"));
-    }
-    let (name, file) = match (!path.is_empty()).then(|| WebUi::get(path)).flatten() {
-        Some(file) => (path, file),
-        None if path.starts_with(HASHED_ASSETS) => {
-            return (StatusCode::NOT_FOUND, "not found").into_response();
-        }
-        None => match WebUi::get("index.html") {
-            Some(file) => ("index.html", file),
-            None => return (StatusCode::NOT_FOUND, "the web UI is not built").into_response(),
-        },
-    };
     let etag = {
         use base64::Engine as _;
         let hash = file.metadata.sha256_hash();
@@ -309,9 +368,33 @@ async fn web_ui(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     if let Ok(value) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, value);
     }
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    if let Ok(csp) = HeaderValue::from_str(&content_security_policy(&headers)) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csp_for(host: &str) -> String {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host).expect("header"));
+        content_security_policy(&headers)
+    }
+
+    #[test]
+    fn connect_src_names_the_pages_host_only() {
+        assert!(csp_for("tether.example:8443")
+            .ends_with("connect-src 'self' ws://tether.example:8443 wss://tether.example:8443"));
+        assert!(csp_for("[::1]:80").ends_with("connect-src 'self' ws://[::1]:80 wss://[::1]:80"));
+        // A Host that would smuggle a source list in gets 'self' only.
+        for forged in ["evil.example *", "a;script-src *", "x'y", ""] {
+            assert!(csp_for(forged).ends_with("connect-src 'self'"), "{forged}");
+        }
+    }
 }

@@ -10,7 +10,11 @@
 //!   timeout and maximum connection age).
 //! - [`host`]: wires store, domain and gateway into the HTTP server that
 //!   `tether up` and `tether serve` run.
+//! - [`cli`] and [`app`]: the `tether` command line and what each command
+//!   does (a library, so the AWS-shaped test bed runs the same commands).
 
+pub mod app;
+pub mod cli;
 pub mod gateway;
 pub mod host;
 pub mod sqlite;

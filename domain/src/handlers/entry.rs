@@ -27,7 +27,7 @@ const MAX_PATH_LEN: usize = 1024;
 impl<S: Store, P: Push> Domain<S, P> {
     /// `$connect`: authenticates and records the connection. An `Err` refuses
     /// the upgrade (HTTP status from [`ErrorCode::http_status`]).
-    #[instrument(skip_all, fields(connection_id = %req.connection_id))]
+    #[instrument(level = "debug", skip_all, fields(connection_id = %req.connection_id.redacted()))]
     pub async fn connect(&self, req: ConnectRequest) -> Result<Principal, ApiError> {
         if let Some(v) = &req.version {
             if v != &PROTOCOL_VERSION.to_string() {
@@ -85,13 +85,13 @@ impl<S: Store, P: Push> Domain<S, P> {
     }
 
     /// `$disconnect` (best effort: may never come, or come late).
-    #[instrument(skip_all, fields(connection_id = %conn))]
+    #[instrument(level = "debug", skip_all, fields(connection_id = %conn.redacted()))]
     pub async fn disconnect(&self, conn: &ConnectionId, now: Millis) {
         self.forget_connection(conn, now).await;
     }
 
     /// One frame from a connection: exactly one reply, pushes as side effects.
-    #[instrument(skip_all, fields(connection_id = %conn))]
+    #[instrument(level = "debug", skip_all, fields(connection_id = %conn.redacted()))]
     pub async fn handle_frame(&self, conn: &ConnectionId, text: &str, now: Millis) -> ServerFrame {
         let frame = match ClientFrame::parse(text) {
             Ok(f) => f,

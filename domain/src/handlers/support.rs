@@ -116,7 +116,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         for (conn, err) in self.push.send_many(conns, &text).await {
             match err {
                 PushError::Gone => self.drop_gone(&conn, now).await,
-                PushError::Other(e) => warn!(connection_id = %conn, error = %e, "push failed"),
+                PushError::Other(e) => warn!(connection_id = %conn.redacted(), error = %e, "push failed"),
             }
         }
     }
@@ -133,11 +133,11 @@ impl<S: Store, P: Push> Domain<S, P> {
             Ok(Some(_)) => {
                 debug!(connection_id = %conn, "push to a gone connection; removing it");
                 if let Err(e) = self.store.delete_connection(conn).await {
-                    warn!(connection_id = %conn, error = %e, "could not delete connection");
+                    warn!(connection_id = %conn.redacted(), error = %e, "could not delete connection");
                 }
             }
             Ok(None) => {}
-            Err(e) => warn!(connection_id = %conn, error = %e, "could not read connection"),
+            Err(e) => warn!(connection_id = %conn.redacted(), error = %e, "could not read connection"),
         }
     }
 
@@ -146,7 +146,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         let removed = match self.store.delete_connection(conn).await {
             Ok(c) => c,
             Err(e) => {
-                warn!(connection_id = %conn, error = %e, "could not delete connection");
+                warn!(connection_id = %conn.redacted(), error = %e, "could not delete connection");
                 return;
             }
         };

@@ -124,7 +124,7 @@ pub(crate) async fn upgrade<B: Backend>(shared: Arc<Shared<B>>, mut req: Request
             // `$connect` panicked: the id is free again, and no `$disconnect`
             // follows a connection that was never accepted.
             hub.remove(&id);
-            warn!(conn = %id, error = %e, "$connect task failed");
+            warn!(conn = %id.redacted(), error = %e, "$connect task failed");
             refusal_response(Refusal {
                 status: 500,
                 body: r#"{"code":"internal","message":"connect failed"}"#.into(),
@@ -147,7 +147,7 @@ async fn admit<B: Backend>(
         Ok(accept) => {
             let (tx, rx) = mpsc::unbounded_channel();
             shared.hub.open(&id, tx.clone());
-            info!(conn = %id, "connected");
+            info!(conn = %id.redacted(), "connected");
             let live = shared.live.enter();
             tokio::spawn(async move {
                 let _live = live;
@@ -175,7 +175,7 @@ async fn admit<B: Backend>(
                         // The client left between `$connect` and the upgrade;
                         // the backend recorded the connection, so it must hear
                         // of its end.
-                        debug!(conn = %id, error = %e, "upgrade failed");
+                        debug!(conn = %id.redacted(), error = %e, "upgrade failed");
                         shared.hub.remove(&id);
                         shared
                             .backend
@@ -188,7 +188,7 @@ async fn admit<B: Backend>(
         }
         Err(refusal) => {
             shared.hub.remove(&id);
-            info!(conn = %id, status = refusal.status, "connect refused");
+            info!(conn = %id.redacted(), status = refusal.status, "connect refused");
             Err(refusal)
         }
     }
@@ -388,13 +388,13 @@ impl<B: Backend> Conn<B> {
                         break ending;
                     }
                     Some(Err(WsError::Capacity(e))) => {
-                        debug!(conn = %self.id, error = %e, "message over the hard limit");
+                        debug!(conn = %self.id.redacted(), error = %e, "message over the hard limit");
                         let _ = close(&mut sink, 1009, "message too big").await;
                         drain(&mut stream).await;
                         break Ending::new(1009, "message too big");
                     }
                     Some(Err(e)) => {
-                        debug!(conn = %self.id, error = %e, "socket error");
+                        debug!(conn = %self.id.redacted(), error = %e, "socket error");
                         break Ending::new(1006, e.to_string());
                     }
                     None => break Ending::new(1006, "connection lost"),
@@ -402,7 +402,7 @@ impl<B: Backend> Conn<B> {
                 outbound = rx.recv() => match outbound {
                     Some(Outbound::Text(text)) => {
                         if let Err(e) = sink.send(Message::text(text)).await {
-                            debug!(conn = %self.id, error = %e, "write failed");
+                            debug!(conn = %self.id.redacted(), error = %e, "write failed");
                             break Ending::new(1006, e.to_string());
                         }
                     }
@@ -435,10 +435,10 @@ impl<B: Backend> Conn<B> {
             // `$disconnect`, so a serial connection's events stay in order.
             drop(queue);
             if let Err(e) = worker.await {
-                warn!(conn = %self.id, error = %e, "message task failed");
+                warn!(conn = %self.id.redacted(), error = %e, "message task failed");
             }
         }
-        info!(conn = %self.id, status = ending.code, reason = %ending.reason, "disconnected");
+        info!(conn = %self.id.redacted(), status = ending.code, reason = %ending.reason, "disconnected");
         self.shared
             .backend
             .disconnect(&self.id, ending.code, ending.reason, now_millis())
@@ -466,7 +466,7 @@ impl<B: Backend> Conn<B> {
     async fn on_text(&self, text: &str, largest_frame: u64, dispatch: &mut Dispatch) {
         let config = &self.shared.config;
         if largest_frame > config.max_frame_bytes as u64 {
-            debug!(conn = %self.id, bytes = largest_frame, "frame too large");
+            debug!(conn = %self.id.redacted(), bytes = largest_frame, "frame too large");
             let message = format!(
                 "a websocket frame may carry at most {} bytes; split larger messages into frames",
                 config.max_frame_bytes
@@ -475,7 +475,7 @@ impl<B: Backend> Conn<B> {
             return;
         }
         if text.len() > config.max_message_bytes {
-            debug!(conn = %self.id, bytes = text.len(), "message too large");
+            debug!(conn = %self.id.redacted(), bytes = text.len(), "message too large");
             let message = format!(
                 "a message may be at most {} bytes",
                 config.max_message_bytes
@@ -490,7 +490,7 @@ impl<B: Backend> Conn<B> {
                 // Waits when the queue is full, which stops reading from this
                 // client until its backlog drains.
                 if queue.send((route, body)).await.is_err() {
-                    warn!(conn = %self.id, "message task ended early");
+                    warn!(conn = %self.id.redacted(), "message task ended early");
                 }
             }
             Dispatch::Concurrent { slots } => {
@@ -528,7 +528,7 @@ async fn handle<B: Backend>(
     route: String,
     body: String,
 ) {
-    debug!(conn = %id, route = %route, "message");
+    debug!(conn = %id.redacted(), route = %route, "message");
     if let Some(reply) = shared.backend.message(id, &route, body, now_millis()).await {
         // The socket may have closed meanwhile; the reply is dropped then,
         // as API Gateway drops a reply to a gone connection.

@@ -41,7 +41,7 @@ fn domain_id(conn: &ConnId) -> Result<ConnectionId, ApiError> {
     ConnectionId::parse(conn.as_str()).map_err(|e| {
         // Only a mismatch between the id format the gateway mints and the
         // one the domain accepts gets here: a bug, not a client error.
-        warn!(conn = %conn, error = %e, "the domain refuses this connection id");
+        warn!(conn = %conn.redacted(), error = %e, "the domain refuses this connection id");
         ApiError::new(ErrorCode::Internal, "connection id not accepted")
     })
 }

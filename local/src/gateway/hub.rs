@@ -201,9 +201,9 @@ impl Hub {
 /// The close code of a disconnect the server asks for (the domain's
 /// `Push::disconnect` and `DELETE @connections`): the same on both paths,
 /// since the AWS host disconnects through `DELETE @connections`.
-pub(crate) const SERVER_CLOSE_CODE: u16 = 1000;
+pub const SERVER_CLOSE_CODE: u16 = 1000;
 /// Its close reason.
-pub(crate) const SERVER_CLOSE_REASON: &str = "disconnected by the server";
+pub const SERVER_CLOSE_REASON: &str = "disconnected by the server";
 
 impl Push for Hub {
     fn send(

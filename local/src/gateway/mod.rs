@@ -3,15 +3,17 @@
 //! Clients connect with an HTTP upgrade; the gateway mints a connection id,
 //! runs `$connect` on a [`Backend`] before answering the upgrade, routes each
 //! text message on its `action` field, and runs `$disconnect` exactly once
-//! when the socket ends, whoever ends it. Anything may push to a connection
-//! by id through the [`Hub`], either in process (the hub implements the
-//! domain's `Push` port) or over HTTP with API Gateway's Management API
-//! (`/@connections/{id}`, see [`management`]).
+//! when the socket ends, whoever ends it. The host pushes to a connection by
+//! id through the [`Hub`], in process (the hub implements the domain's
+//! `Push` port). Nothing here serves API Gateway's Management API: on the
+//! local host nothing outside the process may reach a connection. (The
+//! AWS-shaped test bed, `local/testbed`, which is not shipped, serves one
+//! over the hub on a loopback listener of its own.)
 //!
 //! The backend is a trait rather than the domain itself because the
-//! AWS-shaped tier puts real Lambda functions, invoked over HTTP, behind this
-//! same gateway (`lambda::LambdaBackend`, with the `lambda` feature).
-//! [`DomainBackend`] is the in-process backend the local host uses.
+//! AWS-shaped test bed puts real Lambda functions, invoked over HTTP, behind
+//! this same gateway. [`DomainBackend`] is the in-process backend the local
+//! host uses.
 //!
 //! Limits mirror API Gateway: 32 KB per frame, 128 KB per message, an idle
 //! timeout (10 min) and a maximum connection age (2 h). Unlike API Gateway,
@@ -22,9 +24,6 @@ mod connection;
 mod domain_backend;
 mod frames;
 mod hub;
-#[cfg(feature = "lambda")]
-pub mod lambda;
-pub mod management;
 mod time;
 
 use std::future::Future;
@@ -39,7 +38,7 @@ use tether_domain::protocol::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 
 pub(crate) use domain_backend::error_body;
 pub use domain_backend::DomainBackend;
-pub use hub::{ConnectionStatus, Gone, Hub};
+pub use hub::{ConnectionStatus, Gone, Hub, SERVER_CLOSE_CODE, SERVER_CLOSE_REASON};
 pub use time::{iso8601, now_millis};
 
 /// Milliseconds since the Unix epoch, as the domain counts time.
@@ -50,8 +49,9 @@ pub const DEFAULT_ROUTE: &str = "$default";
 
 /// A connection id as the gateway mints it: 16 characters of URL-safe
 /// base64 ending in `=`, like API Gateway's (e.g. `L0SM9cOFvHcCIhw=`), so
-/// every path that carries one (notably `/@connections/{id}`, where `=` must
-/// be percent-encoded) is exercised locally as it will be on AWS.
+/// every path that carries one (notably the Management API's
+/// `/@connections/{id}`, where `=` must be percent-encoded) is exercised
+/// locally as it will be on AWS.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(Arc<str>);
 
@@ -70,14 +70,19 @@ impl ConnId {
         )
     }
 
-    /// Wraps an id received from outside (a management API path). It need
-    /// not be valid: an unknown id is simply gone.
+    /// Wraps an id received from outside (the test bed's Management API). It
+    /// need not be valid: an unknown id is simply gone.
     pub fn from_string(s: impl Into<Arc<str>>) -> Self {
         Self(s.into())
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id as logs show it (its head only: an id is what a push names).
+    pub fn redacted(&self) -> tether_domain::ids::Redacted<'_> {
+        tether_domain::ids::Redacted(&self.0)
     }
 }
 
@@ -293,13 +298,12 @@ impl<B: Backend> Gateway<B> {
         any(move |req: axum::extract::Request| connection::upgrade(shared.clone(), req))
     }
 
-    /// A router with the websocket endpoint at `ws_path` and the Management
-    /// API (`/@connections/{id}` and `/{stage}/@connections/{id}`).
+    /// A router with only the websocket endpoint, at `ws_path`.
     ///
     /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
-    /// so `$connect` and `GET @connections` see the client's address.
+    /// so `$connect` sees the client's address.
     pub fn router(&self, ws_path: &str) -> Router {
-        management::routes(self.shared.hub.clone()).route(ws_path, self.websocket())
+        Router::new().route(ws_path, self.websocket())
     }
 }
 

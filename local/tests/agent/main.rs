@@ -8,5 +8,8 @@ mod helpers;
 mod scenarios;
 mod support;
 
+/// The binary the scenarios run (`tether-testbed` on the AWS-shaped tier).
+const TETHER_BIN: &str = env!("CARGO_BIN_EXE_tether");
+
 /// Nothing to set up before a scenario on the local host.
 fn before_scenario() {}

@@ -138,7 +138,7 @@ impl WorkerProcess {
         let n = std::fs::read_dir(root).map(|d| d.count()).unwrap_or(0);
         let log = root.join(format!("worker-{n}.log"));
         let file = std::fs::File::create(&log).expect("worker log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+        let mut cmd = Command::new(crate::TETHER_BIN);
         cmd.arg("worker")
             .arg("--server")
             .arg(server_url)

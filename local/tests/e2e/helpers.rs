@@ -169,7 +169,7 @@ impl Server {
     async fn spawn(&mut self) {
         let log_path = self.log_path(self.generation);
         let log = std::fs::File::create(&log_path).expect("create the server log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+        let mut cmd = Command::new(crate::TETHER_BIN);
         match &self.up {
             None => {
                 cmd.arg("serve").arg("--bind").arg("127.0.0.1:0");
@@ -273,7 +273,7 @@ impl Server {
     }
 
     pub async fn add_user_with(&self, name: &str, admin: bool) -> User {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+        let mut cmd = tokio::process::Command::new(crate::TETHER_BIN);
         cmd.arg("user").arg("add").arg(name);
         if admin {
             cmd.arg("--admin");

@@ -12,6 +12,9 @@ mod isolation;
 mod pairing;
 mod resume;
 
+/// The binary the scenarios run (`tether-testbed` on the AWS-shaped tier).
+const TETHER_BIN: &str = env!("CARGO_BIN_EXE_tether");
+
 /// Nothing to set up before a scenario against `tether serve`.
 fn before_scenario() {}
 

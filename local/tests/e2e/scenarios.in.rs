@@ -1,6 +1,6 @@
 // The end-to-end scenarios, one `#[tokio::test]` per scenario and mode
 // (`sequential::NAME`, `concurrent::NAME`). Included by `main.rs` here and by
-// `tests/e2e_lambda/main.rs`, which runs the same list against the Lambda
+// `local/testbed/tests/e2e_lambda/main.rs`, which runs the same list against the Lambda
 // tier; each calls its crate's `before_scenario()` first.
 
 macro_rules! scenarios {

@@ -1,8 +1,8 @@
 //! The AWS-shaped backend: the gateway acting as API Gateway in front of
 //! real Lambda functions (the `tether-functions` binaries) served by a
 //! Lambda runtime emulator (`cargo lambda watch`), with DynamoDB on a
-//! DynamoDB-compatible server. Built with the `lambda` feature; the test
-//! tier that runs the end-to-end scenarios against the functions uses it.
+//! DynamoDB-compatible server. The test tier that runs the end-to-end
+//! scenarios against the functions uses it.
 //!
 //! - [`LambdaBackend`] implements [`Backend`]: `$connect`, every message
 //!   and `$disconnect` become `Invoke` calls (`POST
@@ -10,12 +10,12 @@
 //!   Gateway sends (`requestContext` with `connectionId`, `connectedAt`,
 //!   `requestTimeEpoch`, `routeKey`, `eventType`, `domainName`, `stage`, …;
 //!   `queryStringParameters` and `headers` on `$connect`; `body` on
-//!   messages). The functions push back through the gateway's own
-//!   Management API (`/{stage}/@connections/{id}`).
+//!   messages). The functions push back through the test bed's Management
+//!   API ([`crate::management`], on a loopback listener of its own).
 //! - [`http_api`] does the same for the HTTP API's two routes, with the
 //!   HTTP API's payload format 2.0.
 //! - [`emulator`] starts `cargo lambda watch` for one host process and
-//!   [`serve`] runs the whole thing as `tether serve` does.
+//!   [`serve()`] runs the whole thing as `tether serve` does.
 //!
 //! As on AWS: a `$connect` answered with a non-2xx status refuses the
 //! upgrade with that status and body; a message route's response body is
@@ -33,7 +33,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tracing::{debug, warn};
 
-use super::{iso8601, Accept, Backend, ConnId, ConnectInfo, Millis, Refusal};
+use tether_local::gateway::{iso8601, Accept, Backend, ConnId, ConnectInfo, Millis, Refusal};
 
 pub use serve::{host_table, serve, LambdaHost};
 

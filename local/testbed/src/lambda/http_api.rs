@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use tracing::warn;
 
 use super::{request_time, LambdaBackend};
-use crate::gateway::{now_millis, ConnId};
+use tether_local::gateway::{now_millis, ConnId};
 
 /// The HTTP API's routes (the `ROUTES` paths, `POST` only).
 pub const ROUTES: [&str; 2] = ["/api/ticket", "/api/pair"];

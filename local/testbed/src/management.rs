@@ -9,8 +9,13 @@
 //!
 //! Also under a stage prefix (`/{stage}/@connections/{id}`), as the SDK
 //! calls it with an endpoint like `http://127.0.0.1:8787/dev`. The id arrives
-//! percent-encoded (`=` as `%3D`); axum decodes it. SigV4 signatures are
-//! ignored: this listens on loopback for the developer's own processes.
+//! percent-encoded (`=` as `%3D`); axum decodes it.
+//!
+//! Only the test bed serves it, on a listener of its own on loopback that
+//! only the functions it starts are told of; SigV4 signatures are ignored.
+//! The shipped `tether` binary has no such route: on AWS the Management API
+//! takes IAM-signed calls only, and on the local host nothing outside the
+//! process pushes.
 
 use std::collections::HashMap;
 
@@ -22,8 +27,7 @@ use axum::Router;
 use http::{header, HeaderName, HeaderValue, StatusCode};
 use tracing::debug;
 
-use super::hub::{SERVER_CLOSE_CODE, SERVER_CLOSE_REASON};
-use super::{iso8601, Hub};
+use tether_local::gateway::{iso8601, Hub, SERVER_CLOSE_CODE, SERVER_CLOSE_REASON};
 
 /// The header the AWS SDKs read to classify an error (a bare 410 is not
 /// recognised as `GoneException`).

@@ -18,7 +18,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tracing::info;
 
 /// How the AWS-shaped tier is set up: read from the JSON file that the
-/// hidden `--lambda-tier` option (or `LAMBDA_TIER_CONFIG`) names.
+/// `LAMBDA_TIER_CONFIG` variable of `tether-testbed` names.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierConfig {

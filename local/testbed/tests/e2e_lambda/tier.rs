@@ -78,9 +78,9 @@ fn start() -> Tier {
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .join("../..")
+        .canonicalize()
         .expect("the workspace")
-        .to_owned()
 }
 
 /// Builds the functions' debug binaries where the emulator's `cargo run`
@@ -133,7 +133,7 @@ fn one_at_a_time_proxy(upstream: &str) -> SocketAddr {
                 .build()
                 .expect("proxy runtime");
             runtime.block_on(async move {
-                tether_local::gateway::lambda::install_crypto_provider();
+                tether_testbed::lambda::install_crypto_provider();
                 let state = Arc::new(Proxy {
                     client: reqwest::Client::new(),
                     upstream,

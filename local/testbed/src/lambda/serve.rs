@@ -1,7 +1,7 @@
-//! The host with the Lambda backend: the gateway (WebSocket API and
-//! Management API) and the HTTP API in front of the functions under the
-//! emulator, DynamoDB on the tier's server. What `tether serve` runs when
-//! given the Lambda tier settings.
+//! The host with the Lambda backend: the gateway (WebSocket API) and the
+//! HTTP API in front of the functions under the emulator, DynamoDB on the
+//! tier's server; the Management API on a second listener, on loopback,
+//! that only the functions are told of. What `tether-testbed serve` runs.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use axum::routing::get;
 use serde_json::json;
 use tether_functions::{DynamoStore, TableNames};
 use tokio::net::TcpListener;
@@ -17,7 +16,7 @@ use tracing::{info, warn};
 
 use super::emulator::{table_of, Emulator, TierConfig};
 use super::{http_api, ApiIdentity, Functions, LambdaBackend};
-use crate::gateway::{now_millis, ConnId, Gateway, GatewayConfig, Hub};
+use tether_local::gateway::{now_millis, ConnId, Gateway, GatewayConfig, Hub};
 
 /// The WebSocket path, as the embedded host serves it.
 const WS_PATH: &str = "/ws";
@@ -66,8 +65,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
     let table = table.main;
+    // The Management API listens apart from what clients reach, as on AWS
+    // (where it takes IAM-signed calls only).
+    let management = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("listening for the Management API on loopback")?;
+    let management_addr = management.local_addr().context("reading the bound address")?;
 
-    let emulator = Emulator::start(&host.tier, &function_env(&host, &table, addr)).await?;
+    let emulator = Emulator::start(&host.tier, &function_env(&host, &table, management_addr)).await?;
     let backend = LambdaBackend::new(
         emulator.endpoint.clone(),
         Functions::default(),
@@ -83,8 +88,13 @@ pub async fn serve(
     let gateway = Gateway::new(backend.clone(), Hub::new(), host.gateway);
     let app = gateway
         .router(WS_PATH)
-        .merge(http_api::routes(backend))
-        .route("/healthz", get(|| async { "ok" }));
+        .merge(http_api::routes(backend));
+    let management_app = crate::management::routes(gateway.hub().clone());
+    let management_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(management, management_app).await {
+            warn!(error = %e, "the Management API listener stopped");
+        }
+    });
     ready(addr);
     info!(%addr, %table, "serving with the Lambda backend");
     axum::serve(
@@ -98,20 +108,21 @@ pub async fn serve(
         warn!(left = gateway.live_connections(), "some websockets did not close in time");
     }
     drop(emulator);
+    management_task.abort();
     info!("stopped");
     Ok(())
 }
 
 /// The functions' environment for this host: its table, the tier's
-/// DynamoDB, this gateway's Management API, the domain's timings, and
-/// placeholder credentials (nothing local checks them).
-fn function_env(host: &LambdaHost, table: &str, addr: SocketAddr) -> Vec<(String, String)> {
+/// DynamoDB, this gateway's Management API (at `management`), the domain's
+/// timings, and placeholder credentials (nothing local checks them).
+fn function_env(host: &LambdaHost, table: &str, management: SocketAddr) -> Vec<(String, String)> {
     use tether_functions::config::*;
     let d = &host.domain;
     let mut env: Vec<(&str, String)> = vec![
         (TABLE_VAR, table.to_owned()),
         (DYNAMODB_ENDPOINT_VAR, host.tier.dynamodb_endpoint.clone()),
-        (MANAGEMENT_ENDPOINT_VAR, format!("http://{addr}/{STAGE}")),
+        (MANAGEMENT_ENDPOINT_VAR, format!("http://{management}/{STAGE}")),
         (TICKET_TTL_VAR, d.ticket_ttl_ms.to_string()),
         (PAIRING_TTL_VAR, d.pairing_ttl_ms.to_string()),
         (HEARTBEAT_VAR, d.heartbeat_ms.to_string()),

@@ -1,0 +1,303 @@
+//! What the `tether` command does, as a library so that other binaries of
+//! the workspace (the AWS-shaped test bed) run the same commands over
+//! another host.
+//!
+//! Standard output carries only what a person (or a test) needs to read:
+//! the listening address, and a secret when one is created. Logs go to
+//! standard error (`RUST_LOG`, default `info`).
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context as _};
+use tether_domain::push::Push;
+use tether_domain::store::Store;
+use tether_domain::Domain;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{self, Cli, Command, FileConfig, UserCommand};
+use crate::gateway::{iso8601, now_millis, GatewayConfig, Hub};
+use crate::host::{self, LocalDomain};
+
+/// The user `tether up` creates on its first start.
+pub const OWNER: &str = "owner";
+
+/// A binary's `main`: logs to standard error, a runtime, the command, and
+/// an exit status (errors are printed with their causes).
+pub fn main_with<F, Fut>(cli: Cli, run: F) -> ExitCode
+where
+    F: FnOnce(Cli) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command of the `tether` binary on the local host.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = FileConfig::load(cli.config.as_deref())?;
+    let data_dir = cli::data_dir(&cli, &file)?;
+    match &cli.command {
+        Command::Up(args) => {
+            let gateway = args.tuning.gateway(&file);
+            let domain_config = args.tuning.domain(&file, &gateway);
+            let listener = bind(cli::up_addr(args, &file)).await?;
+            let url = url_of(&listener)?;
+            let domain = host::open_domain(&data_dir, domain_config)?;
+            first_start(&domain, &url).await?;
+            start_local_worker(args, &data_dir, &url, &domain).await?;
+            serve(domain, gateway, listener, &url).await
+        }
+        Command::Serve(args) => {
+            let gateway = args.tuning.gateway(&file);
+            let domain_config = args.tuning.domain(&file, &gateway);
+            let listener = bind(cli::serve_addr(args, &file)).await?;
+            let url = url_of(&listener)?;
+            let domain = host::open_domain(&data_dir, domain_config)?;
+            if no_users(&domain).await? {
+                println!(
+                    "No users yet: run `tether user add NAME --admin` to create the first one."
+                );
+            }
+            serve(domain, gateway, listener, &url).await
+        }
+        Command::User(command) => user(command, &data_dir).await,
+        Command::Worker(args) => worker(args).await,
+    }
+}
+
+/// `tether worker`: a worker in this process until a signal stops it.
+pub async fn worker(args: &tether_worker::cli::WorkerArgs) -> anyhow::Result<()> {
+    let config = args.clone().into_config();
+    tokio::select! {
+        result = tether_worker::run::run(config) => result,
+        () = shutdown_signal() => Ok(()),
+    }
+}
+
+/// `tether up`'s first start: makes the owner and says how to sign in.
+pub async fn first_start<S: Store, P: Push>(domain: &Domain<S, P>, url: &str) -> anyhow::Result<()> {
+    if !no_users(domain).await? {
+        return Ok(());
+    }
+    let (_, secret) = domain
+        .add_user(OWNER, true, now_millis())
+        .await
+        .context("creating the first user")?;
+    println!("First start: created the user \"{OWNER}\".");
+    println!("  Sign in at: {url}");
+    println!("  Secret:     {}", secret.expose());
+    println!("The secret is shown only this once. `tether user reset {OWNER}` makes a new one.");
+    Ok(())
+}
+
+/// Starts `tether up`'s worker (unless `--no-worker`) in this process.
+pub async fn start_local_worker<S: Store, P: Push>(
+    args: &cli::UpArgs,
+    data_dir: &std::path::Path,
+    url: &str,
+    domain: &Domain<S, P>,
+) -> anyhow::Result<()> {
+    if args.no_worker {
+        return Ok(());
+    }
+    let worker = local_worker(args, data_dir, url, domain).await?;
+    tokio::spawn(async move {
+        if let Err(e) = tether_worker::run::run(worker).await {
+            eprintln!("The worker stopped: {e:#}");
+        }
+    });
+    Ok(())
+}
+
+/// This machine's worker for `tether up`: paired to the owner already, its
+/// credential kept in the data directory, one per working directory.
+async fn local_worker<S: Store, P: Push>(
+    args: &cli::UpArgs,
+    data_dir: &std::path::Path,
+    url: &str,
+    domain: &Domain<S, P>,
+) -> anyhow::Result<tether_worker::run::WorkerConfig> {
+    use tether_domain::model::WorkerStatus;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir().context("reading the current directory")?,
+    };
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("worker directory {}", dir.display()))?;
+    let mut config = tether_worker::run::WorkerConfig::new(url, dir.clone());
+    config.opencode = args.opencode.clone();
+    if let Some(h) = args.worker_heartbeat_secs {
+        config.heartbeat = std::time::Duration::from_secs_f64(h);
+    }
+    let key = tether_worker::pairing::credential_path(data_dir, "tether up", &dir);
+    config.credential_file = Some(key.clone());
+    let stored = tether_worker::pairing::load_or_create(&key, url, &dir)?;
+    let request = tether_domain::protocol::PairRequest {
+        machine: config.machine.clone(),
+        name: Some(config.display_name()),
+        workdir: dir.display().to_string(),
+    };
+    let paired = domain
+        .pair(Some(&stored.credential), request, now_millis())
+        .await
+        .map_err(|e| anyhow!("pairing this machine's worker: {}", e.message))?;
+    if paired.status == WorkerStatus::Pending {
+        let owner = domain
+            .store
+            .users()
+            .await
+            .context("reading users")?
+            .into_iter()
+            .find(|u| u.admin);
+        if let Some(owner) = owner {
+            domain
+                .store
+                .transition_worker(&paired.worker_id, WorkerStatus::Pending, WorkerStatus::Approved, Some(&owner.id), None)
+                .await
+                .context("approving this machine's worker")?;
+            info!(worker_id = %paired.worker_id, owner = %owner.name, "this machine's worker is paired to the owner");
+        }
+    }
+    Ok(config)
+}
+
+pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))
+}
+
+pub fn url_of(listener: &TcpListener) -> anyhow::Result<String> {
+    let addr = listener.local_addr().context("reading the bound address")?;
+    Ok(format!("http://{addr}"))
+}
+
+async fn serve(
+    domain: Arc<LocalDomain>,
+    gateway: GatewayConfig,
+    listener: TcpListener,
+    url: &str,
+) -> anyhow::Result<()> {
+    // The one line tests (and people) look for; printed once the socket is
+    // bound, so connecting right after reading it works.
+    println!("tether listening on {url}");
+    host::serve(domain, gateway, listener, shutdown_signal()).await
+}
+
+pub async fn no_users<S: Store, P: Push>(domain: &Domain<S, P>) -> anyhow::Result<bool> {
+    let users = domain.store.users().await.context("reading users")?;
+    Ok(users.is_empty())
+}
+
+async fn user(command: &UserCommand, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let store = host::open_store(data_dir)?;
+    // No connections in this process: the hub only satisfies the type.
+    let domain = Domain::new(store, Hub::new(), tether_domain::Config::default());
+    user_with(command, &domain).await
+}
+
+pub async fn user_with<S: tether_domain::store::Store>(
+    command: &UserCommand,
+    domain: &Domain<S, Hub>,
+) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add { name, admin } => {
+            let (user, secret) = domain
+                .add_user(name, *admin, now_millis())
+                .await
+                .map_err(|e| anyhow!("cannot add user {name:?}: {}", e.message))?;
+            info!(user = %user.id, admin = user.admin, "user added");
+            println!("Created user \"{}\" ({}).", user.name, user.id);
+            println!("  Secret: {}", secret.expose());
+            println!(
+                "The secret is shown only this once. `tether user reset {}` makes a new one.",
+                user.name
+            );
+        }
+        UserCommand::List => {
+            let users = domain.store.users().await.context("reading users")?;
+            if users.is_empty() {
+                println!("No users. `tether user add NAME --admin` creates one.");
+                return Ok(());
+            }
+            let width = users
+                .iter()
+                .map(|u| u.name.chars().count())
+                .max()
+                .unwrap_or(4)
+                .max(4);
+            println!("{:width$}  {:28}  {:5}  CREATED", "NAME", "ID", "ADMIN");
+            for u in users {
+                println!(
+                    "{:width$}  {:28}  {:5}  {}",
+                    u.name,
+                    u.id.as_str(),
+                    if u.admin { "yes" } else { "no" },
+                    iso8601(u.created_at)
+                );
+            }
+        }
+        UserCommand::Reset { name } => {
+            let secret = domain
+                .reset_user_secret(name)
+                .await
+                .map_err(|e| anyhow!("cannot reset the secret of {name:?}: {}", e.message))?;
+            info!(user = %name, "secret reset");
+            println!("New secret for \"{name}\": {}", secret.expose());
+            println!("The secret is shown only this once; the old one no longer works.");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    info!("shutting down");
+}
