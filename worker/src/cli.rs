@@ -30,6 +30,17 @@ pub struct WorkerArgs {
     /// Where the worker keeps its credential [default: ~/.config/tether].
     #[arg(long, env = "TETHER_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
+    /// A PEM file of one or more certificates to trust for the host, besides
+    /// the usual web authorities: for a host whose certificate comes from a
+    /// private CA (e.g. one made for a home server).
+    #[arg(long, env = "TETHER_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Allow a plain http:// or ws:// host on another machine. The credential
+    /// and every prompt and answer then cross the network in clear text: use
+    /// it only on a network you trust. It never turns off certificate checks.
+    // Boolish, so `TETHER_INSECURE=1` (or `yes`, `true`) reads as meant.
+    #[arg(long, env = "TETHER_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: bool,
     /// Seconds between heartbeats to the host.
     #[arg(long, env = "TETHER_HEARTBEAT_SECS", default_value_t = 60.0)]
     pub heartbeat_secs: f64,
@@ -51,6 +62,8 @@ impl WorkerArgs {
             config.config_dir = dir;
         }
         config.heartbeat = Duration::from_secs_f64(self.heartbeat_secs.max(1.0));
+        config.ca_cert = self.ca_cert;
+        config.insecure = self.insecure;
         // The password comes from the environment only: never on a command line.
         config.opencode_access = self.opencode_port.and_then(|port| {
             let password = std::env::var("TETHER_OPENCODE_PASSWORD").ok()?;

@@ -10,6 +10,8 @@
 //! - [`agent`]: the loop that ties them together.
 //! - [`pairing`]: first run: the credential, the pairing code, its QR code.
 //! - [`run`]: the worker as a whole, for the binary and for `tether up`.
+//! - [`tls`]: how the worker may reach its host: the plain-text rule and the
+//!   certificates it trusts (`--insecure`, `--ca-cert`).
 
 pub mod agent;
 pub mod cli;
@@ -18,3 +20,4 @@ pub mod outbox;
 pub mod pairing;
 pub mod relay;
 pub mod run;
+pub mod tls;

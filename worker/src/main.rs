@@ -20,8 +20,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = Cli::parse().worker.into_config();
-    tokio::select! {
-        result = tether_worker::run::run(config) => result,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    // The signal goes into the run rather than racing it, so that stopping
+    // is the run's own way out: a close frame to the host, opencode stopped.
+    tether_worker::run::run_until(config, tether_worker::run::shutdown_signal()).await
 }

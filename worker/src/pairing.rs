@@ -122,12 +122,14 @@ pub fn save(path: &Path, stored: &StoredCredential) -> anyhow::Result<()> {
 }
 
 /// Asks the host to pair this worker (or learns it is paired already).
+/// `http` is [`crate::tls::HostTls::http_client`]'s, so the request trusts
+/// what the websocket trusts.
 pub async fn request_pairing(
+    http: &reqwest::Client,
     endpoints: &Endpoints,
     credential: &Secret,
     request: &PairRequest,
 ) -> anyhow::Result<PairData> {
-    let http = reqwest::Client::new();
     let res = http
         .post(format!("{}/api/pair", endpoints.http))
         .bearer_auth(credential.expose())

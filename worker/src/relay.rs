@@ -7,22 +7,29 @@
 //! It knows nothing of chunks or sessions: frames the caller sends while it
 //! is down are dropped, and the caller re-sends what matters when it hears
 //! [`RelayEvent::Connected`].
+//!
+//! `wss://` goes through the worker's one TLS configuration
+//! ([`crate::tls::HostTls`]), and [`Relay::close`] ends it the way a host
+//! should hear it: a normal close frame, not a dropped socket.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tether_domain::auth::Secret;
 use tether_domain::protocol::{ServerFrame, MAX_FRAME_BYTES};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tracing::{debug, info, warn};
+
+use crate::tls::HostTls;
 
 /// What the relay tells its owner.
 #[derive(Debug)]
@@ -43,12 +50,19 @@ pub struct RelayConfig {
     pub heartbeat: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// The trust for `wss://`: web PKI roots and `--ca-cert`.
+    pub tls: HostTls,
 }
+
+/// How long [`Relay::close`] waits for the host to answer the close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// Sends frames on the current connection.
 #[derive(Clone)]
 pub struct Relay {
     out: mpsc::UnboundedSender<String>,
+    /// Set once, by [`Relay::close`]; the connection task watches it.
+    stop: Arc<watch::Sender<bool>>,
 }
 
 impl Relay {
@@ -56,14 +70,50 @@ impl Relay {
     pub fn start(config: RelayConfig) -> (Self, mpsc::UnboundedReceiver<RelayEvent>) {
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(config, out_rx, ev_tx));
-        (Self { out: out_tx }, ev_rx)
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(run(config, out_rx, ev_tx, stop_rx));
+        (
+            Self {
+                out: out_tx,
+                stop: Arc::new(stop_tx),
+            },
+            ev_rx,
+        )
     }
 
     /// Queues a frame for the current connection (dropped if it is down).
     pub fn send(&self, frame: String) {
         let _ = self.out.send(frame);
     }
+
+    /// Ends the relay for good: a normal close frame on the connection if
+    /// there is one, no reconnecting. Returns once the connection task has
+    /// ended (or after a few seconds if the host does not answer).
+    pub async fn close(&self) {
+        self.stop.send_replace(true);
+        // The task owns the frames' receiver: it is gone when the task is.
+        if tokio::time::timeout(CLOSE_WAIT + Duration::from_secs(1), self.out.closed())
+            .await
+            .is_err()
+        {
+            warn!("the relay did not stop in time");
+        }
+    }
+}
+
+/// Resolves once [`Relay::close`] was called, or every [`Relay`] is gone
+/// (nobody is left to send frames, so the connection is closed the same way).
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// How one connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Served {
+    /// Dropped, failed or closed by the host: reconnect.
+    Lost,
+    /// Closed by this worker ([`Relay::close`]): stop.
+    Closed,
 }
 
 /// `url` with `v=1` in its query.
@@ -76,18 +126,28 @@ async fn run(
     config: RelayConfig,
     mut out: mpsc::UnboundedReceiver<String>,
     events: mpsc::UnboundedSender<RelayEvent>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut attempt: u32 = 0;
     loop {
         let started = Instant::now();
-        match connect(&config).await {
+        // Closing while connecting drops the half-made connection: there is
+        // no websocket yet to send a close frame on.
+        let connected = tokio::select! {
+            connected = connect(&config) => connected,
+            () = stop_requested(&mut stop) => return,
+        };
+        match connected {
             Ok(ws) => {
                 info!("connected to the host");
                 if events.send(RelayEvent::Connected).is_err() {
                     return;
                 }
-                serve(ws, &config, &mut out, &events).await;
+                let served = serve(ws, &config, &mut out, &events, &mut stop).await;
                 let _ = events.send(RelayEvent::Disconnected);
+                if served == Served::Closed {
+                    return;
+                }
                 // A connection that lived a while resets the backoff.
                 if started.elapsed() > Duration::from_secs(30) {
                     attempt = 0;
@@ -105,7 +165,10 @@ async fn run(
         let delay = backoff(attempt, config.backoff_min, config.backoff_max);
         attempt = attempt.saturating_add(1);
         debug!(?delay, "reconnecting after a pause");
-        sleep(delay).await;
+        tokio::select! {
+            () = sleep(delay) => {}
+            () = stop_requested(&mut stop) => return,
+        }
         if events.is_closed() {
             return;
         }
@@ -120,14 +183,25 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
     floor + Duration::from_millis(rand::rng().random_range(0..=span))
 }
 
-enum ConnectError {
+/// Why one connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// `401` or `403`: the host will not take this credential.
+    #[error("the host refused the connection ({status}): {body}")]
     Refused { status: u16, body: String },
+    /// Anything else (unreachable, a certificate it does not trust, a
+    /// timeout): worth trying again.
+    #[error("{0}")]
     Other(String),
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A websocket to the host.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(config: &RelayConfig) -> Result<Ws, ConnectError> {
+/// One attempt to open the websocket, with the credential and `config.tls`.
+/// [`Relay::start`] calls it in its loop; it is public so the TLS trust can
+/// be tested without a whole worker.
+pub async fn connect(config: &RelayConfig) -> Result<Ws, ConnectError> {
     let mut request = with_version(&config.url)
         .into_client_request()
         .map_err(|e| ConnectError::Other(format!("bad host URL: {e}")))?;
@@ -136,7 +210,12 @@ async fn connect(config: &RelayConfig) -> Result<Ws, ConnectError> {
     request.headers_mut().insert("authorization", bearer);
     let mut ws_config = WebSocketConfig::default();
     ws_config.max_message_size = Some(1 << 20);
-    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(ws_config),
+        true,
+        Some(config.tls.websocket_connector()),
+    );
     match tokio::time::timeout(Duration::from_secs(20), connecting).await {
         Err(_) => Err(ConnectError::Other("timed out connecting".into())),
         Ok(Ok((ws, _))) => Ok(ws),
@@ -165,7 +244,8 @@ async fn serve(
     config: &RelayConfig,
     out: &mut mpsc::UnboundedReceiver<String>,
     events: &mpsc::UnboundedSender<RelayEvent>,
-) {
+    stop: &mut watch::Receiver<bool>,
+) -> Served {
     let (mut sink, mut stream) = ws.split();
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     heartbeat.reset();
@@ -175,10 +255,10 @@ async fn serve(
     loop {
         tokio::select! {
             frame = out.recv() => {
-                let Some(frame) = frame else { return };
+                let Some(frame) = frame else { return Served::Lost };
                 if let Err(e) = send_text(&mut sink, frame).await {
                     warn!(error = %e, "send failed; reconnecting");
-                    return;
+                    return Served::Lost;
                 }
             }
             incoming = stream.next() => {
@@ -187,35 +267,69 @@ async fn serve(
                     Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerFrame>(&text) {
                         Ok(frame) => {
                             if events.send(RelayEvent::Frame(frame)).is_err() {
-                                return;
+                                return Served::Lost;
                             }
                         }
                         Err(e) => warn!(error = %e, "unreadable frame from the host"),
                     },
                     Some(Ok(Message::Close(frame))) => {
                         info!(?frame, "the host closed the connection");
-                        return;
+                        return Served::Lost;
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         warn!(error = %e, "connection error; reconnecting");
-                        return;
+                        return Served::Lost;
                     }
-                    None => return,
+                    None => return Served::Lost,
                 }
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > silence_limit {
                     warn!("the host has been silent too long; reconnecting");
-                    return;
+                    return Served::Lost;
                 }
                 pings += 1;
                 let ping = format!(r#"{{"action":"ping","id":"hb-{pings}"}}"#);
                 if send_text(&mut sink, ping).await.is_err() {
-                    return;
+                    return Served::Lost;
                 }
             }
+            () = stop_requested(stop) => {
+                close_normally(&mut sink, &mut stream).await;
+                return Served::Closed;
+            }
         }
+    }
+}
+
+/// The closing handshake from this side: a normal close frame, then what
+/// the host still says until its own close frame (or [`CLOSE_WAIT`]), so it
+/// sees a worker that left rather than one that dropped.
+async fn close_normally<Si, St>(sink: &mut Si, stream: &mut St)
+where
+    Si: SinkExt<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+    St: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "the worker is stopping".into(),
+    };
+    if let Err(e) = sink.send(Message::Close(Some(frame))).await {
+        warn!(error = %e, "could not send the close frame");
+        return;
+    }
+    let answered = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    match answered {
+        Ok(()) => info!("closed the connection to the host"),
+        Err(_) => warn!("the host did not answer the close frame in time"),
     }
 }
 

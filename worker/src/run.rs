@@ -1,6 +1,12 @@
 //! The worker as a whole: pairing, the relay, the opencode supervisor and
 //! the agent loop. Used by the `tether-worker` binary and by `tether up`.
+//!
+//! It checks how it may reach the host ([`crate::tls`]) before it sends
+//! anything, and it ends the same way whatever ends it (the host's refusal,
+//! a revocation, a signal): a normal close frame to the host, opencode
+//! stopped with its whole process group.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,13 +15,14 @@ use futures_util::StreamExt;
 use tether_domain::auth::Secret;
 use tether_domain::model::WorkerStatus;
 use tether_domain::protocol::PairRequest;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::agent::{Agent, Exit, Input, Profile};
 use crate::opencode::{process, OpencodeClient, OpencodeProcess};
 use crate::pairing::{self, Endpoints};
 use crate::relay::{backoff, Relay, RelayConfig};
+use crate::tls::{self, HostTls, Transport};
 
 /// Everything a worker needs to know.
 #[derive(Clone, Debug)]
@@ -38,6 +45,10 @@ pub struct WorkerConfig {
     pub credential_file: Option<PathBuf>,
     /// A fixed port and password for opencode (for benchmarks).
     pub opencode_access: Option<process::FixedAccess>,
+    /// `--ca-cert`: more certificates to trust for the host.
+    pub ca_cert: Option<PathBuf>,
+    /// `--insecure`: plain text to a host on another machine is allowed.
+    pub insecure: bool,
 }
 
 impl WorkerConfig {
@@ -56,6 +67,8 @@ impl WorkerConfig {
             heartbeat: Duration::from_secs(60),
             credential_file: None,
             opencode_access: None,
+            ca_cert: None,
+            insecure: false,
         }
     }
 
@@ -77,7 +90,32 @@ impl WorkerConfig {
 
 /// Runs the worker until it is revoked, refused or the process ends.
 pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
+    run_until(config, std::future::pending()).await
+}
+
+/// Runs the worker until it is revoked or refused, or until `shutdown`
+/// resolves: then it closes the websocket with a normal close frame, stops
+/// opencode, and returns `Ok`.
+pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Before anything reaches the host: whether it may be reached this way,
+    // and whom to trust. A bad --server or --ca-cert fails here, not later
+    // as a connection that keeps failing.
+    let transport = tls::check_server(&config.server, config.insecure)?;
+    if let Transport::PlainInsecure { host } = &transport {
+        warn!(
+            %host,
+            "--insecure: talking to the host over plain text; the credential and every prompt \
+             and answer can be read and changed on the network"
+        );
+    }
+    let host_tls = HostTls::new(config.ca_cert.as_deref())?;
+    if let (Some(path), false) = (&config.ca_cert, transport == Transport::Tls) {
+        warn!(ca_cert = %path.display(), "--ca-cert has no use with a plain-text --server");
+    }
+    let http = host_tls.http_client()?;
+    tokio::pin!(shutdown);
+
     let workdir = config
         .workdir
         .canonicalize()
@@ -92,7 +130,11 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         name: Some(config.display_name()),
         workdir: workdir.display().to_string(),
     };
-    let paired = pairing::request_pairing(&endpoints, &credential, &request).await?;
+    // Nothing to close yet: a signal here just ends the worker.
+    let paired = tokio::select! {
+        paired = pairing::request_pairing(&http, &endpoints, &credential, &request) => paired?,
+        () = &mut shutdown => return Ok(()),
+    };
     match paired.status {
         WorkerStatus::Approved => info!(worker_id = %paired.worker_id, "paired"),
         WorkerStatus::Pending => {
@@ -108,7 +150,10 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         pairing::save(&path, &stored)?;
     }
 
-    let binary = process::locate(config.opencode.as_deref(), &config.cache_dir).await?;
+    let binary = tokio::select! {
+        binary = process::locate(config.opencode.as_deref(), &config.cache_dir) => binary?,
+        () = &mut shutdown => return Ok(()),
+    };
     let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
     let (relay, mut relay_events) = Relay::start(RelayConfig {
         url: endpoints.websocket.clone(),
@@ -116,6 +161,7 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         heartbeat: config.heartbeat,
         backoff_min: Duration::from_millis(500),
         backoff_max: Duration::from_secs(30),
+        tls: host_tls,
     });
     let forward = inputs_tx.clone();
     tokio::spawn(async move {
@@ -125,12 +171,14 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
             }
         }
     });
+    let (stop_opencode, opencode_stop) = watch::channel(false);
     let supervisor = tokio::spawn(supervise(
         binary,
         workdir.clone(),
         config.state_dir.clone(),
         config.opencode_access.clone(),
         inputs_tx.clone(),
+        opencode_stop,
     ));
 
     let profile = Profile {
@@ -139,45 +187,111 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         workdir: workdir.display().to_string(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let exit = Agent::new(relay, inputs_tx, profile).run(inputs_rx).await;
-    supervisor.abort();
+    let exit = tokio::select! {
+        exit = Agent::new(relay.clone(), inputs_tx, profile).run(inputs_rx) => Some(exit),
+        () = &mut shutdown => None,
+    };
+    // However the worker ends, the host hears a close frame rather than a
+    // dropped socket, and opencode does not outlive it.
+    stop_opencode.send_replace(true);
+    let (_, supervised) = tokio::join!(relay.close(), supervisor);
+    if let Err(e) = supervised {
+        warn!(error = %e, "the opencode supervisor failed");
+    }
     match exit {
-        Exit::NotApproved(status) => bail!(pairing::refusal(status, &path)),
-        Exit::Refused(status, body) => bail!(
+        None => {
+            info!("stopped");
+            Ok(())
+        }
+        Some(Exit::NotApproved(status)) => bail!(pairing::refusal(status, &path)),
+        Some(Exit::Refused(status, body)) => bail!(
             "the host refused this worker ({status}: {body}); delete {} and start it again to pair anew",
             path.display()
         ),
-        Exit::Closed => Ok(()),
+        Some(Exit::Closed) => Ok(()),
     }
 }
 
-/// Keeps one `opencode serve` running, restarting it when it dies.
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (`kill`, systemd, a container's
+/// stop): what [`run_until`] should stop on in a process of its own.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => info!("interrupted; stopping"),
+        () = terminate => info!("terminated; stopping"),
+    }
+}
+
+/// Resolves once `stop` is set (or its sender is gone: nobody is left to
+/// run opencode for).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Keeps one `opencode serve` running, restarting it when it dies, until
+/// `stop` is set: then it stops the one running and returns.
 async fn supervise(
     binary: PathBuf,
     workdir: PathBuf,
     state_dir: PathBuf,
     access: Option<process::FixedAccess>,
     inputs: mpsc::UnboundedSender<Input>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut attempt = 0u32;
     loop {
         let started = std::time::Instant::now();
-        match OpencodeProcess::start(&binary, &workdir, &state_dir, access.as_ref()).await {
+        // A start cut short drops what it started, which kills it.
+        let child = tokio::select! {
+            child = OpencodeProcess::start(&binary, &workdir, &state_dir, access.as_ref()) => child,
+            () = stopped(&mut stop) => return,
+        };
+        match child {
             Ok(mut child) => match OpencodeClient::new(&child.base_url, child.password.expose()) {
                 Ok(client) => {
                     let pump = tokio::spawn(pump_events(client.clone(), inputs.clone()));
-                    let models = match client.models().await {
-                        Ok(m) => m,
-                        Err(e) => {
-                            warn!(error = %e, "could not read opencode's models");
-                            Default::default()
+                    let models = tokio::select! {
+                        models = client.models() => models,
+                        () = stopped(&mut stop) => {
+                            pump.abort();
+                            child.stop().await;
+                            return;
                         }
                     };
+                    let models = models.unwrap_or_else(|e| {
+                        warn!(error = %e, "could not read opencode's models");
+                        Default::default()
+                    });
                     if inputs.send(Input::OpencodeUp(client, models)).is_err() {
+                        pump.abort();
                         child.stop().await;
                         return;
                     }
-                    let status = child.wait().await;
+                    let status = tokio::select! {
+                        status = child.wait() => status,
+                        () = stopped(&mut stop) => {
+                            pump.abort();
+                            info!("stopping opencode");
+                            child.stop().await;
+                            return;
+                        }
+                    };
                     pump.abort();
                     warn!(?status, "opencode exited; restarting it");
                     if inputs.send(Input::OpencodeDown).is_err() {
@@ -194,7 +308,11 @@ async fn supervise(
         if started.elapsed() > Duration::from_secs(60) {
             attempt = 0;
         }
-        tokio::time::sleep(backoff(attempt, Duration::from_millis(500), Duration::from_secs(30))).await;
+        let pause = backoff(attempt, Duration::from_millis(500), Duration::from_secs(30));
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stopped(&mut stop) => return,
+        }
         attempt = attempt.saturating_add(1);
     }
 }

@@ -1,8 +1,9 @@
 //! The `opencode serve` child: found or installed, started on loopback with a
 //! random port and password, in the worker's directory, and never left
 //! behind: it dies with the worker (`PR_SET_PDEATHSIG`, also on SIGKILL),
-//! lives in its own process group, and a stale one from a killed worker is
-//! stopped on the next start.
+//! lives in its own process group, which goes with it however the worker
+//! lets go of it (a stop, an error, a start cut short), and a stale one from
+//! a killed worker is stopped on the next start.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -61,14 +62,22 @@ impl OpencodeProcess {
             .kill_on_drop(true)
             .process_group(0);
         die_with_parent(&mut command);
-        let mut child = command
+        let child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        if let Some(pid) = child.id() {
-            let _ = std::fs::write(&pid_file, pid.to_string());
+        // Owned from here on, so an error below or a caller that gives up
+        // waiting (a shutdown) stops it: see the `Drop`.
+        let mut process = Self {
+            child,
+            base_url: String::new(),
+            password,
+            pid_file,
+        };
+        if let Some(pid) = process.child.id() {
+            let _ = std::fs::write(&process.pid_file, pid.to_string());
         }
-        let stdout = child.stdout.take().context("opencode's stdout")?;
-        let stderr = child.stderr.take().context("opencode's stderr")?;
+        let stdout = process.child.stdout.take().context("opencode's stdout")?;
+        let stderr = process.child.stderr.take().context("opencode's stderr")?;
         tokio::spawn(log_lines(BufReader::new(stderr), "stderr"));
         let mut lines = BufReader::new(stdout).lines();
         let base_url = tokio::time::timeout(Duration::from_secs(60), async {
@@ -84,7 +93,7 @@ impl OpencodeProcess {
         .context("opencode did not start within 60 s")?
         .context("reading opencode's output")?;
         let Some(base_url) = base_url else {
-            let status = child.wait().await.ok();
+            let status = process.child.wait().await.ok();
             bail!("opencode exited before listening ({status:?}); run `opencode serve` by hand to see why");
         };
         if !base_url.starts_with("http://127.0.0.1:") {
@@ -92,12 +101,8 @@ impl OpencodeProcess {
         }
         tokio::spawn(log_lines(lines.into_inner(), "stdout"));
         info!(url = %base_url, "opencode is running");
-        Ok(Self {
-            child,
-            base_url,
-            password,
-            pid_file,
-        })
+        process.base_url = base_url;
+        Ok(process)
     }
 
     /// Resolves when the child exits.
@@ -109,13 +114,25 @@ impl OpencodeProcess {
         self.child.id()
     }
 
-    /// Stops the child (its whole process group).
+    /// Stops the child (its whole process group) and waits for it to end.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             kill_group(pid);
         }
         let _ = self.child.kill().await;
         let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+impl Drop for OpencodeProcess {
+    /// `kill_on_drop` reaches the child alone; opencode's own children are
+    /// in its group. `id()` is `None` once the child was reaped, so a pid
+    /// the kernel may have reused is never signalled.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            kill_group(pid);
+            let _ = std::fs::remove_file(&self.pid_file);
+        }
     }
 }
 

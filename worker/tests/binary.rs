@@ -1,0 +1,317 @@
+//! The `tether-worker` binary as a person runs it: what it refuses at
+//! startup, and how it ends on SIGTERM.
+//!
+//! For SIGTERM the worker must get as far as an open websocket, and the
+//! honest minimal route there is the real one:
+//!
+//! - The worker asks the host to pair (`POST /api/pair`) on every start,
+//!   even with a credential on disk, so the test host answers that request
+//!   ("approved") as well as the websocket, on one plain 127.0.0.1 port.
+//!   The credential file itself the worker makes on its first start, in a
+//!   temporary `--config-dir`.
+//! - The websocket opens independently of opencode, but the worker starts
+//!   opencode too, and stopping it is half of what SIGTERM must do. So
+//!   `--opencode` is a stub script that prints the line opencode prints when
+//!   it listens, starts a grandchild in its process group, and waits. The
+//!   worker's calls to that "opencode" fail (nothing listens), which it logs
+//!   and retries; none of it touches the websocket.
+//! - `HOME` and the XDG directories point into the test's temporary
+//!   directory: the worker keeps opencode's pid under the state directory,
+//!   and must neither read nor write the real one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tether-worker");
+
+/// What the test host saw.
+#[derive(Debug)]
+enum Seen {
+    Paired,
+    Connected,
+    /// The worker's close frame.
+    Closed(Option<CloseFrame>),
+    /// The connection ended (after a close frame or not).
+    Ended,
+}
+
+/// A plain host on 127.0.0.1: approves any pairing, accepts websockets and
+/// reports what comes over them.
+async fn host() -> (u16, mpsc::UnboundedReceiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = seen_tx.clone();
+            tokio::spawn(async move {
+                if is_post(&tcp).await {
+                    answer_pairing(tcp).await;
+                    let _ = seen.send(Seen::Paired);
+                    return;
+                }
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                let _ = seen.send(Seen::Connected);
+                while let Some(Ok(message)) = ws.next().await {
+                    if let Message::Close(frame) = message {
+                        let _ = seen.send(Seen::Closed(frame));
+                    }
+                }
+                let _ = seen.send(Seen::Ended);
+            });
+        }
+    });
+    (port, seen_rx)
+}
+
+/// Whether the request waiting on `tcp` is a POST (pairing) rather than a
+/// websocket upgrade, without taking it off the socket.
+async fn is_post(tcp: &TcpStream) -> bool {
+    let mut buf = [0u8; 4];
+    loop {
+        match tcp.peek(&mut buf).await {
+            Ok(n) if n >= 4 => return &buf == b"POST",
+            Ok(0) | Err(_) => return false,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+async fn answer_pairing(mut tcp: TcpStream) {
+    // The head, then the body by its length.
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + length {
+                break;
+            }
+        }
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = r#"{"worker_id":"wkr_sigterm_test","status":"approved","code":null,"expires_at":null}"#;
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tcp.write_all(response.as_bytes()).await;
+    let _ = tcp.shutdown().await;
+}
+
+async fn next_seen(seen: &mut mpsc::UnboundedReceiver<Seen>, what: &str, log: &Path) -> Seen {
+    match tokio::time::timeout(Duration::from_secs(30), seen.recv()).await {
+        Ok(Some(s)) => s,
+        _ => panic!("the host did not see {what} in time; the worker's log:\n{}", read(log)),
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A pid from a file the stub writes, once it is there.
+async fn wait_for_pid(path: &Path, log: &Path) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(pid) = read(path).trim().parse() {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the opencode stub did not start; the worker's log:\n{}", read(log));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether a process runs (a zombie does not: it only waits for a reaper,
+/// which in a container may never come).
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // `pid (comm) S ...`: the state follows the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_some_and(|state| state != 'Z')
+}
+
+/// The worker's command with its homes in `root`.
+fn worker(root: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env("HOME", root)
+        .env("XDG_CONFIG_HOME", root.join("config"))
+        .env("XDG_CACHE_HOME", root.join("cache"))
+        .env("XDG_STATE_HOME", root.join("state"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("TETHER_INSECURE")
+        .env_remove("TETHER_CA_CERT")
+        .env_remove("TETHER_SERVER")
+        .stdin(Stdio::null());
+    command
+}
+
+fn opencode_stub(root: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let stub = root.join("opencode");
+    // Its pid and its grandchild's go to files in its working directory (the
+    // worker's --dir). The grandchild shares its process group, and, unlike
+    // the stub, dies with the worker only if the worker stops that group.
+    std::fs::write(
+        &stub,
+        "#!/bin/sh\n\
+         echo $$ > opencode.pid\n\
+         sleep 300 &\n\
+         echo $! > grandchild.pid\n\
+         echo 'opencode server listening on http://127.0.0.1:9'\n\
+         wait\n",
+    )
+    .expect("write the stub");
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod the stub");
+    stub
+}
+
+/// Kills what a failed test would leave running.
+struct Leftovers(Vec<u32>);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for pid in self.0.iter().filter(|pid| running(**pid)) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_closes_the_websocket_normally_stops_opencode_and_exits_0() {
+    stops_cleanly_on("TERM").await;
+}
+
+#[tokio::test]
+async fn ctrl_c_does_the_same() {
+    stops_cleanly_on("INT").await;
+}
+
+/// Starts the worker against the test host, sends it `signal` once it is
+/// connected and opencode runs, and checks the way out.
+async fn stops_cleanly_on(signal: &str) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let workdir = root.path().join("project");
+    std::fs::create_dir_all(&workdir).expect("workdir");
+    let log = root.path().join("worker.log");
+    let (port, mut seen) = host().await;
+
+    let mut child = worker(root.path())
+        .args(["--server", &format!("http://127.0.0.1:{port}")])
+        .arg("--dir")
+        .arg(&workdir)
+        .arg("--config-dir")
+        .arg(root.path().join("tether"))
+        .arg("--opencode")
+        .arg(opencode_stub(root.path()))
+        .args(["--machine", "test-machine"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start tether-worker");
+    let mut leftovers = Leftovers(vec![child.id()]);
+
+    assert!(matches!(next_seen(&mut seen, "the pairing request", &log).await, Seen::Paired));
+    assert!(matches!(next_seen(&mut seen, "the websocket", &log).await, Seen::Connected));
+    let opencode = wait_for_pid(&workdir.join("opencode.pid"), &log).await;
+    let grandchild = wait_for_pid(&workdir.join("grandchild.pid"), &log).await;
+    leftovers.0.extend([opencode, grandchild]);
+    assert!(running(opencode) && running(grandchild), "the stub runs");
+
+    let killed = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+
+    match next_seen(&mut seen, "a close frame", &log).await {
+        Seen::Closed(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal, "{frame:?}"),
+        other => panic!("expected a normal close frame, got {other:?}; the worker's log:\n{}", read(&log)),
+    }
+    assert!(matches!(next_seen(&mut seen, "the end of the connection", &log).await, Seen::Ended));
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the worker") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            panic!("the worker did not exit after SIGTERM; its log:\n{}", read(&log));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "exit status; the worker's log:\n{}", read(&log));
+    assert!(!running(opencode), "opencode is stopped");
+    assert!(!running(grandchild), "opencode's process group is stopped, not only opencode");
+    // All gone: nothing for the guard to kill (their pids may be reused).
+    leftovers.0.clear();
+}
+
+/// Runs the worker to its end, which must come quickly (before any
+/// connection could time out), and returns its exit code and stderr.
+fn run_to_failure(command: &mut Command) -> (Option<i32>, String) {
+    let started = Instant::now();
+    let output = command.output().expect("run tether-worker");
+    assert!(started.elapsed() < Duration::from_secs(10), "it stopped at startup");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn a_plain_remote_host_is_refused_at_startup() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // 192.0.2.1 (TEST-NET-1) answers nobody: a connection attempt would hang
+    // until its timeout, so a quick exit shows none was made.
+    let (code, stderr) = run_to_failure(
+        worker(root.path())
+            .args(["--server", "http://192.0.2.1:8787"])
+            .arg("--dir")
+            .arg(root.path()),
+    );
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("refusing to talk to 192.0.2.1 over plain http://"), "{stderr}");
+    assert!(stderr.contains("in clear text"), "{stderr}");
+    assert!(stderr.contains("--insecure"), "{stderr}");
+    assert!(!root.path().join("tether").exists() && !root.path().join("config").exists(), "no credential was made");
+}
+
+#[test]
+fn tether_insecure_in_the_environment_lifts_the_refusal() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let missing = root.path().join("no-such-ca.pem");
+    // With the refusal lifted the next check runs: the CA file, which is
+    // missing, stops the worker before it reaches out.
+    let (code, stderr) = run_to_failure(
+        worker(root.path())
+            .env("TETHER_INSECURE", "1")
+            .args(["--server", "http://192.0.2.1:8787"])
+            .arg("--ca-cert")
+            .arg(&missing)
+            .arg("--dir")
+            .arg(root.path()),
+    );
+    assert_ne!(code, Some(0));
+    assert!(!stderr.contains("refusing"), "{stderr}");
+    assert!(stderr.contains(&format!("--ca-cert {}: cannot read it", missing.display())), "{stderr}");
+}
