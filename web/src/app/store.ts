@@ -15,14 +15,26 @@ import type {
   WorkerView,
 } from "../protocol";
 import { normalizeCode, randomId } from "../lib/format";
+import { type SecretStores, clearSecret, loadSecret, saveSecret } from "../lib/secret";
 import { Transcript, isFinal } from "../lib/transcript";
 import { ApiError, Client, type ConnState, DISCONNECTED } from "../net/client";
 import type { ServerEvent } from "../net/replies";
 import { askNotificationPermission, attention } from "./attention";
 import { href, parseRoute, type Route } from "./route";
 
-const SECRET_KEY = "tether.secret";
 const THEME_KEY = "tether.theme";
+
+/** The browser's storages for the secret (see lib/secret). */
+function secretStores(): SecretStores {
+  const get = (name: "sessionStorage" | "localStorage") => {
+    try {
+      return window[name];
+    } catch {
+      return null; // Storage disabled: the secret lasts as long as the page.
+    }
+  };
+  return { session: get("sessionStorage"), local: get("localStorage") };
+}
 
 function load(key: string): string | null {
   try {
@@ -45,7 +57,7 @@ function save(key: string, value: string | null): void {
 // State
 // ---------------------------------------------------------------------------
 
-export const secret = signal<string | null>(load(SECRET_KEY));
+export const secret = signal<string | null>(loadSecret(secretStores()));
 export const authError = signal<string | null>(null);
 export const me = signal<MeData | null>(null);
 export const conn = signal<ConnState>({ status: "idle", attempts: 0, everOpened: false });
@@ -185,8 +197,11 @@ export const client = new Client({
   onUnauthorized: (message) => signOut(message),
 });
 
-/** Checks a secret by asking for a ticket, then keeps it and connects. */
-export async function signIn(candidate: string): Promise<void> {
+/**
+ * Checks a secret by asking for a ticket, then keeps it (for this tab only,
+ * unless `remember`: then on this device) and connects.
+ */
+export async function signIn(candidate: string, remember = false): Promise<void> {
   const value = candidate.trim();
   if (!value) throw new Error("Enter your secret.");
   let res: Response;
@@ -201,7 +216,7 @@ export async function signIn(candidate: string): Promise<void> {
   }
   if (res.status === 401) throw new Error("That secret was not accepted. Check it and try again.");
   if (!res.ok) throw new Error(`The host answered ${res.status}. Try again in a moment.`);
-  save(SECRET_KEY, value);
+  saveSecret(secretStores(), value, remember);
   batch(() => {
     authError.value = null;
     secret.value = value;
@@ -211,7 +226,7 @@ export async function signIn(candidate: string): Promise<void> {
 
 export function signOut(reason?: string): void {
   client.stop();
-  save(SECRET_KEY, null);
+  clearSecret(secretStores());
   batch(() => {
     secret.value = null;
     authError.value = reason ?? null;

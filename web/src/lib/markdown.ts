@@ -1,6 +1,6 @@
 // Markdown to safe HTML: marked renders, highlight.js colours code blocks,
-// DOMPurify removes anything that could run (the agent's text is not
-// trusted: it may quote web pages or files).
+// DOMPurify removes anything that could run or load a remote URL (the agent's
+// text is not trusted: it may quote web pages or files).
 
 import DOMPurify from "dompurify";
 import hljs from "highlight.js/lib/core";
@@ -79,14 +79,107 @@ const marked = new Marked({
   },
 });
 
+// Nothing the agent writes may make the browser fetch a URL on its own: a
+// remote image would tell whoever serves it that (and when) the answer was
+// read, and could carry data out in its URL. So an image becomes a link to
+// it (the person may open it), unless it is a `data:image/…` URL, which
+// loads nothing. Every other element or attribute that loads something is
+// removed: media, frames, objects, `srcset`, `poster`, `background`, inline
+// CSS (`url()`), and SVG/MathML (off by the html profile). Also removed:
+// attributes that would let the agent's HTML act on the app's own elements
+// (`id`, popover and command targets).
+const FORBID_TAGS = [
+  // Could run or restyle, or submit somewhere.
+  "style",
+  "form",
+  "input",
+  "button",
+  "textarea",
+  "select",
+  // Load a URL on their own.
+  "picture",
+  "source",
+  "video",
+  "audio",
+  "track",
+  "iframe",
+  "frame",
+  "frameset",
+  "object",
+  "embed",
+  "link",
+  "meta",
+  "base",
+  "svg",
+  "math",
+];
+const FORBID_ATTR = [
+  "style",
+  "srcset",
+  "sizes",
+  "poster",
+  "background",
+  "lowsrc",
+  "dynsrc",
+  "ping",
+  "action",
+  "formaction",
+  "xlink:href",
+  "id",
+  "popover",
+  "popovertarget",
+  "popovertargetaction",
+  "command",
+  "commandfor",
+];
+
+/** Image URLs that stay images: inline data, which loads nothing. */
+const INLINE_IMAGE = /^data:image\//i;
+
+/** The `<a>` (or plain text, when the URL is not one to follow) an image becomes. */
+function imageAsLink(img: Element): Node {
+  const doc = img.ownerDocument;
+  const src = (img.getAttribute("src") ?? "").trim();
+  const alt = (img.getAttribute("alt") ?? "").trim();
+  const title = (img.getAttribute("title") ?? "").trim();
+  // DOMPurify has already checked `src` against the URLs it allows (no
+  // `javascript:`), so what is left, bar `data:`, is fit for a link.
+  const href = src && !/^data:/i.test(src) ? src : "";
+  const text = alt || title || href || "image";
+  if (!href) return doc.createTextNode(text);
+  const a = doc.createElement("a");
+  a.setAttribute("href", href);
+  a.setAttribute("target", "_blank");
+  a.setAttribute("rel", "noopener noreferrer nofollow");
+  a.setAttribute("class", "md-image-link");
+  a.setAttribute("title", title ? `${title} (${href})` : href);
+  a.textContent = text;
+  return a;
+}
+
 let hooked = false;
 function purifier(): typeof DOMPurify {
   if (!hooked) {
-    // Links open in a new tab and tell the target nothing about us.
     DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+      // Links open in a new tab and tell the target nothing about us.
       if (node.tagName === "A" && node.getAttribute("href")) {
         node.setAttribute("target", "_blank");
         node.setAttribute("rel", "noopener noreferrer nofollow");
+      }
+      // Images load only inline data; any other becomes a link to it.
+      if (node.tagName === "IMG") {
+        const src = (node.getAttribute("src") ?? "").trim();
+        if (INLINE_IMAGE.test(src)) {
+          for (const attr of [...node.attributes]) {
+            if (!["src", "alt", "title", "width", "height"].includes(attr.name)) node.removeAttribute(attr.name);
+          }
+        } else if (node.parentElement?.closest("a")) {
+          // Already in a link (a badge): its text, as links do not nest.
+          const text = (node.getAttribute("alt") ?? "").trim() || (node.getAttribute("title") ?? "").trim();
+          node.replaceWith(node.ownerDocument.createTextNode(text || "image"));
+        } else {
+          node.replaceWith(imageAsLink(node));
+        }
       }
     });
     hooked = true;
@@ -94,12 +187,12 @@ function purifier(): typeof DOMPurify {
   return DOMPurify;
 }
 
-/** Markdown to sanitized HTML. */
+/** Markdown (or HTML in it) to sanitized HTML that loads nothing remote. */
 export function renderMarkdown(src: string): string {
   const html = marked.parse(src, { async: false });
   return purifier().sanitize(html, {
     USE_PROFILES: { html: true },
-    FORBID_ATTR: ["style"],
-    FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select"],
+    FORBID_TAGS,
+    FORBID_ATTR,
   });
 }

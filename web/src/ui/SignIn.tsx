@@ -5,6 +5,7 @@ import { IconKey, Logo } from "./icons";
 
 export function SignIn() {
   const [value, setValue] = useState("");
+  const [remember, setRemember] = useState(false);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(authError.value);
   const pairing = route.value.name === "pair" && route.value.code;
@@ -14,7 +15,7 @@ export function SignIn() {
     setBusy(true);
     setError(null);
     try {
-      await signIn(value);
+      await signIn(value, remember);
     } catch (err) {
       setError(err instanceof Error ? err.message : String(err));
       setBusy(false);
@@ -52,6 +53,21 @@ export function SignIn() {
               />
             </div>
           </label>
+          <div class="remember">
+            <label class="check">
+              <input
+                type="checkbox"
+                name="remember"
+                checked={remember}
+                onChange={(e) => setRemember((e.target as HTMLInputElement).checked)}
+                aria-describedby="remember-hint"
+              />
+              <span>Remember this device</span>
+            </label>
+            <p class="check-hint" id="remember-hint">
+              Keep me signed in on this device. Leave unticked on a shared computer.
+            </p>
+          </div>
           {error ? (
             <p class="form-error" id="signin-error" role="alert">
               {error}

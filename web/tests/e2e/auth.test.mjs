@@ -1,12 +1,18 @@
-// Signing in and out: the secret is checked, kept in localStorage only, and
-// never goes into a URL.
+// Signing in and out: the secret is checked, kept for the tab only
+// (sessionStorage) unless the person asks to remember the device
+// (localStorage), cleared from both on sign-out, and never goes into a URL.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { launch, newPage, screenshotAll } from "../support/browser.mjs";
+import { DESKTOP, PHONE, launch, newPage, screenshotAll } from "../support/browser.mjs";
 import { startServer } from "../support/server.mjs";
 import { WAIT, assertNoPageErrors, signIn } from "./flows.mjs";
+
+/** Where the page keeps the secret: `[sessionStorage, localStorage]`. */
+function stored(page) {
+  return page.evaluate(() => [sessionStorage.getItem("tether.secret"), localStorage.getItem("tether.secret")]);
+}
 
 let server;
 let browser;
@@ -31,6 +37,21 @@ test("sign in with the secret, refuse a wrong one, sign out", async () => {
   await page.getByRole("heading", { name: "Tether" }).waitFor({ timeout: WAIT });
   await screenshotAll(page, "sign-in");
 
+  // "Remember this device" is unticked by default, explained, and fits a phone.
+  const remember = page.getByRole("checkbox", { name: "Remember this device" });
+  assert.equal(await remember.isChecked(), false);
+  assert.equal(
+    await page.locator("#remember-hint").textContent(),
+    "Keep me signed in on this device. Leave unticked on a shared computer.",
+  );
+  await page.setViewportSize(PHONE);
+  for (const el of [remember, page.getByText("Remember this device"), page.locator("#remember-hint")]) {
+    const box = await el.boundingBox();
+    assert.ok(box && box.x >= 0 && box.x + box.width <= PHONE.width, `${el} overflows a phone's width`);
+  }
+  assert.equal(await page.evaluate(() => document.documentElement.scrollWidth), PHONE.width);
+  await page.setViewportSize(DESKTOP);
+
   await page.getByLabel("Secret").fill("tsk_not-the-right-secret-at-all-000000000000");
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("alert").filter({ hasText: "not accepted" }).waitFor({ timeout: WAIT });
@@ -39,11 +60,19 @@ test("sign in with the secret, refuse a wrong one, sign out", async () => {
   await page.getByRole("heading", { name: "Machines", exact: true }).waitFor();
   await page.getByText("No machines yet").waitFor();
   assert.equal(await page.getByRole("navigation", { name: "Sidebar" }).getByText("ada").count(), 1);
-  assert.equal(await page.evaluate(() => localStorage.getItem("tether.secret")), secret);
+  // Unticked: kept for this tab only.
+  assert.deepEqual(await stored(page), [secret, null]);
 
   // A reload signs in again from the stored secret.
   await page.reload();
   await page.getByRole("img", { name: "Connected", exact: true }).waitFor({ timeout: WAIT });
+  assert.deepEqual(await stored(page), [secret, null]);
+
+  // Another tab does not have it.
+  const other = await context.newPage();
+  await other.goto(server.url);
+  await other.getByLabel("Secret").waitFor({ timeout: WAIT });
+  await other.close();
 
   // The secret went in a header only; the websocket URL carries a one-use ticket.
   assert.ok(urls.every((u) => !u.includes(secret)), "the secret appeared in a URL");
@@ -60,7 +89,60 @@ test("sign in with the secret, refuse a wrong one, sign out", async () => {
 
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.getByLabel("Secret").waitFor();
-  assert.equal(await page.evaluate(() => localStorage.getItem("tether.secret")), null);
+  assert.deepEqual(await stored(page), [null, null]);
+  assertNoPageErrors(page);
+  await context.close();
+});
+
+test("remember this device keeps the secret in localStorage; sign out clears both", async () => {
+  const secret = await server.addUser("grace");
+  const { context, page } = await newPage(browser);
+
+  await page.goto(server.url);
+  await page.getByLabel("Secret").fill(secret);
+  await page.getByRole("checkbox", { name: "Remember this device" }).check();
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("img", { name: "Connected", exact: true }).waitFor({ timeout: WAIT });
+  assert.deepEqual(await stored(page), [null, secret]);
+
+  // A new tab of the same browser is signed in too.
+  const other = await context.newPage();
+  await other.goto(server.url);
+  await other.getByRole("img", { name: "Connected", exact: true }).waitFor({ timeout: WAIT });
+  await other.close();
+
+  // Signing out forgets it everywhere, also what this tab kept.
+  await page.evaluate((s) => sessionStorage.setItem("tether.secret", s), secret);
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByLabel("Secret").waitFor();
+  assert.deepEqual(await stored(page), [null, null]);
+  await page.reload();
+  await page.getByLabel("Secret").waitFor({ timeout: WAIT });
+
+  // Signing in unticked makes the device forget a remembered secret.
+  await page.evaluate((s) => localStorage.setItem("tether.secret", s), secret);
+  await page.getByLabel("Secret").fill(secret);
+  assert.equal(await page.getByRole("checkbox", { name: "Remember this device" }).isChecked(), false);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("img", { name: "Connected", exact: true }).waitFor({ timeout: WAIT });
+  assert.deepEqual(await stored(page), [secret, null]);
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByLabel("Secret").waitFor();
+  assert.deepEqual(await stored(page), [null, null]);
+  assertNoPageErrors(page);
+  await context.close();
+});
+
+test("a secret an earlier version kept in localStorage still signs in", async () => {
+  const secret = await server.addUser("linus");
+  const { context, page } = await newPage(browser);
+  await page.goto(server.url);
+  await page.getByLabel("Secret").waitFor({ timeout: WAIT });
+  await page.evaluate((s) => localStorage.setItem("tether.secret", s), secret);
+  await page.reload();
+  await page.getByRole("img", { name: "Connected", exact: true }).waitFor({ timeout: WAIT });
+  assert.equal(await page.getByRole("navigation", { name: "Sidebar" }).getByText("linus").count(), 1);
+  assert.deepEqual(await stored(page), [null, secret]);
   assertNoPageErrors(page);
   await context.close();
 });

@@ -41,7 +41,10 @@ test("markup from the agent is sanitized; a long history pages back in", async (
     '<img src="x" onerror="window.__xss=2">\n\n' +
     "<script>window.__xss=3</script>\n\n" +
     '<a href="#" onclick="window.__xss=4">click me</a>\n\n' +
-    '<iframe src="https://example.com"></iframe>\n\nThe end.';
+    '<iframe src="https://example.com"></iframe>\n\n' +
+    "A remote image: ![the logo](https://example.com/logo.png) and " +
+    '<video poster="https://example.com/poster.png" src="https://example.com/v.mp4"></video>' +
+    '<p style="background:url(https://example.com/bg.png)">styled</p>\n\nThe end.';
   const box = page.getByLabel("Message", { exact: true });
   await box.fill(evil);
   await box.press("Shift+Enter");
@@ -61,6 +64,13 @@ test("markup from the agent is sanitized; a long history pages back in", async (
   assert.equal(await a1.locator('[href^="javascript"]').count(), 0);
   assert.equal(await a1.locator("script, iframe, [onerror], [onclick]").count(), 0);
   assert.equal(await page.evaluate(() => window.__xss), undefined);
+  // Remote images are links to them, never images; no other element or
+  // attribute that loads a URL survives.
+  const logo = a1.getByRole("link", { name: /the logo/ });
+  assert.equal(await logo.getAttribute("href"), "https://example.com/logo.png");
+  assert.equal(await logo.getAttribute("target"), "_blank");
+  assert.equal(await logo.getAttribute("rel"), "noopener noreferrer nofollow");
+  assert.equal(await a1.locator("img, video, audio, source, picture, [srcset], [poster], [style]").count(), 0);
 
   // Tool output (300 rows, about 24 KB: opencode itself cuts a command's
   // output at 30,000 characters, so no bigger) and a long answer (5,000
