@@ -8,7 +8,7 @@ use crate::protocol::ServerFrame;
 use crate::push::{Push, PushError};
 
 /// Records every frame pushed, per connection. Connections marked gone
-/// answer `Gone`, like API Gateway's 410.
+/// (or closed) answer `Gone`, like API Gateway's 410.
 #[derive(Clone, Default)]
 pub struct RecordingPush {
     inner: Arc<Mutex<Inner>>,
@@ -70,6 +70,10 @@ impl Push for RecordingPush {
 
     async fn disconnect(&self, conn: &ConnectionId) -> Result<(), PushError> {
         let mut inner = self.lock();
+        // As API Gateway's `DeleteConnection`: 410 for one already gone.
+        if inner.gone.contains(conn) {
+            return Err(PushError::Gone);
+        }
         inner.closed.push(conn.clone());
         inner.gone.insert(conn.clone());
         Ok(())

@@ -21,6 +21,16 @@ pub struct User {
     pub created_at: Millis,
 }
 
+/// A one-use websocket ticket of a user (stored under its hash).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ticket {
+    pub user: UserId,
+    /// The user's secret hash when the ticket was issued. Redeeming checks
+    /// the user still has it, so a reset secret takes its tickets with it.
+    pub user_secret: SecretHash,
+    pub expires_at: Millis,
+}
+
 /// A worker's place in pairing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]

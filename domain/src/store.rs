@@ -13,8 +13,8 @@ use std::future::Future;
 use crate::auth::SecretHash;
 use crate::ids::{ConnectionId, MessageId, PromptId, SessionId, UserId, WorkerId};
 use crate::model::{
-    Chunk, Connection, Message, MessageStatus, Millis, Prompt, Session, SessionStatus, User,
-    Worker, WorkerStatus,
+    Chunk, Connection, Message, MessageStatus, Millis, Prompt, Session, SessionStatus, Ticket,
+    User, Worker, WorkerStatus,
 };
 use crate::protocol::{ModelInfo, ModelRef, PromptAnswer};
 
@@ -89,21 +89,26 @@ pub trait Store: Send + Sync + 'static {
         id: &UserId,
         hash: &SecretHash,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Deletes a user's record (admin commands only): its id, name and
+    /// secret no longer resolve, and the name may be taken again. What
+    /// refers to the user (workers, sessions, messages, connections,
+    /// tickets) stays. False if there is no such user.
+    fn delete_user(&self, id: &UserId) -> impl Future<Output = StoreResult<bool>> + Send;
 
     // ---- tickets ----
+    /// Stores a ticket under `hash` (a second put of the hash replaces it).
     fn put_ticket(
         &self,
         hash: &SecretHash,
-        user: &UserId,
-        expires_at: Millis,
+        ticket: &Ticket,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Consumes a ticket: returns its user if it existed and had not expired
-    /// at `now`, and deletes it either way. Two concurrent takes: one wins.
+    /// Consumes a ticket: returns it if it existed and had not expired at
+    /// `now`, and deletes it either way. Two concurrent takes: one wins.
     fn take_ticket(
         &self,
         hash: &SecretHash,
         now: Millis,
-    ) -> impl Future<Output = StoreResult<Option<UserId>>> + Send;
+    ) -> impl Future<Output = StoreResult<Option<Ticket>>> + Send;
 
     // ---- workers ----
     /// Creates a worker; `Conflict` if its credential hash is taken.

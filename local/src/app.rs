@@ -19,7 +19,8 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{self, Cli, Command, FileConfig, UserCommand};
-use crate::gateway::{iso8601, now_millis, GatewayConfig, Hub};
+use crate::control::ControlPush;
+use crate::gateway::{iso8601, now_millis, GatewayConfig};
 use crate::host::{self, LocalDomain};
 
 /// The user `tether up` creates on its first start.
@@ -214,14 +215,19 @@ pub async fn no_users<S: Store, P: Push>(domain: &Domain<S, P>) -> anyhow::Resul
 
 async fn user(command: &UserCommand, data_dir: &std::path::Path) -> anyhow::Result<()> {
     let store = host::open_store(data_dir)?;
-    // No connections in this process: the hub only satisfies the type.
-    let domain = Domain::new(store, Hub::new(), tether_domain::Config::default());
+    // The websockets live in the running host, if any: `reset` and
+    // `remove` close them through its control socket.
+    let push = ControlPush::new(data_dir);
+    let domain = Domain::new(store, push, tether_domain::Config::default());
     user_with(command, &domain).await
 }
 
-pub async fn user_with<S: tether_domain::store::Store>(
+/// Runs a `user` command on a domain. Its push port closes the websockets
+/// of a user that `reset` or `remove` revokes, wherever they are open (the
+/// local host's control socket, the test bed's Management API).
+pub async fn user_with<S: Store, P: Push>(
     command: &UserCommand,
-    domain: &Domain<S, Hub>,
+    domain: &Domain<S, P>,
 ) -> anyhow::Result<()> {
     match command {
         UserCommand::Add { name, admin } => {
@@ -261,16 +267,55 @@ pub async fn user_with<S: tether_domain::store::Store>(
             }
         }
         UserCommand::Reset { name } => {
-            let secret = domain
-                .reset_user_secret(name)
+            let reset = domain
+                .reset_user_secret(name, now_millis())
                 .await
                 .map_err(|e| anyhow!("cannot reset the secret of {name:?}: {}", e.message))?;
-            info!(user = %name, "secret reset");
-            println!("New secret for \"{name}\": {}", secret.expose());
-            println!("The secret is shown only this once; the old one no longer works.");
+            info!(user = %name, closed = reset.browsers.closed, "secret reset");
+            println!("New secret for \"{name}\": {}", reset.secret.expose());
+            println!(
+                "The secret is shown only this once; the old one and its sign-in tickets no longer work."
+            );
+            println!(
+                "Closed {} open connection(s) of \"{name}\".",
+                reset.browsers.closed
+            );
+            all_closed(&reset.browsers)?;
+        }
+        UserCommand::Remove { name } => {
+            let removed = domain
+                .remove_user(name, now_millis())
+                .await
+                .map_err(|e| anyhow!("cannot remove the user {name:?}: {}", e.message))?;
+            info!(user = %removed.user.id, workers = removed.workers_revoked, "user removed");
+            println!(
+                "Removed the user \"{name}\" ({}); their secret and sign-in tickets no longer work.",
+                removed.user.id
+            );
+            println!(
+                "Revoked {} worker(s); closed {} connection(s) of the user and {} of their workers.",
+                removed.workers_revoked, removed.browsers.closed, removed.workers.closed
+            );
+            println!("Their sessions and messages stay in the database.");
+            let mut failed = removed.browsers;
+            failed.failed.extend(removed.workers.failed);
+            all_closed(&failed)?;
         }
     }
     Ok(())
+}
+
+/// Fails the command (after what it did was printed) when some
+/// connections could not be closed: whoever revokes access must know.
+fn all_closed(report: &tether_domain::handlers::Disconnected) -> anyhow::Result<()> {
+    match report.failed.first() {
+        None => Ok(()),
+        Some(first) => Err(anyhow!(
+            "{} connection(s) could not be closed ({first}); their records are deleted, so they \
+             can no longer act or receive anything, and they end when idle",
+            report.failed.len()
+        )),
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

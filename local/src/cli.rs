@@ -41,8 +41,8 @@ pub enum Command {
     Up(UpArgs),
     /// Run only the host, on any address (for a shared server).
     Serve(ServeArgs),
-    /// Add, list or reset users (works on the database directly; the host
-    /// may be running).
+    /// Add, list, reset or remove users (works on the database directly;
+    /// the host may be running).
     #[command(subcommand)]
     User(UserCommand),
     /// Run only a worker (as `tether-worker` does): connect to a host and
@@ -129,8 +129,18 @@ pub enum UserCommand {
     },
     /// List users: names, ids, admin, created (never secrets).
     List,
-    /// Give a user a new secret; the old one stops working.
+    /// Give a user a new secret. The old one and its sign-in tickets stop
+    /// working, and the user's open connections to a running host are closed.
     Reset {
+        /// The user's name.
+        name: String,
+    },
+    /// Remove a user. Their secret and sign-in tickets stop working, their
+    /// workers are revoked, and every open connection of the user and of
+    /// those workers to a running host is closed. Their sessions and
+    /// messages stay in the database (nobody can reach them); the name may
+    /// be used again. The last admin cannot be removed.
+    Remove {
         /// The user's name.
         name: String,
     },

@@ -35,6 +35,7 @@ use tether_domain::{ApiError, Domain, ErrorCode};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::control::{ControlSocket, DataDir};
 use crate::gateway::{bearer_token, now_millis, DomainBackend, Gateway, GatewayConfig, Hub};
 use crate::sqlite::SqliteStore;
 
@@ -163,12 +164,14 @@ pub async fn run(
 
 /// Serves a domain on a bound listener until `shutdown` resolves, then
 /// closes the websockets (1001) and waits for their `$disconnect`.
-pub async fn serve<S: Store>(
+pub async fn serve<S: Store + DataDir>(
     domain: Arc<Domain<S, Hub>>,
     gateway_config: GatewayConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // How `tether user reset|remove`, another process, close websockets here.
+    let control = ControlSocket::start_for(&domain.store, domain.push.clone()).await?;
     let purger = tokio::spawn(purge_periodically(Arc::clone(&domain)));
     let gateway = gateway(domain, gateway_config);
     let app = router(&gateway);
@@ -193,6 +196,7 @@ pub async fn serve<S: Store>(
         }
     }
     purger.abort();
+    drop(control);
     info!("stopped");
     Ok(())
 }

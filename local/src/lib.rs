@@ -10,11 +10,15 @@
 //!   timeout and maximum connection age).
 //! - [`host`]: wires store, domain and gateway into the HTTP server that
 //!   `tether up` and `tether serve` run.
+//! - [`control`]: the running host's control socket (a Unix socket in the
+//!   data directory), through which `tether user reset|remove` close the
+//!   revoked user's websockets.
 //! - [`cli`] and [`app`]: the `tether` command line and what each command
 //!   does (a library, so the AWS-shaped test bed runs the same commands).
 
 pub mod app;
 pub mod cli;
+pub mod control;
 pub mod gateway;
 pub mod host;
 pub mod sqlite;

@@ -91,10 +91,8 @@ async fn writes_outlive_the_store_and_reopening_keeps_the_schema() {
     store.put_connection(&browser).await.expect("connection");
     assert!(store.watch(&session.id, &browser.id).await.expect("watch"));
     let ticket = testkit::secret_hash();
-    store
-        .put_ticket(&ticket, &seed.user.id, T0 + 30_000)
-        .await
-        .expect("ticket");
+    let issued = testkit::ticket(&seed.user, T0 + 30_000);
+    store.put_ticket(&ticket, &issued).await.expect("ticket");
     drop(store);
 
     assert_eq!(user_version(&path), SCHEMA_VERSION);
@@ -152,7 +150,7 @@ async fn writes_outlive_the_store_and_reopening_keeps_the_schema() {
     let reopened = SqliteStore::open(&path).expect("reopen");
     assert_eq!(
         reopened.take_ticket(&ticket, T0).await.expect("take"),
-        Some(seed.user.id.clone())
+        Some(issued)
     );
     drop(reopened);
     let reopened = SqliteStore::open(&path).expect("reopen");

@@ -1,12 +1,12 @@
-//! The entry points a host calls: `$connect`, `$disconnect`, a frame, the two
-//! HTTP endpoints and the admin commands.
+//! The entry points a host calls: `$connect`, `$disconnect`, a frame and the
+//! two HTTP endpoints. (The admin commands are in `admin.rs`.)
 
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, info, instrument};
 
 use crate::auth::{self, Secret};
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{ConnectionId, UserId, WorkerId};
-use crate::model::{Connection, Millis, Principal, User, Worker, WorkerStatus};
+use crate::model::{Connection, Millis, Principal, Ticket, Worker, WorkerStatus};
 use crate::protocol::{
     ClientFrame, PairData, PairRequest, Request, ServerFrame, TicketData, PROTOCOL_VERSION,
 };
@@ -38,12 +38,13 @@ impl<S: Store, P: Push> Domain<S, P> {
             }
         }
         let now = req.now;
-        let (principal, owner, worker) = if let Some(ticket) = req.ticket {
-            let secret = Secret::from_client(ticket)
+        let mut ticket = None;
+        let (principal, owner, worker) = if let Some(presented) = req.ticket {
+            let secret = Secret::from_client(presented)
                 .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "empty ticket"))?;
-            let user = self.store.take_ticket(&secret.hash(), now).await?.ok_or_else(|| {
-                ApiError::new(ErrorCode::Unauthorized, "the ticket is unknown, used or expired")
-            })?;
+            let taken = self.store.take_ticket(&secret.hash(), now).await?.ok_or_else(invalid_ticket)?;
+            let user = taken.user.clone();
+            ticket = Some(taken);
             (Principal::User(user.clone()), Some(user), None)
         } else if let Some(bearer) = req.bearer {
             let worker = self.worker_by_bearer(&bearer).await?;
@@ -72,6 +73,9 @@ impl<S: Store, P: Push> Domain<S, P> {
             expires_at: now + self.config.connection_ttl_ms,
         };
         self.store.put_connection(&conn).await?;
+        if let Some(ticket) = &ticket {
+            self.check_ticket_user(ticket, &conn.id).await?;
+        }
         if let Some(worker) = worker {
             self.store
                 .set_worker_connection(&worker.id, &conn.id, now)
@@ -82,6 +86,26 @@ impl<S: Store, P: Push> Domain<S, P> {
         }
         debug!(?principal, "connected");
         Ok(principal)
+    }
+
+    /// A ticket is good only while its user exists and still has the secret
+    /// it was issued under: a reset or a removal takes every outstanding
+    /// ticket with it. Checked after the connection is recorded, so that a
+    /// reset or removal racing this `$connect` either is seen here or,
+    /// running after this read, finds the connection record to close. A
+    /// refused ticket looks like an unknown one.
+    async fn check_ticket_user(
+        &self,
+        ticket: &Ticket,
+        conn: &ConnectionId,
+    ) -> Result<(), ApiError> {
+        let current = self.store.user(&ticket.user).await?;
+        if current.is_some_and(|u| u.secret_hash == ticket.user_secret) {
+            return Ok(());
+        }
+        info!(user_id = %ticket.user, "a ticket of a reset or removed secret was refused");
+        self.store.delete_connection(conn).await?;
+        Err(invalid_ticket())
     }
 
     /// `$disconnect` (best effort: may never come, or come late).
@@ -176,7 +200,12 @@ impl<S: Store, P: Push> Domain<S, P> {
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown secret"))?;
         let ticket = Secret::generate("ttk_");
         let expires_at = now + self.config.ticket_ttl_ms;
-        self.store.put_ticket(&ticket.hash(), &user.id, expires_at).await?;
+        let record = Ticket {
+            user: user.id,
+            user_secret: user.secret_hash,
+            expires_at,
+        };
+        self.store.put_ticket(&ticket.hash(), &record).await?;
         Ok(TicketData {
             ticket: ticket.expose().to_owned(),
             expires_at,
@@ -268,50 +297,12 @@ impl<S: Store, P: Push> Domain<S, P> {
             }),
         }
     }
+}
 
-    /// Admin: creates a user and returns its secret (shown once).
-    pub async fn add_user(
-        &self,
-        name: &str,
-        admin: bool,
-        now: Millis,
-    ) -> Result<(User, Secret), ApiError> {
-        let name = clean_label(name, "user name", 64)?;
-        if self.store.user_by_name(&name).await?.is_some() {
-            return Err(ApiError::new(ErrorCode::Conflict, format!("user {name} exists")));
-        }
-        let secret = Secret::generate("tsk_");
-        let user = User {
-            id: UserId::random(),
-            name,
-            secret_hash: secret.hash(),
-            admin,
-            created_at: now,
-        };
-        match self.store.create_user(&user).await {
-            Ok(()) => Ok((user, secret)),
-            Err(crate::store::StoreError::Conflict(_)) => Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!("user {} exists", user.name),
-            )),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Admin: gives a user a new secret (the old one stops working).
-    pub async fn reset_user_secret(&self, name: &str) -> Result<Secret, ApiError> {
-        let user = self
-            .store
-            .user_by_name(name)
-            .await?
-            .ok_or_else(|| ApiError::not_found("user"))?;
-        let secret = Secret::generate("tsk_");
-        if !self.store.set_user_secret(&user.id, &secret.hash()).await? {
-            return Err(ApiError::not_found("user"));
-        }
-        warn!(user_id = %user.id, "user secret reset");
-        Ok(secret)
-    }
+/// The one answer to a ticket that does not open a connection: unknown,
+/// used, expired, or of a secret that was reset or a user that was removed.
+fn invalid_ticket() -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, "the ticket is unknown, used or expired")
 }
 
 /// Trims a label a client sent and checks it is sensible.

@@ -47,6 +47,8 @@ impl<S: Store, P: Push> Domain<S, P> {
     }
 }
 
+pub use admin::{Disconnected, Removed, Reset};
+
 /// What a gateway knows of a connection attempt (`$connect`).
 #[derive(Clone, Debug)]
 pub struct ConnectRequest {
@@ -60,6 +62,7 @@ pub struct ConnectRequest {
     pub now: crate::model::Millis,
 }
 
+mod admin;
 mod entry;
 mod support;
 mod users;

@@ -4,13 +4,14 @@ use tracing::{debug, warn};
 
 use crate::error::ApiError;
 use crate::ids::{ConnectionId, SessionId, UserId, WorkerId};
-use crate::model::{Chunk, Message, Millis, Session, Worker};
+use crate::model::{Chunk, Message, Millis, Session, Worker, WorkerStatus};
 use crate::protocol::{
     ChunkView, Cursor, HistoryPage, MachineView, MessageView, ServerFrame, SessionView, WorkerView,
 };
 use crate::push::{Push, PushError};
 use crate::store::{Store, StoreError};
 
+use super::admin::Disconnected;
 use super::Domain;
 
 /// History pages stay well under API Gateway's 128 KB message limit.
@@ -161,6 +162,35 @@ impl<S: Store, P: Push> Domain<S, P> {
                 Err(e) => warn!(worker_id = %worker, error = %e, "could not clear presence"),
             }
         }
+    }
+
+    /// Closes connections through the push port and deletes their records
+    /// (so that one the port could not close can do nothing more). A
+    /// connection already gone is neither closed nor failed.
+    pub(crate) async fn close_connections(&self, conns: &[ConnectionId], now: Millis) -> Disconnected {
+        let mut done = Disconnected::default();
+        for conn in conns {
+            match self.push.disconnect(conn).await {
+                Ok(()) => done.closed += 1,
+                Err(PushError::Gone) => {}
+                Err(PushError::Other(e)) => {
+                    warn!(connection_id = %conn.redacted(), error = %e, "could not close a connection");
+                    done.failed.push(e);
+                }
+            }
+            self.forget_connection(conn, now).await;
+        }
+        done
+    }
+
+    /// Tells a revoked worker's connections so, and closes them.
+    pub(crate) async fn disconnect_revoked(&self, worker: &WorkerId, now: Millis) -> Result<Disconnected, ApiError> {
+        let conns = self.store.worker_connections(worker).await?;
+        let frame = ServerFrame::PairingStatus {
+            status: WorkerStatus::Revoked,
+        };
+        self.fan_out(&conns, &frame, now).await;
+        Ok(self.close_connections(&conns, now).await)
     }
 
     /// Pushes to every browser connection of a user.

@@ -300,15 +300,8 @@ impl<S: Store, P: Push> Domain<S, P> {
             None if worker.status == WorkerStatus::Revoked => worker,
             None => return Err(ApiError::new(ErrorCode::InvalidState, "this worker is not approved")),
         };
-        let conns = self.store.worker_connections(&updated.id).await?;
-        let frame = ServerFrame::PairingStatus {
-            status: WorkerStatus::Revoked,
-        };
-        self.fan_out(&conns, &frame, now).await;
-        for conn in &conns {
-            let _ = self.push.disconnect(conn).await;
-            self.forget_connection(conn, now).await;
-        }
+        // What the port could not close can do nothing more: its record is gone.
+        self.disconnect_revoked(&updated.id, now).await?;
         self.announce_worker(&updated.id, None, now).await;
         Ok(json!({ "worker": worker_view(&updated, now, self.config.presence_timeout_ms) }))
     }

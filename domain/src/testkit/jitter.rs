@@ -9,8 +9,8 @@ use rand::Rng;
 use crate::auth::SecretHash;
 use crate::ids::{ConnectionId, MessageId, PromptId, SessionId, UserId, WorkerId};
 use crate::model::{
-    Chunk, Connection, Message, MessageStatus, Millis, Prompt, Session, SessionStatus, User,
-    Worker, WorkerStatus,
+    Chunk, Connection, Message, MessageStatus, Millis, Prompt, Session, SessionStatus, Ticket,
+    User, Worker, WorkerStatus,
 };
 use crate::protocol::PromptAnswer;
 use crate::store::{
@@ -75,12 +75,17 @@ impl<S: Store> Store for Jitter<S> {
         self.inner.set_user_secret(id, hash).await
     }
 
-    async fn put_ticket(&self, hash: &SecretHash, user: &UserId, expires_at: Millis,) -> StoreResult<()> {
+    async fn delete_user(&self, id: &UserId) -> StoreResult<bool> {
         self.pause().await;
-        self.inner.put_ticket(hash, user, expires_at).await
+        self.inner.delete_user(id).await
     }
 
-    async fn take_ticket(&self, hash: &SecretHash, now: Millis,) -> StoreResult<Option<UserId>> {
+    async fn put_ticket(&self, hash: &SecretHash, ticket: &Ticket) -> StoreResult<()> {
+        self.pause().await;
+        self.inner.put_ticket(hash, ticket).await
+    }
+
+    async fn take_ticket(&self, hash: &SecretHash, now: Millis,) -> StoreResult<Option<Ticket>> {
         self.pause().await;
         self.inner.take_ticket(hash, now).await
     }

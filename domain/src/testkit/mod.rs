@@ -22,7 +22,7 @@ use crate::auth::{Secret, SecretHash};
 use crate::ids::{ConnectionId, MessageId, PromptId, SessionId, UserId, WorkerId};
 use crate::model::{
     Chunk, Connection, Message, MessageStatus, Millis, Principal, Prompt, PromptKind, Session,
-    SessionStatus, User, Worker, WorkerStatus,
+    SessionStatus, Ticket, User, Worker, WorkerStatus,
 };
 use crate::protocol::{ChunkBody, ModelInfo, ModelRef, PermissionReply, PromptAnswer};
 use crate::store::{Inserted, MessagePatch, SessionPatch, Store, StoreError, WorkerProfile};
@@ -57,6 +57,15 @@ pub fn admin(name: &str) -> User {
     User {
         admin: true,
         ..user(name)
+    }
+}
+
+/// A ticket of `user`, issued under the user's current secret.
+pub fn ticket(user: &User, expires_at: Millis) -> Ticket {
+    Ticket {
+        user: user.id.clone(),
+        user_secret: user.secret_hash.clone(),
+        expires_at,
     }
 }
 
@@ -302,6 +311,7 @@ where
         users_round_trip,
         user_name_and_secret_are_unique,
         user_secret_rotation,
+        user_removal_frees_name_and_secret_and_keeps_the_rest,
         ticket_is_taken_once,
         expired_ticket_is_refused,
         concurrent_ticket_takes_have_one_winner,
@@ -466,20 +476,72 @@ pub async fn user_secret_rotation<S: Store>(s: S) {
         .expect("rotate missing"));
 }
 
+/// Removing a user deletes the user's record only: the name and secret no
+/// longer resolve and may be taken again; the user's workers, sessions,
+/// connection records and tickets stay (the domain refuses what needs
+/// the user).
+pub async fn user_removal_frees_name_and_secret_and_keeps_the_rest<S: Store>(s: S) {
+    let seed = seed(&s).await;
+    let alice = seed.user.clone();
+    let bob = user("bob");
+    s.create_user(&bob).await.expect("create bob");
+    let session = seed_session(&s, &seed, T0).await;
+    let message = seed_message(&s, &session, "hello").await;
+    let browser = user_connection(&alice.id, T0);
+    s.put_connection(&browser).await.expect("connection");
+    let hash = secret_hash();
+    let issued = ticket(&alice, T0 + 30_000);
+    s.put_ticket(&hash, &issued).await.expect("ticket");
+
+    assert!(s.delete_user(&alice.id).await.expect("delete"));
+    assert_eq!(s.user(&alice.id).await.expect("user"), None);
+    assert_eq!(s.user_by_name("alice").await.expect("by name"), None);
+    assert_eq!(s.user_by_secret(&alice.secret_hash).await.expect("by secret"), None);
+    assert_eq!(s.users().await.expect("users"), vec![bob.clone()]);
+    assert!(!s.delete_user(&alice.id).await.expect("delete again"), "gone already");
+    assert!(!s.delete_user(&UserId::random()).await.expect("delete unknown"));
+    assert!(!s.set_user_secret(&alice.id, &secret_hash()).await.expect("rotate removed"));
+    assert_eq!(s.user(&bob.id).await.expect("bob"), Some(bob.clone()));
+
+    // What refers to her stays.
+    assert_eq!(s.worker(&seed.worker.id).await.expect("worker"), Some(seed.worker.clone()));
+    assert_eq!(s.workers_of(&alice.id).await.expect("workers"), vec![seed.worker.clone()]);
+    assert_eq!(s.session(&session.id).await.expect("session").map(|x| x.id), Some(session.id.clone()));
+    assert_eq!(s.message(&message.id).await.expect("message"), Some(message.clone()));
+    assert_eq!(
+        s.user_connections(&alice.id, T0).await.expect("connections"),
+        vec![browser.id.clone()]
+    );
+    assert_eq!(s.take_ticket(&hash, T0).await.expect("take"), Some(issued));
+
+    // Her name and her old secret hash are free for a new user (a new id).
+    let again = User {
+        secret_hash: alice.secret_hash.clone(),
+        ..user("alice")
+    };
+    s.create_user(&again).await.expect("the name is free again");
+    assert_eq!(s.user_by_name("alice").await.expect("by name"), Some(again.clone()));
+    assert_eq!(
+        s.user_by_secret(&alice.secret_hash).await.expect("by secret"),
+        Some(again.clone())
+    );
+    assert_eq!(s.user(&alice.id).await.expect("old id"), None);
+    assert_eq!(s.users().await.expect("users"), vec![again, bob]);
+}
+
 // ---- tickets ----
 
 pub async fn ticket_is_taken_once<S: Store>(s: S) {
     let alice = user("alice");
     s.create_user(&alice).await.expect("create alice");
-    let ticket = secret_hash();
-    s.put_ticket(&ticket, &alice.id, T0 + 30_000)
-        .await
-        .expect("put");
+    let hash = secret_hash();
+    let issued = ticket(&alice, T0 + 30_000);
+    s.put_ticket(&hash, &issued).await.expect("put");
 
-    assert_eq!(
-        s.take_ticket(&ticket, T0).await.expect("take"),
-        Some(alice.id)
-    );
+    // The whole ticket comes back: its user, the secret it was issued
+    // under and its expiry.
+    assert_eq!(s.take_ticket(&hash, T0).await.expect("take"), Some(issued));
+    let ticket = hash;
     assert_eq!(s.take_ticket(&ticket, T0).await.expect("retake"), None);
     assert_eq!(
         s.take_ticket(&secret_hash(), T0).await.expect("unknown"),
@@ -491,7 +553,7 @@ pub async fn expired_ticket_is_refused<S: Store>(s: S) {
     let alice = user("alice");
     s.create_user(&alice).await.expect("create alice");
     let ticket = secret_hash();
-    s.put_ticket(&ticket, &alice.id, T0).await.expect("put");
+    s.put_ticket(&ticket, &self::ticket(&alice, T0)).await.expect("put");
 
     // Expiry is exclusive: at `expires_at` the ticket is already dead.
     assert_eq!(
@@ -509,7 +571,7 @@ pub async fn concurrent_ticket_takes_have_one_winner<S: Store + Clone>(s: S) {
     let alice = user("alice");
     s.create_user(&alice).await.expect("create alice");
     let ticket = secret_hash();
-    s.put_ticket(&ticket, &alice.id, T0 + 30_000)
+    s.put_ticket(&ticket, &self::ticket(&alice, T0 + 30_000))
         .await
         .expect("put");
 
@@ -518,7 +580,7 @@ pub async fn concurrent_ticket_takes_have_one_winner<S: Store + Clone>(s: S) {
         async move { s.take_ticket(&ticket, T0).await.expect("take") }
     })
     .await;
-    let winners: Vec<_> = results.into_iter().flatten().collect();
+    let winners: Vec<_> = results.into_iter().flatten().map(|t| t.user).collect();
     assert_eq!(winners, vec![alice.id], "exactly one take wins");
 }
 
@@ -1084,8 +1146,8 @@ pub async fn watches_go_with_their_connection<S: Store>(s: S) {
 pub async fn purge_removes_only_what_expired<S: Store>(s: S) {
     let seed = seed(&s).await;
     let (old, fresh) = (secret_hash(), secret_hash());
-    s.put_ticket(&old, &seed.user.id, T0).await.expect("put");
-    s.put_ticket(&fresh, &seed.user.id, T0 + 2 * HOUR).await.expect("put");
+    s.put_ticket(&old, &ticket(&seed.user, T0)).await.expect("put");
+    s.put_ticket(&fresh, &ticket(&seed.user, T0 + 2 * HOUR)).await.expect("put");
     let stale = user_connection(&seed.user.id, T0 - 2 * HOUR);
     let live = user_connection(&seed.user.id, T0);
     let stale_worker = worker_connection(&seed.worker, T0 - 2 * HOUR);
@@ -1106,7 +1168,7 @@ pub async fn purge_removes_only_what_expired<S: Store>(s: S) {
     assert_eq!(s.watchers(&session).await.expect("watchers"), vec![live.id]);
     assert_eq!(
         s.take_ticket(&fresh, T0 + 1).await.expect("take"),
-        Some(seed.user.id.clone())
+        Some(ticket(&seed.user, T0 + 2 * HOUR))
     );
     let worker = s.worker(&seed.worker.id).await.expect("read").expect("worker");
     assert_eq!(worker.connection, None, "presence left with its connection");

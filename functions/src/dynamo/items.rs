@@ -13,7 +13,7 @@ use tether_domain::auth::SecretHash;
 use tether_domain::ids::{IdError, UserId};
 use tether_domain::model::{
     Chunk, Connection, Message, MessageStatus, Millis, Principal, Prompt, PromptKind, Session,
-    SessionStatus, User, Worker, WorkerStatus,
+    SessionStatus, Ticket, User, Worker, WorkerStatus,
 };
 use tether_domain::store::{StoreError, StoreResult};
 
@@ -775,18 +775,25 @@ impl Entity for Rec<Prompt> {
 // Plain items
 // ---------------------------------------------------------------------------
 
-pub(super) fn ticket_item(hash: &SecretHash, user: &UserId, expires_at: Millis) -> Item {
+pub(super) fn ticket_item(hash: &SecretHash, ticket: &Ticket) -> Item {
     let key = keys::ticket(hash.as_str());
     ItemBuilder::new(&key)
-        .s("user", user.as_str())
-        .expiry(&key, expires_at, true)
+        .s("user", ticket.user.as_str())
+        .s("user_secret", ticket.user_secret.as_str())
+        .expiry(&key, ticket.expires_at, true)
         .build()
 }
 
-/// A ticket's user and expiry.
-pub(super) fn ticket_from_item(item: &Item) -> StoreResult<(UserId, Millis)> {
+/// A ticket read back. One written before tickets carried the secret hash
+/// (a minute's worth, at an upgrade) reads with an empty one, which no
+/// user has: it is refused.
+pub(super) fn ticket_from_item(item: &Item) -> StoreResult<Ticket> {
     let a = Attrs::new(item, "ticket");
-    Ok((a.id("user")?, a.n(EXPIRES_AT)?))
+    Ok(Ticket {
+        user: a.id("user")?,
+        user_secret: SecretHash::from_stored(a.opt_s("user_secret")?.unwrap_or_default()),
+        expires_at: a.n(EXPIRES_AT)?,
+    })
 }
 
 pub(super) fn chunk_item(c: &Chunk) -> StoreResult<Item> {
@@ -966,9 +973,13 @@ mod tests {
         };
         let item = chunk_item(&chunk).expect("encode");
         assert_eq!(chunk_from_item(&item).expect("decode"), chunk);
-        let user = UserId::random();
-        let item = ticket_item(&SecretHash::from_stored("t"), &user, T0);
-        assert_eq!(ticket_from_item(&item).expect("decode"), (user, T0));
+        let ticket = Ticket {
+            user: UserId::random(),
+            user_secret: SecretHash::from_stored("s"),
+            expires_at: T0,
+        };
+        let item = ticket_item(&SecretHash::from_stored("t"), &ticket);
+        assert_eq!(ticket_from_item(&item).expect("decode"), ticket);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tether_domain::auth::SecretHash;
 use tether_domain::ids::{ConnectionId, IdError, MessageId, PromptId, SessionId, UserId, WorkerId};
 use tether_domain::model::{
     Chunk, Connection, Message, MessageStatus, Millis, Principal, Prompt, Session, SessionStatus,
-    User, Worker, WorkerStatus,
+    Ticket, User, Worker, WorkerStatus,
 };
 use tether_domain::protocol::PromptAnswer;
 use tether_domain::store::{
@@ -311,19 +311,31 @@ impl Store for DynamoStore {
         }
     }
 
-    // ---- tickets ----
-
-    async fn put_ticket(
-        &self,
-        hash: &SecretHash,
-        user: &UserId,
-        expires_at: Millis,
-    ) -> StoreResult<()> {
-        self.put("put_ticket", items::ticket_item(hash, user, expires_at))
-            .await
+    async fn delete_user(&self, id: &UserId) -> StoreResult<bool> {
+        const OP: &str = "delete_user";
+        let key = keys::user(id.as_str());
+        let mut retry = Retry::new(OP);
+        loop {
+            let Some(old) = self.get_entity::<Rec<User>>(OP, &key).await? else {
+                return Ok(false);
+            };
+            // The item and its name and secret entries, if `rev` is unchanged.
+            let mut tx = Tx::default();
+            let placed = tx.entity(Some(&old), None)?;
+            match decide(&self.commit(OP, tx).await?, &placed) {
+                Decided::Done => return Ok(true),
+                Decided::Retry | Decided::Conflict => retry.again().await?,
+            }
+        }
     }
 
-    async fn take_ticket(&self, hash: &SecretHash, now: Millis) -> StoreResult<Option<UserId>> {
+    // ---- tickets ----
+
+    async fn put_ticket(&self, hash: &SecretHash, ticket: &Ticket) -> StoreResult<()> {
+        self.put("put_ticket", items::ticket_item(hash, ticket)).await
+    }
+
+    async fn take_ticket(&self, hash: &SecretHash, now: Millis) -> StoreResult<Option<Ticket>> {
         // One DeleteItem returning the old item: of two concurrent takes,
         // only one gets it back.
         let old = self
@@ -331,8 +343,8 @@ impl Store for DynamoStore {
             .await?;
         match old {
             Some(item) => {
-                let (user, expires_at) = items::ticket_from_item(&item)?;
-                Ok((expires_at > now).then_some(user))
+                let ticket = items::ticket_from_item(&item)?;
+                Ok((ticket.expires_at > now).then_some(ticket))
             }
             None => Ok(None),
         }

@@ -8,8 +8,8 @@ use rusqlite::{
 use tether_domain::auth::SecretHash;
 use tether_domain::ids::{ConnectionId, MessageId, PromptId, SessionId, UserId, WorkerId};
 use tether_domain::model::{
-    Chunk, Connection, Message, MessageStatus, Millis, Prompt, Session, SessionStatus, User,
-    Worker, WorkerStatus,
+    Chunk, Connection, Message, MessageStatus, Millis, Prompt, Session, SessionStatus, Ticket,
+    User, Worker, WorkerStatus,
 };
 use tether_domain::protocol::PromptAnswer;
 use tether_domain::store::{
@@ -48,9 +48,10 @@ pub(super) mod sql {
         USER_BY_SECRET,
         "SELECT {USER_COLS} FROM users WHERE secret_hash = ?1"
     );
+    query!(DELETE_USER, "DELETE FROM users WHERE id = ?1");
     query!(
         TAKE_TICKET,
-        "DELETE FROM tickets WHERE hash = ?1 RETURNING user_id, expires_at"
+        "DELETE FROM tickets WHERE hash = ?1 RETURNING user_id, user_secret, expires_at"
     );
     query!(
         WORKER_BY_ID,
@@ -284,6 +285,7 @@ pub(super) mod sql {
             USER_BY_ID,
             USER_BY_NAME,
             USER_BY_SECRET,
+            DELETE_USER,
             TAKE_TICKET,
             WORKER_BY_ID,
             WORKER_BY_CREDENTIAL,
@@ -469,41 +471,51 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_user(&self, id: &UserId) -> StoreResult<bool> {
+        let id = id.clone();
+        self.run("delete_user", move |conn| {
+            Ok(exec(conn, "delete_user", &sql::DELETE_USER, [id.as_str()])? == 1)
+        })
+        .await
+    }
+
     // ---- tickets ----
 
-    async fn put_ticket(
-        &self,
-        hash: &SecretHash,
-        user: &UserId,
-        expires_at: Millis,
-    ) -> StoreResult<()> {
-        let (hash, user) = (hash.clone(), user.clone());
+    async fn put_ticket(&self, hash: &SecretHash, ticket: &Ticket) -> StoreResult<()> {
+        let (hash, t) = (hash.clone(), ticket.clone());
         self.run("put_ticket", move |conn| {
-            let sql = "INSERT INTO tickets (hash, user_id, expires_at) VALUES (?1, ?2, ?3) \
+            let sql = "INSERT INTO tickets (hash, user_id, user_secret, expires_at) \
+                       VALUES (?1, ?2, ?3, ?4) \
                        ON CONFLICT (hash) DO UPDATE SET user_id = excluded.user_id, \
-                       expires_at = excluded.expires_at";
-            let p = params![hash.as_str(), user.as_str(), expires_at];
+                       user_secret = excluded.user_secret, expires_at = excluded.expires_at";
+            let p = params![hash.as_str(), t.user.as_str(), t.user_secret.as_str(), t.expires_at];
             exec(conn, "put_ticket", sql, p).map(drop)
         })
         .await
     }
 
-    async fn take_ticket(&self, hash: &SecretHash, now: Millis) -> StoreResult<Option<UserId>> {
+    async fn take_ticket(&self, hash: &SecretHash, now: Millis) -> StoreResult<Option<Ticket>> {
         let hash = hash.clone();
         self.run("take_ticket", move |conn| {
             // One DELETE ... RETURNING: of two concurrent takes, only one
             // gets the row back.
-            let taken: Option<(String, Millis)> = one(
+            let taken: Option<(String, String, Millis)> = one(
                 conn,
                 "take_ticket",
                 &sql::TAKE_TICKET,
                 [hash.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
             match taken {
-                Some((user, expires_at)) if expires_at > now => UserId::parse(user)
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt(format!("ticket user: {e}"))),
+                Some((user, user_secret, expires_at)) if expires_at > now => {
+                    let user = UserId::parse(user)
+                        .map_err(|e| StoreError::Corrupt(format!("ticket user: {e}")))?;
+                    Ok(Some(Ticket {
+                        user,
+                        user_secret: SecretHash::from_stored(user_secret),
+                        expires_at,
+                    }))
+                }
                 _ => Ok(None),
             }
         })

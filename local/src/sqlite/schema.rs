@@ -134,6 +134,81 @@ CREATE TABLE prompts (
 CREATE INDEX prompts_undelivered ON prompts (worker, created_at, id)
     WHERE answer IS NOT NULL AND delivered = 0;
 "#,
+    // 2: a user can be removed while their workers, sessions and tickets
+    // stay (so nothing references `users` any more), and a ticket records
+    // the secret hash it was issued under (a reset secret takes its tickets
+    // with it). Tables are rebuilt the way SQLite changes a constraint
+    // (https://sqlite.org/lang_altertable.html#otheralter), with foreign
+    // keys off (see `migrate`). Outstanding tickets, a minute's worth at
+    // most, are dropped: they carry no secret hash.
+    r#"
+DROP TABLE tickets;
+CREATE TABLE tickets (
+    hash        TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL,
+    user_secret TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE workers_v2 (
+    id                 TEXT PRIMARY KEY,
+    owner              TEXT,
+    status             TEXT NOT NULL
+                       CHECK (status IN ('pending', 'approved', 'rejected', 'revoked')),
+    credential_hash    TEXT NOT NULL UNIQUE,
+    machine            TEXT NOT NULL,
+    name               TEXT NOT NULL,
+    workdir            TEXT NOT NULL,
+    pairing_code       TEXT,
+    pairing_expires_at INTEGER,
+    connection         TEXT,
+    last_seen          INTEGER,
+    models             TEXT NOT NULL,
+    default_model      TEXT,
+    version            TEXT,
+    created_at         INTEGER NOT NULL
+) STRICT;
+INSERT INTO workers_v2 (id, owner, status, credential_hash, machine, name, workdir,
+                        pairing_code, pairing_expires_at, connection, last_seen, models,
+                        default_model, version, created_at)
+    SELECT id, owner, status, credential_hash, machine, name, workdir,
+           pairing_code, pairing_expires_at, connection, last_seen, models,
+           default_model, version, created_at
+    FROM workers;
+DROP TABLE workers;
+ALTER TABLE workers_v2 RENAME TO workers;
+CREATE INDEX workers_by_owner ON workers (owner, created_at, id);
+CREATE INDEX workers_by_pairing_code ON workers (pairing_code)
+    WHERE pairing_code IS NOT NULL;
+CREATE INDEX workers_pending ON workers (pairing_expires_at)
+    WHERE status = 'pending';
+
+CREATE TABLE sessions_v2 (
+    id               TEXT PRIMARY KEY,
+    owner            TEXT NOT NULL,
+    worker           TEXT NOT NULL REFERENCES workers (id),
+    model            TEXT NOT NULL,
+    title            TEXT NOT NULL,
+    status           TEXT NOT NULL
+                     CHECK (status IN ('starting', 'ready', 'busy', 'ended', 'failed')),
+    agent_session_id TEXT,
+    error            TEXT,
+    message_count    INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+) STRICT;
+INSERT INTO sessions_v2 (id, owner, worker, model, title, status, agent_session_id, error,
+                         message_count, created_at, updated_at)
+    SELECT id, owner, worker, model, title, status, agent_session_id, error,
+           message_count, created_at, updated_at
+    FROM sessions;
+DROP TABLE sessions;
+ALTER TABLE sessions_v2 RENAME TO sessions;
+CREATE INDEX sessions_by_owner ON sessions (owner, created_at, id);
+CREATE INDEX sessions_by_owner_worker ON sessions (owner, worker, created_at, id);
+CREATE INDEX sessions_starting ON sessions (worker, created_at, id)
+    WHERE status = 'starting';
+"#,
 ];
 
 /// The schema version this build writes.
@@ -141,7 +216,22 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Brings the database up to [`SCHEMA_VERSION`] in one transaction, so a
 /// crash mid-way leaves the previous version intact.
+///
+/// Foreign keys are off while the steps run (a rebuilt table is dropped
+/// and its copy renamed, which enforcement would refuse or cascade), and
+/// on again afterwards whatever happened; `PRAGMA foreign_keys` can only
+/// change outside a transaction. Before committing, `foreign_key_check`
+/// proves the steps left every reference intact.
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    conn.pragma_update(None, "foreign_keys", false)
+        .map_err(|e| db_err("disable foreign keys for migration", e))?;
+    let result = migrate_steps(conn);
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(|e| db_err("enable foreign keys after migration", e))?;
+    result
+}
+
+fn migrate_steps(conn: &mut Connection) -> StoreResult<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| db_err("begin migration", e))?;
@@ -159,6 +249,19 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     for (index, step) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(step)
             .map_err(|e| db_err(&format!("migration {}", index + 1), e))?;
+    }
+    let broken: Vec<String> = tx
+        .prepare("PRAGMA foreign_key_check")
+        .and_then(|mut st| {
+            st.query_map([], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(|e| db_err("check references after migration", e))?;
+    if !broken.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "migration left broken references in {}",
+            broken.join(", ")
+        )));
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(|e| db_err("write schema version", e))?;

@@ -71,3 +71,93 @@ fn request_queries_use_indexes() {
         }
     }
 }
+
+/// A database of the first schema (foreign keys from workers, sessions and
+/// tickets to users) migrates with its data; references into the rebuilt
+/// tables still hold and are enforced; a user with workers and sessions can
+/// then be removed.
+#[tokio::test]
+async fn the_first_schema_migrates_and_its_users_can_be_removed() {
+    use rusqlite::params;
+    use tether_domain::auth::SecretHash;
+    use tether_domain::store::{Store as _, StoreError};
+    use tether_domain::testkit::{self, T0};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tether.db");
+    let user = testkit::user("ada");
+    let worker = testkit::worker(&user.id);
+    let session = testkit::session(&user.id, &worker.id, T0);
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open raw");
+        conn.pragma_update(None, "foreign_keys", true).expect("foreign keys");
+        conn.execute_batch(super::schema::MIGRATIONS[0]).expect("schema 1");
+        conn.pragma_update(None, "user_version", 1).expect("version 1");
+        conn.execute(
+            "INSERT INTO users (id, name, secret_hash, admin, created_at) VALUES (?1, ?2, ?3, 0, ?4)",
+            params![user.id.as_str(), user.name, user.secret_hash.as_str(), T0],
+        )
+        .expect("user");
+        conn.execute(
+            "INSERT INTO tickets (hash, user_id, expires_at) VALUES ('t', ?1, ?2)",
+            params![user.id.as_str(), T0 + 60_000],
+        )
+        .expect("ticket");
+        conn.execute(
+            "INSERT INTO workers (id, owner, status, credential_hash, machine, name, workdir, \
+             models, created_at) VALUES (?1, ?2, 'approved', ?3, 'm', 'w', '/w', '[]', ?4)",
+            params![worker.id.as_str(), user.id.as_str(), worker.credential_hash.as_str(), T0],
+        )
+        .expect("worker");
+        conn.execute(
+            "INSERT INTO sessions (id, owner, worker, model, title, status, message_count, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 't', 'ready', 0, ?5, ?5)",
+            params![
+                session.id.as_str(),
+                user.id.as_str(),
+                worker.id.as_str(),
+                serde_json::to_string(&session.model).expect("model"),
+                T0
+            ],
+        )
+        .expect("session");
+        // Schema 1 would not let this user go.
+        assert!(conn
+            .execute("DELETE FROM users WHERE id = ?1", [user.id.as_str()])
+            .is_err());
+    }
+
+    let store = SqliteStore::open(&path).expect("migrate");
+    let version: u32 = store
+        .inner
+        .lock()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, super::SCHEMA_VERSION);
+    let kept = store.worker(&worker.id).await.expect("worker").expect("kept");
+    assert_eq!((kept.owner.as_ref(), kept.status), (Some(&user.id), worker.status));
+    let kept = store.session(&session.id).await.expect("session").expect("kept");
+    assert_eq!((&kept.owner, &kept.worker), (&user.id, &worker.id));
+    // The old ticket had no secret hash: it went with the old table.
+    assert_eq!(
+        store.take_ticket(&SecretHash::from_stored("t"), T0).await.expect("take"),
+        None
+    );
+    // References into the rebuilt tables resolve, and are enforced.
+    testkit::seed_message(&store, &kept, "after the migration").await;
+    let orphan = testkit::session(&user.id, &tether_domain::ids::WorkerId::random(), T0);
+    assert!(matches!(
+        store.insert_session(&orphan).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    assert!(store.delete_user(&user.id).await.expect("remove"));
+    assert!(store.worker(&worker.id).await.expect("worker").is_some());
+    assert!(store.session(&session.id).await.expect("session").is_some());
+    let fk: bool = store
+        .inner
+        .lock()
+        .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+        .expect("foreign_keys");
+    assert!(fk, "foreign keys are enforced again after the migration");
+}

@@ -3,7 +3,10 @@
 //! `serve` puts the gateway in front of the real Lambda functions under
 //! `cargo lambda watch`, with DynamoDB on the tier's server; `up` does the
 //! same after making the owner and this machine's worker in that host's
-//! table; `user` manages the users in the table; `worker` is a plain worker.
+//! table; `user` manages the users in the table (`reset` and `remove` close
+//! the user's websockets with the Management API's `DeleteConnection`, as
+//! `tether-admin` does on AWS, through the running host's endpoint); `worker`
+//! is a plain worker.
 //! The tier's settings: the JSON file named by `LAMBDA_TIER_CONFIG`.
 
 use std::path::Path;
@@ -15,6 +18,7 @@ use tether_domain::Domain;
 use tether_functions::{DynamoStore, TableNames};
 use tether_local::app;
 use tether_local::cli::{self, Cli, Command, FileConfig};
+use tether_local::control::ControlPush;
 use tether_local::gateway::Hub;
 use tether_testbed::lambda::emulator::{table_of, TierConfig};
 use tether_testbed::lambda::{self, LambdaHost};
@@ -50,10 +54,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(command) => {
             let table = table_of(&data_dir, false)?;
             let store = DynamoStore::new(tier.dynamodb(), TableNames { main: table });
-            let domain = Domain::new(store, Hub::new(), tether_domain::Config::default());
-            app::user_with(command, &domain)
-                .await
-                .context("on the Lambda tier's table")
+            let config = tether_domain::Config::default();
+            let done = match lambda::management_endpoint(&data_dir)? {
+                Some(endpoint) => {
+                    let push = tier.management_push(&endpoint);
+                    app::user_with(command, &Domain::new(store, push, config)).await
+                }
+                // No host runs here, so no websocket is open: the local
+                // port finds no host either and closes nothing.
+                None => {
+                    let push = ControlPush::new(&data_dir);
+                    app::user_with(command, &Domain::new(store, push, config)).await
+                }
+            };
+            done.context("on the Lambda tier's table")
         }
         Command::Up(args) => {
             // As `tether up`, with the host's table on the tier's DynamoDB:

@@ -310,6 +310,27 @@ impl Server {
         }
     }
 
+    /// `tether user ARGS… --data-dir DIR` as a process (`reset NAME`,
+    /// `remove NAME`, …): its output, whatever its exit status.
+    #[allow(dead_code, reason = "used by the revocation scenarios (security suite, Lambda tier)")]
+    pub async fn user_command(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = tokio::process::Command::new(crate::TETHER_BIN);
+        cmd.arg("user")
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .stdin(Stdio::null());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TETHER_") {
+                cmd.env_remove(&key);
+            }
+        }
+        tokio::time::timeout(WAIT, cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("`tether user {}` did not finish within {WAIT:?}", args.join(" ")))
+            .unwrap_or_else(|e| panic!("run `tether user {}`: {e}", args.join(" ")))
+    }
+
     /// `POST /api/ticket` for a user; panics unless it succeeds.
     pub async fn ticket(&self, user: &User) -> TicketData {
         let res = http_post(self.addr, "/api/ticket", Some(&user.secret), None).await;

@@ -7,6 +7,9 @@
 //!   logs at `info`.
 //! - [`files`]: the data directory and the database are private; the page's
 //!   content security policy talks to its own origin only.
+//! - [`revocation`]: `tether user reset` and `tether user remove` close the
+//!   user's open websockets (and the removed user's workers') within a
+//!   second, and the old secret's tickets are refused.
 
 #[allow(dead_code, unused_imports)]
 #[path = "../e2e/helpers.rs"]
@@ -15,6 +18,11 @@ mod helpers;
 mod exposure;
 mod files;
 mod raw_http;
+mod revocation;
 
 /// The binary the suite runs.
 const TETHER_BIN: &str = env!("CARGO_BIN_EXE_tether");
+
+/// Nothing to set up before a scenario against `tether serve` (the
+/// revocation scenarios also run on the Lambda tier, which sets up there).
+fn before_scenario() {}

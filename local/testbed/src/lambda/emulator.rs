@@ -71,6 +71,23 @@ impl TierConfig {
             .build();
         aws_sdk_dynamodb::Client::from_conf(config)
     }
+
+    /// The push port on a Management API endpoint of this tier (the test
+    /// bed's own, on loopback), as the functions and `tether-admin` use it
+    /// on AWS. Credentials are placeholders: the test bed checks none.
+    pub fn management_push(&self, endpoint: &str) -> tether_functions::push::ApiGatewayPush {
+        use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(self.region.clone()))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "local", "local", None, None, "tether",
+            )))
+            .http_client(tether_functions::dynamo::https_client())
+            .build();
+        let client = tether_functions::push::ApiGatewayPush::client(&sdk, endpoint);
+        tether_functions::push::ApiGatewayPush::new(client, 1)
+    }
 }
 
 /// The file in a data directory that names the host's table.

@@ -35,7 +35,7 @@ use tracing::{debug, warn};
 
 use tether_local::gateway::{iso8601, Accept, Backend, ConnId, ConnectInfo, Millis, Refusal};
 
-pub use serve::{host_table, serve, LambdaHost};
+pub use serve::{host_table, management_endpoint, serve, LambdaHost, MANAGEMENT_FILE};
 
 /// The names of the functions behind each kind of route (the binaries'
 /// names, which `cargo lambda watch` serves them by).

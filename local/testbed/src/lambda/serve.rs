@@ -1,11 +1,15 @@
 //! The host with the Lambda backend: the gateway (WebSocket API) and the
 //! HTTP API in front of the functions under the emulator, DynamoDB on the
 //! tier's server; the Management API on a second listener, on loopback,
-//! that only the functions are told of. What `tether-testbed serve` runs.
+//! that only the functions are told of, and `tether-testbed user` (whose
+//! `reset` and `remove` close websockets with `DeleteConnection`, as
+//! `tether-admin` does on AWS): its endpoint is written to
+//! [`MANAGEMENT_FILE`] in the data directory while the host runs. What
+//! `tether-testbed serve` runs.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -28,6 +32,39 @@ const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(29);
 /// A first invocation under the emulator may build the function.
 const FIRST_INVOKE_TIMEOUT: Duration = Duration::from_secs(600);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The file in the data directory naming the running host's Management API
+/// endpoint (`http://127.0.0.1:PORT/ws`).
+pub const MANAGEMENT_FILE: &str = "management-endpoint";
+
+/// The Management API endpoint of the host running on `data_dir`, if one
+/// runs (or one killed left its file behind).
+pub fn management_endpoint(data_dir: &Path) -> anyhow::Result<Option<String>> {
+    let path = data_dir.join(MANAGEMENT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_owned())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// [`MANAGEMENT_FILE`] while the host runs; removed when dropped.
+struct EndpointFile(PathBuf);
+
+impl EndpointFile {
+    fn write(data_dir: &Path, endpoint: &str) -> anyhow::Result<Self> {
+        let path = data_dir.join(MANAGEMENT_FILE);
+        std::fs::write(&path, format!("{endpoint}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for EndpointFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
 
 /// Everything the Lambda host needs.
 #[derive(Clone, Debug)]
@@ -71,6 +108,7 @@ pub async fn serve(
         .await
         .context("listening for the Management API on loopback")?;
     let management_addr = management.local_addr().context("reading the bound address")?;
+    let endpoint_file = EndpointFile::write(&host.data_dir, &management_endpoint_url(management_addr))?;
 
     let emulator = Emulator::start(&host.tier, &function_env(&host, &table, management_addr)).await?;
     let backend = LambdaBackend::new(
@@ -109,8 +147,14 @@ pub async fn serve(
     }
     drop(emulator);
     management_task.abort();
+    drop(endpoint_file);
     info!("stopped");
     Ok(())
+}
+
+/// The Management API's endpoint, as the SDK takes it: the listener and the stage.
+fn management_endpoint_url(addr: SocketAddr) -> String {
+    format!("http://{addr}/{STAGE}")
 }
 
 /// The functions' environment for this host: its table, the tier's
@@ -122,7 +166,7 @@ fn function_env(host: &LambdaHost, table: &str, management: SocketAddr) -> Vec<(
     let mut env: Vec<(&str, String)> = vec![
         (TABLE_VAR, table.to_owned()),
         (DYNAMODB_ENDPOINT_VAR, host.tier.dynamodb_endpoint.clone()),
-        (MANAGEMENT_ENDPOINT_VAR, format!("http://{management}/{STAGE}")),
+        (MANAGEMENT_ENDPOINT_VAR, management_endpoint_url(management)),
         (TICKET_TTL_VAR, d.ticket_ttl_ms.to_string()),
         (PAIRING_TTL_VAR, d.pairing_ttl_ms.to_string()),
         (HEARTBEAT_VAR, d.heartbeat_ms.to_string()),

@@ -32,6 +32,11 @@ mod pairing;
 #[path = "../../../tests/e2e/resume.rs"]
 mod resume;
 
+/// The security suite's revocation scenarios (`tether-testbed user reset`
+/// and `remove` close sockets with `DeleteConnection` here), unchanged.
+#[path = "../../../tests/security/revocation.rs"]
+mod revocation;
+
 #[path = "../../../../functions/tests/support/moto.rs"]
 mod moto;
 mod tier;

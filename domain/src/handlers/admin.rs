@@ -1,0 +1,200 @@
+//! The admin commands: a user is added, given a new secret, or removed.
+//!
+//! A reset or a removal ends the user's access at once, whichever host runs
+//! it: the tickets issued under the old secret stop working (a ticket
+//! carries the secret hash it was issued under, and `$connect` compares it
+//! with the user's current one), and every open socket of the user is
+//! closed through the push port. A removal also revokes the user's workers
+//! and closes theirs. The user's sessions and messages stay in the store;
+//! nothing reaches them without the user.
+
+use tracing::warn;
+
+use crate::auth::Secret;
+use crate::error::{ApiError, ErrorCode};
+use crate::ids::UserId;
+use crate::model::{Millis, User, WorkerStatus};
+use crate::push::Push;
+use crate::store::{Store, StoreError};
+
+use super::entry::clean_label;
+use super::Domain;
+
+/// What closing a set of connections came to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Disconnected {
+    /// Connections the push port closed.
+    pub closed: usize,
+    /// Why the push port could not close some. Their records are deleted
+    /// all the same, so they can neither act nor be pushed to, but such a
+    /// socket may stay open until it idles out.
+    pub failed: Vec<String>,
+}
+
+impl Disconnected {
+    fn merge(&mut self, other: Disconnected) {
+        self.closed += other.closed;
+        self.failed.extend(other.failed);
+    }
+}
+
+/// A user's new secret (to show once), and the sockets the reset closed.
+#[derive(Debug)]
+pub struct Reset {
+    pub secret: Secret,
+    pub browsers: Disconnected,
+}
+
+/// A removed user, and what the removal ended.
+#[derive(Debug)]
+pub struct Removed {
+    /// The record as it was.
+    pub user: User,
+    /// Workers of the user that were approved and are now revoked.
+    pub workers_revoked: usize,
+    /// The user's browser connections.
+    pub browsers: Disconnected,
+    /// The connections of the user's workers.
+    pub workers: Disconnected,
+}
+
+const MAX_USER_NAME_LEN: usize = 64;
+
+impl<S: Store, P: Push> Domain<S, P> {
+    /// Admin: creates a user and returns its secret (shown once).
+    pub async fn add_user(
+        &self,
+        name: &str,
+        admin: bool,
+        now: Millis,
+    ) -> Result<(User, Secret), ApiError> {
+        let name = clean_label(name, "user name", MAX_USER_NAME_LEN)?;
+        if self.store.user_by_name(&name).await?.is_some() {
+            return Err(ApiError::new(ErrorCode::Conflict, format!("user {name} exists")));
+        }
+        let secret = Secret::generate("tsk_");
+        let user = User {
+            id: UserId::random(),
+            name,
+            secret_hash: secret.hash(),
+            admin,
+            created_at: now,
+        };
+        match self.store.create_user(&user).await {
+            Ok(()) => Ok((user, secret)),
+            Err(StoreError::Conflict(_)) => Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("user {} exists", user.name),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Admin: gives a user a new secret. The old one stops working, and so
+    /// do the tickets issued under it; every open socket of the user is
+    /// closed (a browser signs in again with the new secret).
+    pub async fn reset_user_secret(&self, name: &str, now: Millis) -> Result<Reset, ApiError> {
+        let user = self.user_named(name).await?;
+        let secret = Secret::generate("tsk_");
+        if !self.store.set_user_secret(&user.id, &secret.hash()).await? {
+            return Err(ApiError::not_found("user"));
+        }
+        warn!(user_id = %user.id, "user secret reset");
+        let browsers = self.close_user_connections(&user.id, now).await?;
+        Ok(Reset { secret, browsers })
+    }
+
+    /// Admin: removes a user. Their workers are revoked (and disconnected,
+    /// as `worker_revoke` does), their record deleted (their secret and
+    /// tickets stop working; the name may be used again), and their open
+    /// sockets closed. Their sessions and messages stay in the store. The
+    /// last admin is not removed.
+    ///
+    /// Workers are revoked before the record goes, so a failure part-way
+    /// leaves a user that the same command, run again, finds and finishes.
+    /// A pairing the user's browser approves meanwhile is caught by a second
+    /// pass once the browser is closed.
+    pub async fn remove_user(&self, name: &str, now: Millis) -> Result<Removed, ApiError> {
+        let user = self.user_named(name).await?;
+        if user.admin {
+            // Two removals of the last two admins at the same moment could
+            // both pass this; admin commands are run by hand, one at a time.
+            let admins = self.store.users().await?.iter().filter(|u| u.admin).count();
+            if admins <= 1 {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidState,
+                    format!(
+                        "{} is the last admin; add another admin before removing this one",
+                        user.name
+                    ),
+                ));
+            }
+        }
+        let (mut workers_revoked, mut workers) = self.revoke_workers_of(&user.id, now).await?;
+        if !self.store.delete_user(&user.id).await? {
+            return Err(ApiError::not_found("user"));
+        }
+        warn!(user_id = %user.id, "user removed");
+        let browsers = self.close_user_connections(&user.id, now).await?;
+        let (late, late_sockets) = self.revoke_workers_of(&user.id, now).await?;
+        workers_revoked += late;
+        workers.merge(late_sockets);
+        Ok(Removed {
+            user,
+            workers_revoked,
+            browsers,
+            workers,
+        })
+    }
+
+    async fn user_named(&self, name: &str) -> Result<User, ApiError> {
+        self.store
+            .user_by_name(name)
+            .await?
+            .ok_or_else(|| ApiError::not_found("user"))
+    }
+
+    /// Closes every browser connection of a user and deletes their records.
+    async fn close_user_connections(
+        &self,
+        user: &UserId,
+        now: Millis,
+    ) -> Result<Disconnected, ApiError> {
+        let conns = self.store.user_connections(user, now).await?;
+        Ok(self.close_connections(&conns, now).await)
+    }
+
+    /// Revokes a user's approved workers and closes the connections of all
+    /// their workers. Returns how many it revoked.
+    async fn revoke_workers_of(
+        &self,
+        user: &UserId,
+        now: Millis,
+    ) -> Result<(usize, Disconnected), ApiError> {
+        let mut revoked = 0;
+        let mut sockets = Disconnected::default();
+        for worker in self.store.workers_of(user).await? {
+            let now_revoked = worker.status == WorkerStatus::Approved
+                && self
+                    .store
+                    .transition_worker(
+                        &worker.id,
+                        WorkerStatus::Approved,
+                        WorkerStatus::Revoked,
+                        None,
+                        None,
+                    )
+                    .await?
+                    .is_some();
+            // An owned worker is approved or revoked. One revoked before has
+            // no connection left, normally; one revoked by someone else a
+            // moment ago may still have.
+            sockets.merge(self.disconnect_revoked(&worker.id, now).await?);
+            if now_revoked {
+                revoked += 1;
+                self.announce_worker(&worker.id, None, now).await;
+            }
+        }
+        Ok((revoked, sockets))
+    }
+}
