@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Builds and deploys Tether to AWS, then uploads the web UI.
 #
-#   infra/deploy.sh              # first time: asks for stack name, region, …
-#   infra/deploy.sh --no-guided  # later: what infra/samconfig.toml says
+#   infra/deploy.sh            # what infra/samconfig.toml says: stack
+#                              # "tether", in your AWS CLI's region
+#   infra/deploy.sh --parameter-overrides WafRateLimit=500
+#                              # with options (template.yaml's Parameters;
+#                              # later deploys keep them unless overridden)
+#   infra/deploy.sh --guided   # asks for stack name, region, every parameter
+#
+# Not guided by default: SAM's guided mode asks for every parameter and
+# cannot leave the NoEcho one (OriginSecret) empty, while the template
+# derives that secret itself when it is. In --guided, paste a long random
+# value there (`openssl rand -base64 48`), or use the default mode.
 #
 # Needs: the AWS SAM CLI, cargo-lambda (`pip install cargo-lambda` pulls zig
-# for the arm64 cross build), the AWS CLI with credentials, Node.js/npm.
-# Extra arguments go to `sam deploy`. Afterwards, make the first user with
-# infra/mint-user.sh NAME.
+# for the arm64 cross build), the AWS CLI with credentials and a region,
+# Node.js/npm. Extra arguments go to `sam deploy`. Afterwards, make the
+# first user with infra/mint-user.sh NAME.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -23,11 +32,12 @@ need cargo-lambda "install cargo-lambda (pip install cargo-lambda)"
 need aws "install the AWS CLI and configure credentials"
 need npm "install Node.js 20.19 or newer"
 
-guided=(--guided)
+guided=()
 args=()
 for a in "$@"; do
     case "$a" in
-        --no-guided) guided=() ;;
+        --guided) guided=(--guided) ;;
+        --no-guided) guided=() ;; # the default (kept for older instructions)
         *) args+=("$a") ;;
     esac
 done

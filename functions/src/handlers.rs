@@ -2,6 +2,18 @@
 //! invocation, testable without Lambda. Each turns an API Gateway event into
 //! one call of the domain and the domain's answer into API Gateway's
 //! response shape; nothing else.
+//!
+//! ## CloudFront is the only way in
+//!
+//! Both APIs also answer on their own `execute-api` endpoints, which
+//! CloudFront forwards to (a custom domain could turn them off, but it is
+//! as reachable as they are). So CloudFront adds a secret header to every
+//! request it forwards ([`ORIGIN_HEADER`], template.yaml), and the two
+//! handlers that take requests from outside, [`connect`] and [`http`],
+//! refuse any request without the right value with 403 before reading
+//! anything else, and change nothing. [`message`] and [`disconnect`] need no
+//! check: API Gateway invokes them only for a connection whose `$connect`
+//! passed.
 
 use aws_lambda_events::apigw::{
     ApiGatewayProxyResponse, ApiGatewayV2httpRequest, ApiGatewayV2httpResponse,
@@ -18,14 +30,20 @@ use tether_domain::store::Store;
 use tether_domain::{ApiError, Domain, ErrorCode};
 use tracing::{debug, info, warn};
 
+use crate::config::{OriginSecret, ORIGIN_HEADER};
 use crate::push::{NoEndpoint, Origin, PushSource};
 
 /// What every invocation of a function shares, built once per cold start:
-/// the store (its client inside), where pushes go, the domain's settings.
+/// the store (its client inside), where pushes go, the domain's settings,
+/// and CloudFront's origin secret.
 pub struct Deps<S, P> {
     pub store: S,
     pub pushes: P,
     pub config: tether_domain::Config,
+    /// The secret CloudFront sends in [`ORIGIN_HEADER`]. Without one,
+    /// [`connect`] and [`http`] refuse every request (the runtime gives the
+    /// secret to those two functions, and cannot start them without it).
+    pub origin_secret: Option<OriginSecret>,
 }
 
 /// An invocation the handlers cannot serve: the event lacks what API
@@ -40,11 +58,15 @@ pub enum HandlerError {
 }
 
 impl<S: Store + Clone, P: PushSource> Deps<S, P> {
+    /// Deps without an origin secret: enough for `$disconnect` and the
+    /// message route; [`connect`] and [`http`] refuse everything until
+    /// [`Self::with_origin_secret`] gives them one.
     pub fn new(store: S, pushes: P, config: tether_domain::Config) -> Self {
         Self {
             store,
             pushes,
             config,
+            origin_secret: None,
         }
     }
 
@@ -59,6 +81,28 @@ impl<S: Store + Clone, P: PushSource> Deps<S, P> {
     }
 }
 
+impl<S, P> Deps<S, P> {
+    /// The same deps, accepting requests that carry `secret`.
+    pub fn with_origin_secret(mut self, secret: OriginSecret) -> Self {
+        self.origin_secret = Some(secret);
+        self
+    }
+
+    /// Whether a request came through CloudFront: exactly one
+    /// [`ORIGIN_HEADER`], whose value is the origin secret (compared in
+    /// constant time). Never logs the value.
+    pub fn through_cloudfront(&self, headers: &HeaderMap) -> bool {
+        let Some(secret) = &self.origin_secret else {
+            return false;
+        };
+        let mut values = headers.get_all(ORIGIN_HEADER).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => value.to_str().is_ok_and(|v| secret.matches(v)),
+            _ => false,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The WebSocket API
 // ---------------------------------------------------------------------------
@@ -66,11 +110,16 @@ impl<S: Store + Clone, P: PushSource> Deps<S, P> {
 /// `$connect`: authenticates (`?ticket=` for browsers, `Authorization:
 /// Bearer` for workers, `?v=` for the protocol version) and records the
 /// connection. 200 accepts the upgrade; a refusal answers with the status
-/// of its error code and `{"code","message"}`.
+/// of its error code and `{"code","message"}`. A request that did not come
+/// through CloudFront is refused first (403 `forbidden`), touching nothing.
 pub async fn connect<S: Store + Clone, P: PushSource>(
     event: ApiGatewayWebsocketProxyRequest,
     deps: &Deps<S, P>,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    if !deps.through_cloudfront(&event.headers) {
+        info!("connection refused: not through CloudFront");
+        return Ok(refusal(not_through_cloudfront()));
+    }
     let ctx = &event.request_context;
     let connection = connection_id(ctx)?;
     let request = match connection {
@@ -201,6 +250,14 @@ fn ws_response(status: u16, body: Option<String>) -> ApiGatewayProxyResponse {
     response
 }
 
+/// The refusal of a request without CloudFront's origin header.
+fn not_through_cloudfront() -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        "this API takes requests through its CloudFront distribution only",
+    )
+}
+
 /// A refused `$connect`: the error code's status and `{"code","message"}`.
 fn refusal(error: ApiError) -> ApiGatewayProxyResponse {
     let status = error.code.http_status();
@@ -231,11 +288,17 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 /// The HTTP API's routes (`POST /api/ticket`, `POST /api/pair`), on API
 /// Gateway's HTTP API with payload format 2.0. Answers are JSON and never
-/// cached (tickets and pairing codes are credentials).
+/// cached (tickets and pairing codes are credentials). Any request that did
+/// not come through CloudFront gets 403 `forbidden` first, touching nothing.
 pub async fn http<S: Store + Clone, P: PushSource>(
     event: ApiGatewayV2httpRequest,
     deps: &Deps<S, P>,
 ) -> Result<ApiGatewayV2httpResponse, HandlerError> {
+    if !deps.through_cloudfront(&event.headers) {
+        info!("request refused: not through CloudFront");
+        let error = not_through_cloudfront();
+        return Ok(http_response(error.code.http_status(), error_body(error)));
+    }
     let ctx = &event.request_context;
     let now = if ctx.time_epoch > 0 {
         ctx.time_epoch
@@ -323,6 +386,44 @@ fn http_response(status: u16, body: String) -> ApiGatewayV2httpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-origin";
+
+    fn deps(secret: Option<&str>) -> Deps<(), ()> {
+        Deps {
+            store: (),
+            pushes: (),
+            config: tether_domain::Config::default(),
+            origin_secret: secret.map(|s| OriginSecret::new(s).expect("secret")),
+        }
+    }
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(ORIGIN_HEADER, HeaderValue::from_str(v).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn only_the_one_right_origin_header_passes() {
+        let d = deps(Some(SECRET));
+        assert!(d.through_cloudfront(&headers(&[SECRET])));
+        assert!(!d.through_cloudfront(&headers(&[])));
+        assert!(!d.through_cloudfront(&headers(&["wrong"])));
+        assert!(!d.through_cloudfront(&headers(&[SECRET, SECRET])));
+        assert!(!d.through_cloudfront(&headers(&["wrong", SECRET])));
+        // Header names are case-insensitive (API Gateway keeps the client's case).
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::HeaderName::from_static("x-tether-origin"),
+            HeaderValue::from_static(SECRET),
+        );
+        assert!(d.through_cloudfront(&h));
+        // No secret configured: nothing passes.
+        assert!(!deps(None).through_cloudfront(&headers(&[SECRET])));
+    }
 
     #[test]
     fn bearer_needs_the_scheme() {

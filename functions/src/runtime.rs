@@ -76,10 +76,23 @@ fn store(config: &FunctionConfig, sdk: &SdkConfig) -> DynamoStore {
     )
 }
 
-/// `$connect`, `$disconnect` and the message routes: the store and the
-/// Management API.
+/// `$disconnect` and the message routes: the store and the Management API.
+/// (API Gateway invokes them only for connections `$connect` accepted, so
+/// they need no origin secret.)
 pub async fn websocket_deps() -> Result<WebSocketDeps, StartError> {
     let (config, sdk) = load().await?;
+    Ok(websocket_deps_from(config, sdk))
+}
+
+/// `$connect`: as [`websocket_deps`], and CloudFront's origin secret
+/// (`TETHER_ORIGIN_SECRET`), without which it does not start.
+pub async fn connect_deps() -> Result<WebSocketDeps, StartError> {
+    let (config, sdk) = load().await?;
+    let secret = config.require_origin_secret()?;
+    Ok(websocket_deps_from(config, sdk).with_origin_secret(secret))
+}
+
+fn websocket_deps_from(config: FunctionConfig, sdk: SdkConfig) -> WebSocketDeps {
     let store = store(&config, &sdk);
     let pushes = ManagementApi::new(
         sdk,
@@ -89,15 +102,18 @@ pub async fn websocket_deps() -> Result<WebSocketDeps, StartError> {
     info!(
         table = %config.table,
         management_endpoint = config.management_endpoint.as_deref().unwrap_or("from each event"),
+        origin_secret = config.origin_secret.is_some(),
         "configured"
     );
-    Ok(Deps::new(store, Arc::new(pushes), config.domain))
+    Deps::new(store, Arc::new(pushes), config.domain)
 }
 
-/// The HTTP API: the store only.
+/// The HTTP API: the store and CloudFront's origin secret
+/// (`TETHER_ORIGIN_SECRET`), without which it does not start.
 pub async fn http_deps() -> Result<HttpDeps, StartError> {
     let (config, sdk) = load().await?;
+    let secret = config.require_origin_secret()?;
     let store = store(&config, &sdk);
-    info!(table = %config.table, "configured");
-    Ok(Deps::new(store, NoPush, config.domain))
+    info!(table = %config.table, origin_secret = true, "configured");
+    Ok(Deps::new(store, NoPush, config.domain).with_origin_secret(secret))
 }

@@ -1,7 +1,9 @@
 //! The functions' handlers, fed API Gateway's own event JSON
 //! (`tests/fixtures/`, in the shapes AWS sends for `$connect`, `$disconnect`,
 //! a message route and an HTTP API route), against `DynamoStore` on moto and
-//! a recording push port.
+//! a recording push port. The `$connect` and HTTP API fixtures came through
+//! CloudFront: they carry its origin header (`X-Tether-Origin`) with
+//! [`ORIGIN_SECRET`], the secret the deps are given.
 
 mod support;
 
@@ -19,6 +21,7 @@ use tether_domain::fakes::RecordingPush;
 use tether_domain::ids::{ConnectionId, SessionId};
 use tether_domain::model::WorkerStatus;
 use tether_domain::store::Store;
+use tether_functions::config::{OriginSecret, ORIGIN_HEADER};
 use tether_functions::handlers::{self, now_millis, Deps, HandlerError};
 use tether_functions::push::{FixedPush, Origin};
 use tether_functions::DynamoStore;
@@ -28,6 +31,10 @@ type TestDeps = Deps<DynamoStore, FixedPush<RecordingPush>>;
 /// The connection ids of the fixtures.
 const BROWSER: &str = "Cz7PEfQ2joECFlQ=";
 const WORKER: &str = "Cz7QKdcVjoECE-w=";
+
+/// The origin secret in the fixtures' `X-Tether-Origin` header (shaped as
+/// the template derives it: the stack id's UUID and the table's name).
+const ORIGIN_SECRET: &str = "5b0c7e40-9d1a-11f0-8c3e-0a58a9feac02.tether-Table-Q3ZP7W1K9XJ4";
 
 async fn deps() -> TestDeps {
     deps_on(&support::client()).await
@@ -40,6 +47,7 @@ async fn deps_on(client: &aws_sdk_dynamodb::Client) -> TestDeps {
         FixedPush(RecordingPush::default()),
         tether_domain::Config::default(),
     )
+    .with_origin_secret(OriginSecret::new(ORIGIN_SECRET).expect("the fixtures' secret"))
 }
 
 fn recorded(deps: &TestDeps) -> &RecordingPush {
@@ -78,6 +86,27 @@ fn set(value: &mut Value, pointer: &str, new: Value) {
             .or_insert(Value::Null);
     }
     *at = new;
+}
+
+/// An event with its origin header replaced: none, or `value`. Handles both
+/// shapes (a WebSocket event's `headers` and `multiValueHeaders`, an HTTP
+/// API event's lower-case `headers`).
+fn with_origin(mut event: Value, value: Option<&str>) -> Value {
+    for (map, multi) in [("headers", false), ("multiValueHeaders", true)] {
+        let Some(headers) = event.get_mut(map).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let name = headers
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(ORIGIN_HEADER))
+            .cloned()
+            .unwrap_or_else(|| "X-Tether-Origin".to_owned());
+        headers.remove(&name);
+        if let Some(value) = value {
+            headers.insert(name, if multi { json!([value]) } else { json!(value) });
+        }
+    }
+    event
 }
 
 fn ws_event(value: Value) -> ApiGatewayWebsocketProxyRequest {
@@ -290,6 +319,133 @@ async fn a_refused_connect_answers_with_the_status_of_its_error() {
     let refused = connect_worker(&deps, WORKER, credential.expose()).await;
     assert_eq!(refused.status_code, 403);
     assert_eq!(body_json(&refused.body)["code"], json!("worker_not_approved"));
+}
+
+/// Everything a client can send straight to the APIs' `execute-api`
+/// endpoints, bypassing CloudFront, is refused with 403 before the handler
+/// reads or writes anything; the very same requests with CloudFront's
+/// header then pass (so the refusals used up no ticket, paired no worker).
+#[tokio::test]
+async fn only_requests_through_cloudfront_get_in() {
+    let tap = Arc::new(support::Tap::default());
+    let deps = deps_on(&support::tapped_client(tap.clone())).await;
+    let secret = add_user(&deps, "ada").await;
+    let ticket = ticket(&deps, secret.expose()).await;
+    let credential = Secret::generate("twk_");
+    let user_bearer = format!("Bearer {}", secret.expose());
+    let worker_bearer = format!("Bearer {}", credential.expose());
+    let now = now_millis();
+    tap.take();
+
+    let wrong = ORIGIN_SECRET.replace('5', "6");
+    let padded = format!("{ORIGIN_SECRET} ");
+    let repeated = format!("{ORIGIN_SECRET},{ORIGIN_SECRET}");
+    let cases: [(&str, Option<&str>); 6] = [
+        ("no origin header", None),
+        ("an empty one", Some("")),
+        ("a wrong secret of the same length", Some(wrong.as_str())),
+        ("the secret with more after it", Some(padded.as_str())),
+        ("the secret twice, as HTTP API joins a repeated header", Some(repeated.as_str())),
+        ("a prefix of the secret", Some(&ORIGIN_SECRET[..32])),
+    ];
+    for (case, origin) in cases {
+        let forbidden = |status: i64, body: &Option<Body>| {
+            assert_eq!(status, 403, "{case}: {body:?}");
+            let body = body_json(body);
+            assert_eq!(body["code"], json!("forbidden"), "{case}");
+            assert!(body["message"].as_str().is_some_and(|m| m.contains("CloudFront")), "{case}: {body}");
+        };
+        let browser = fixture(
+            "connect-browser",
+            &[
+                ("/queryStringParameters/ticket", json!(ticket)),
+                ("/multiValueQueryStringParameters/ticket", json!([ticket])),
+                ("/requestContext/connectionId", json!(BROWSER)),
+                ("/requestContext/connectedAt", json!(now)),
+                ("/requestContext/requestTimeEpoch", json!(now)),
+            ],
+        );
+        let r = handlers::connect(ws_event(with_origin(browser, origin)), &deps)
+            .await
+            .expect("connect runs");
+        forbidden(r.status_code, &r.body);
+
+        let worker = fixture(
+            "connect-worker",
+            &[
+                ("/headers/Authorization", json!(worker_bearer)),
+                ("/multiValueHeaders/Authorization", json!([worker_bearer])),
+                ("/requestContext/requestTimeEpoch", json!(now)),
+            ],
+        );
+        let r = handlers::connect(ws_event(with_origin(worker, origin)), &deps)
+            .await
+            .expect("connect runs");
+        forbidden(r.status_code, &r.body);
+
+        for (name, bearer) in [("http-ticket", &user_bearer), ("http-pair", &worker_bearer)] {
+            let event = fixture(
+                name,
+                &[
+                    ("/headers/authorization", json!(bearer)),
+                    ("/requestContext/timeEpoch", json!(now)),
+                ],
+            );
+            let r = handlers::http(http_event(with_origin(event, origin)), &deps)
+                .await
+                .expect("http runs");
+            forbidden(r.status_code, &r.body);
+            assert_eq!(
+                r.headers.get("cache-control").map(|v| v.to_str().ok()),
+                Some(Some("no-store")),
+                "{case}"
+            );
+        }
+        // Any other path too (API Gateway would answer 404 before the
+        // function; the function still answers 403 first).
+        let other = fixture(
+            "http-ticket",
+            &[("/rawPath", json!("/api/other")), ("/requestContext/http/path", json!("/api/other"))],
+        );
+        let r = handlers::http(http_event(with_origin(other, origin)), &deps)
+            .await
+            .expect("http runs");
+        forbidden(r.status_code, &r.body);
+
+        let calls = tap.take();
+        assert!(calls.is_empty(), "{case}: DynamoDB was called: {:?}", calls.iter().map(|(op, _)| op).collect::<Vec<_>>());
+        assert!(pushed(&deps, BROWSER).is_empty() && pushed(&deps, WORKER).is_empty(), "{case}");
+    }
+    assert!(deps.store.connection(&conn(BROWSER)).await.expect("read").is_none());
+
+    // The same requests through CloudFront: the ticket is still good, the
+    // credential still unknown (so it pairs now, as a new worker).
+    assert_eq!(connect_browser(&deps, BROWSER, &ticket, now_millis()).await.status_code, 200);
+    assert_eq!(connect_worker(&deps, WORKER, credential.expose()).await.status_code, 401);
+    let paired = pair(&deps, credential.expose()).await;
+    assert_eq!(paired["status"], json!("pending"));
+    assert_eq!(connect_worker(&deps, WORKER, credential.expose()).await.status_code, 200);
+    ticket_for(&deps, &secret).await;
+}
+
+/// Deps without an origin secret (a function the runtime would not have
+/// started) let nothing in, not even CloudFront's requests.
+#[tokio::test]
+async fn without_an_origin_secret_nothing_gets_in() {
+    let store = support::fresh_store(&support::client()).await;
+    let deps: TestDeps = Deps::new(
+        store,
+        FixedPush(RecordingPush::default()),
+        tether_domain::Config::default(),
+    );
+    let r = handlers::connect(ws_event(fixture("connect-browser", &[])), &deps)
+        .await
+        .expect("runs");
+    assert_eq!(r.status_code, 403);
+    let r = handlers::http(http_event(fixture("http-ticket", &[])), &deps)
+        .await
+        .expect("runs");
+    assert_eq!(r.status_code, 403);
 }
 
 async fn ticket_for(deps: &TestDeps, secret: &Secret) -> String {

@@ -7,7 +7,7 @@ use tether_functions::{handlers, runtime};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let cold = runtime::ColdStart::begin("tether-connect");
-    let deps = runtime::websocket_deps().await?;
+    let deps = runtime::connect_deps().await?;
     cold.ready();
     let deps = &deps;
     lambda_runtime::run(service_fn(

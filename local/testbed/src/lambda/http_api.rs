@@ -2,7 +2,9 @@
 //! `POST /api/pair` become `Invoke` calls with API Gateway's HTTP API event
 //! (payload format 2.0), and the function's result becomes the response.
 //! As on AWS, a method or path with no route gets 404 `{"message":"Not
-//! Found"}` without invoking anything.
+//! Found"}` without invoking anything. Each event carries CloudFront's
+//! origin header ([`LambdaBackend::add_origin_header`]), as on AWS where
+//! CloudFront is in front.
 
 use std::net::SocketAddr;
 
@@ -129,6 +131,7 @@ fn event(
     if !body.is_empty() {
         event["body"] = json!(body);
     }
+    backend.add_origin_header(&mut event, tether_functions::config::ORIGIN_HEADER);
     event
 }
 

@@ -21,6 +21,12 @@
 //! upgrade with that status and body; a message route's response body is
 //! sent back on the socket (the `$default` route is two-way); a failed
 //! invocation gives the client `{"message": "Internal server error", …}`.
+//!
+//! The test bed also plays CloudFront's part: on AWS, CloudFront adds the
+//! origin secret in [`ORIGIN_HEADER`] to every request it forwards to the
+//! APIs (overwriting one a client sends), and the functions refuse requests
+//! without it. So the events of `$connect` and of the HTTP API carry the
+//! secret the functions were given ([`LambdaBackend::new`]).
 
 pub mod emulator;
 pub mod http_api;
@@ -33,6 +39,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tracing::{debug, warn};
 
+use tether_functions::config::ORIGIN_HEADER;
 use tether_local::gateway::{iso8601, Accept, Backend, ConnId, ConnectInfo, Millis, Refusal};
 
 pub use serve::{host_table, management_endpoint, serve, LambdaHost, MANAGEMENT_FILE};
@@ -104,6 +111,8 @@ struct Inner {
     endpoint: String,
     functions: Functions,
     api: ApiIdentity,
+    /// The origin secret CloudFront would add to the requests it forwards.
+    origin_secret: String,
     /// API Gateway's integration timeout (29 s).
     timeout: Duration,
     /// `connectedAt` of live connections (every event carries it).
@@ -111,7 +120,16 @@ struct Inner {
 }
 
 impl LambdaBackend {
-    pub fn new(endpoint: impl Into<String>, functions: Functions, api: ApiIdentity, timeout: Duration) -> Self {
+    /// A backend invoking `functions` at `endpoint`, whose `$connect` and
+    /// HTTP API events carry `origin_secret` as CloudFront's would (the
+    /// functions' `TETHER_ORIGIN_SECRET`).
+    pub fn new(
+        endpoint: impl Into<String>,
+        functions: Functions,
+        api: ApiIdentity,
+        origin_secret: impl Into<String>,
+        timeout: Duration,
+    ) -> Self {
         install_crypto_provider();
         Self {
             inner: Arc::new(Inner {
@@ -119,6 +137,7 @@ impl LambdaBackend {
                 endpoint: endpoint.into().trim_end_matches('/').to_owned(),
                 functions,
                 api,
+                origin_secret: origin_secret.into(),
                 timeout,
                 connected_at: Mutex::default(),
             }),
@@ -131,6 +150,22 @@ impl LambdaBackend {
 
     pub fn api(&self) -> &ApiIdentity {
         &self.inner.api
+    }
+
+    /// CloudFront's part: sets the origin header in an event's `headers`
+    /// (and `multiValueHeaders`, if it has them) under `name`, replacing
+    /// whatever the client sent under that name in any case.
+    /// `$connect` events spell it [`canonical_header_name`]'s way, HTTP API
+    /// events in lower case.
+    pub fn add_origin_header(&self, event: &mut Value, name: &str) {
+        let secret = &self.inner.origin_secret;
+        for (map, multi) in [("headers", false), ("multiValueHeaders", true)] {
+            let Some(headers) = event.get_mut(map).and_then(Value::as_object_mut) else {
+                continue;
+            };
+            headers.retain(|k, _| !k.eq_ignore_ascii_case(ORIGIN_HEADER));
+            headers.insert(name.to_owned(), if multi { json!([secret]) } else { json!(secret) });
+        }
     }
 
     /// One `Invoke` (`RequestResponse`) with an event; the function's result.
@@ -331,7 +366,7 @@ impl Backend for LambdaBackend {
             "identity".into(),
             json!({"sourceIp": info.source_ip.to_string(), "userAgent": user_agent}),
         );
-        let event = json!({
+        let mut event = json!({
             "headers": headers,
             "multiValueHeaders": multi_headers,
             "queryStringParameters": query,
@@ -339,6 +374,7 @@ impl Backend for LambdaBackend {
             "requestContext": ctx,
             "isBase64Encoded": false,
         });
+        self.add_origin_header(&mut event, &canonical_header_name(ORIGIN_HEADER));
         let function = &self.inner.functions.connect;
         match self.invoke(function, &event).await {
             Ok(response) => {
@@ -418,6 +454,33 @@ mod tests {
     fn request_time_is_api_gateways_format() {
         assert_eq!(request_time(1_732_616_267_185), "26/Nov/2024:10:17:47 +0000");
         assert_eq!(request_time(0), "01/Jan/1970:00:00:00 +0000");
+    }
+
+    #[test]
+    fn the_origin_header_replaces_the_clients() {
+        let backend = LambdaBackend::new(
+            "http://127.0.0.1:9",
+            Functions::default(),
+            ApiIdentity {
+                api_id: "local".into(),
+                domain_name: "127.0.0.1:1".into(),
+                stage: "ws".into(),
+            },
+            "the-secret",
+            Duration::from_secs(1),
+        );
+        // A $connect: canonical names, both maps; a forged value is replaced.
+        let mut event = json!({
+            "headers": {"Host": "h", "X-Tether-Origin": "forged"},
+            "multiValueHeaders": {"Host": ["h"], "x-tether-origin": ["forged", "twice"]},
+        });
+        backend.add_origin_header(&mut event, &canonical_header_name(ORIGIN_HEADER));
+        assert_eq!(event["headers"], json!({"Host": "h", "X-Tether-Origin": "the-secret"}));
+        assert_eq!(event["multiValueHeaders"], json!({"Host": ["h"], "X-Tether-Origin": ["the-secret"]}));
+        // An HTTP API event: lower-case names.
+        let mut event = json!({"headers": {"host": "h", "x-tether-origin": "forged"}});
+        backend.add_origin_header(&mut event, ORIGIN_HEADER);
+        assert_eq!(event["headers"], json!({"host": "h", "x-tether-origin": "the-secret"}));
     }
 
     #[test]

@@ -110,7 +110,16 @@ pub async fn serve(
     let management_addr = management.local_addr().context("reading the bound address")?;
     let endpoint_file = EndpointFile::write(&host.data_dir, &management_endpoint_url(management_addr))?;
 
-    let emulator = Emulator::start(&host.tier, &function_env(&host, &table, management_addr)).await?;
+    // CloudFront's origin secret: the functions are given it, and the
+    // gateway adds it to the events of `$connect` and the HTTP API, as
+    // CloudFront adds it to the requests it forwards on AWS. New for each
+    // run (nothing outside this process needs it).
+    let origin_secret = tether_domain::auth::Secret::generate("tor_");
+    let emulator = Emulator::start(
+        &host.tier,
+        &function_env(&host, &table, management_addr, origin_secret.expose()),
+    )
+    .await?;
     let backend = LambdaBackend::new(
         emulator.endpoint.clone(),
         Functions::default(),
@@ -119,6 +128,7 @@ pub async fn serve(
             domain_name: addr.to_string(),
             stage: STAGE.into(),
         },
+        origin_secret.expose(),
         INTEGRATION_TIMEOUT,
     );
     warm_up(&backend).await?;
@@ -159,8 +169,14 @@ fn management_endpoint_url(addr: SocketAddr) -> String {
 
 /// The functions' environment for this host: its table, the tier's
 /// DynamoDB, this gateway's Management API (at `management`), the domain's
-/// timings, and placeholder credentials (nothing local checks them).
-fn function_env(host: &LambdaHost, table: &str, management: SocketAddr) -> Vec<(String, String)> {
+/// timings, CloudFront's origin secret, and placeholder credentials
+/// (nothing local checks them).
+fn function_env(
+    host: &LambdaHost,
+    table: &str,
+    management: SocketAddr,
+    origin_secret: &str,
+) -> Vec<(String, String)> {
     use tether_functions::config::*;
     let d = &host.domain;
     let mut env: Vec<(&str, String)> = vec![
@@ -172,6 +188,7 @@ fn function_env(host: &LambdaHost, table: &str, management: SocketAddr) -> Vec<(
         (HEARTBEAT_VAR, d.heartbeat_ms.to_string()),
         (PRESENCE_TIMEOUT_VAR, d.presence_timeout_ms.to_string()),
         (CONNECTION_TTL_VAR, d.connection_ttl_ms.to_string()),
+        (ORIGIN_SECRET_VAR, origin_secret.to_owned()),
         ("AWS_REGION", host.tier.region.clone()),
         ("AWS_DEFAULT_REGION", host.tier.region.clone()),
         ("AWS_ACCESS_KEY_ID", "local".into()),
@@ -186,7 +203,10 @@ fn function_env(host: &LambdaHost, table: &str, management: SocketAddr) -> Vec<(
 }
 
 /// Invokes every function once with an event it answers without touching
-/// any data, and logs how long each first (cold) invocation took.
+/// any data, and logs how long each first (cold) invocation took. Then
+/// checks that `$connect` and the HTTP API refuse an event without
+/// CloudFront's origin header (403), as on AWS a request straight to an
+/// `execute-api` endpoint.
 async fn warm_up(backend: &LambdaBackend) -> anyhow::Result<()> {
     let functions = backend.functions().clone();
     let api = backend.api().clone();
@@ -200,18 +220,22 @@ async fn warm_up(backend: &LambdaBackend) -> anyhow::Result<()> {
         })
     };
     // No ticket, no credential: refused before any read.
-    let connect = json!({"headers": {}, "requestContext": context("$connect", "CONNECT"), "isBase64Encoded": false});
+    let bare_connect = json!({"headers": {}, "requestContext": context("$connect", "CONNECT"), "isBase64Encoded": false});
+    let mut connect = bare_connect.clone();
+    backend.add_origin_header(&mut connect, &super::canonical_header_name(tether_functions::config::ORIGIN_HEADER));
     // A frame that is not JSON: answered before any read.
     let message = json!({"requestContext": context("$default", "MESSAGE"), "body": "warm-up", "isBase64Encoded": false});
     // An unknown connection: nothing to delete.
     let disconnect = json!({"requestContext": context("$disconnect", "DISCONNECT"), "isBase64Encoded": false});
     // No such route.
-    let http = json!({
+    let bare_http = json!({
         "version": "2.0", "routeKey": "$default", "rawPath": "/warm-up", "rawQueryString": "",
         "headers": {},
         "requestContext": {"http": {"method": "GET", "path": "/warm-up"}, "timeEpoch": now, "stage": "$default"},
         "isBase64Encoded": false,
     });
+    let mut http = bare_http.clone();
+    backend.add_origin_header(&mut http, tether_functions::config::ORIGIN_HEADER);
     for (function, event, expected) in [
         (&functions.connect, connect, 401),
         (&functions.message, message, 200),
@@ -232,6 +256,15 @@ async fn warm_up(backend: &LambdaBackend) -> anyhow::Result<()> {
             first_invoke_ms = started.elapsed().as_millis() as u64,
             "warm"
         );
+    }
+    for (function, event) in [(&functions.connect, bare_connect), (&functions.http, bare_http)] {
+        let result = backend
+            .invoke(function, &event)
+            .await
+            .with_context(|| format!("checking that {function} refuses a request not through CloudFront"))?;
+        if result.get("statusCode").and_then(|s| s.as_u64()) != Some(403) {
+            bail!("{function} took a request without CloudFront's origin header: {result}");
+        }
     }
     Ok(())
 }
