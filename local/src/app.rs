@@ -22,6 +22,7 @@ use crate::cli::{self, Cli, Command, FileConfig, UserCommand};
 use crate::control::ControlPush;
 use crate::gateway::{iso8601, now_millis, GatewayConfig};
 use crate::host::{self, LocalDomain};
+use crate::listen::HttpOptions;
 
 /// The user `tether up` creates on its first start.
 pub const OWNER: &str = "owner";
@@ -68,20 +69,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let domain = host::open_domain(&data_dir, domain_config)?;
             first_start(&domain, &url).await?;
             start_local_worker(args, &data_dir, &url, &domain).await?;
-            serve(domain, gateway, listener, &url).await
+            // Loopback only: plain HTTP stays on this machine.
+            let http = HttpOptions {
+                tls: None,
+                limits: args.tuning.limits(&file),
+            };
+            serve(domain, gateway, http, listener, &url).await
         }
         Command::Serve(args) => {
             let gateway = args.tuning.gateway(&file);
             let domain_config = args.tuning.domain(&file, &gateway);
-            let listener = bind(cli::serve_addr(args, &file)).await?;
-            let url = url_of(&listener)?;
+            let addr = cli::serve_addr(args, &file);
+            // Checked before anything binds or opens: a refusal changes nothing.
+            let http = cli::serve_http(args, &file, addr)?;
+            let listener = bind(addr).await?;
+            let url = url_of_scheme(&listener, http.scheme())?;
             let domain = host::open_domain(&data_dir, domain_config)?;
             if no_users(&domain).await? {
                 println!(
                     "No users yet: run `tether user add NAME --admin` to create the first one."
                 );
             }
-            serve(domain, gateway, listener, &url).await
+            serve(domain, gateway, http, listener, &url).await
         }
         Command::User(command) => user(command, &data_dir).await,
         Command::Worker(args) => worker(args).await,
@@ -91,10 +100,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `tether worker`: a worker in this process until a signal stops it.
 pub async fn worker(args: &tether_worker::cli::WorkerArgs) -> anyhow::Result<()> {
     let config = args.clone().into_config();
-    tokio::select! {
-        result = tether_worker::run::run(config) => result,
-        () = shutdown_signal() => Ok(()),
-    }
+    // The worker closes its websocket (1000) and stops opencode itself.
+    tether_worker::run::run_until(config, shutdown_signal()).await
 }
 
 /// `tether up`'s first start: makes the owner and says how to sign in.
@@ -192,20 +199,25 @@ pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 pub fn url_of(listener: &TcpListener) -> anyhow::Result<String> {
+    url_of_scheme(listener, "http")
+}
+
+fn url_of_scheme(listener: &TcpListener, scheme: &str) -> anyhow::Result<String> {
     let addr = listener.local_addr().context("reading the bound address")?;
-    Ok(format!("http://{addr}"))
+    Ok(format!("{scheme}://{addr}"))
 }
 
 async fn serve(
     domain: Arc<LocalDomain>,
     gateway: GatewayConfig,
+    http: HttpOptions,
     listener: TcpListener,
     url: &str,
 ) -> anyhow::Result<()> {
     // The one line tests (and people) look for; printed once the socket is
     // bound, so connecting right after reading it works.
     println!("tether listening on {url}");
-    host::serve(domain, gateway, listener, shutdown_signal()).await
+    host::serve(domain, gateway, http, listener, shutdown_signal()).await
 }
 
 pub async fn no_users<S: Store, P: Push>(domain: &Domain<S, P>) -> anyhow::Result<bool> {

@@ -10,6 +10,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use crate::gateway::GatewayConfig;
+use crate::listen::{HttpOptions, Limits, TlsFiles};
 
 /// Default port of `tether up`.
 pub const DEFAULT_PORT: u16 = 8787;
@@ -78,9 +79,25 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address and port to listen on [default: 127.0.0.1:8787].
+    /// Address and port to listen on [default: 127.0.0.1:8787]. Any address
+    /// but loopback needs HTTPS (--tls-cert and --tls-key) or --insecure-http.
     #[arg(long, env = "TETHER_BIND", value_name = "ADDR:PORT")]
     pub bind: Option<SocketAddr>,
+
+    /// Serve HTTPS (and WSS) with this certificate chain (PEM, leaf first).
+    /// Read again when it changes, so a renewal needs no restart.
+    #[arg(long, env = "TETHER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "TETHER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve plain HTTP on an address other machines can reach. Only for a
+    /// TLS proxy on a network you trust; anyone on the path reads and
+    /// changes everything otherwise.
+    #[arg(long, env = "TETHER_INSECURE_HTTP")]
+    pub insecure_http: bool,
 
     #[command(flatten)]
     pub tuning: Tuning,
@@ -115,6 +132,15 @@ pub struct Tuning {
     /// How long a websocket ticket stays valid [default: 60].
     #[arg(long, env = "TETHER_TICKET_TTL_SECS", value_name = "SECS", value_parser = parse_secs)]
     pub ticket_ttl_secs: Option<f64>,
+
+    /// A connection must finish its TLS handshake and send each request's
+    /// headers within this [default: 10].
+    #[arg(long, env = "TETHER_HEADER_READ_TIMEOUT_SECS", value_name = "SECS", value_parser = parse_secs)]
+    pub header_read_timeout_secs: Option<f64>,
+
+    /// How often the TLS files are checked for a change [default: 5].
+    #[arg(long, env = "TETHER_TLS_RELOAD_SECS", value_name = "SECS", value_parser = parse_secs, hide = true)]
+    pub tls_reload_secs: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +194,10 @@ pub struct FileConfig {
     pub heartbeat_secs: Option<f64>,
     pub presence_timeout_secs: Option<f64>,
     pub ticket_ttl_secs: Option<f64>,
+    pub header_read_timeout_secs: Option<f64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub insecure_http: Option<bool>,
 }
 
 impl FileConfig {
@@ -185,6 +215,7 @@ impl FileConfig {
             ("heartbeat_secs", config.heartbeat_secs),
             ("presence_timeout_secs", config.presence_timeout_secs),
             ("ticket_ttl_secs", config.ticket_ttl_secs),
+            ("header_read_timeout_secs", config.header_read_timeout_secs),
         ] {
             if let Some(v) = value {
                 if let Err(e) = parse_secs(&v.to_string()) {
@@ -227,6 +258,42 @@ pub fn serve_addr(args: &ServeArgs, file: &FileConfig) -> SocketAddr {
         .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)))
 }
 
+/// How `tether serve` listens on `addr`: HTTPS with the TLS files, or plain
+/// HTTP where that is safe or explicitly asked for. Refuses plain HTTP on a
+/// non-loopback address without `--insecure-http`, saying why and what to
+/// do instead.
+pub fn serve_http(
+    args: &ServeArgs,
+    file: &FileConfig,
+    addr: SocketAddr,
+) -> anyhow::Result<HttpOptions> {
+    let limits = args.tuning.limits(file);
+    let cert = args.tls_cert.clone().or_else(|| file.tls_cert.clone());
+    let key = args.tls_key.clone().or_else(|| file.tls_key.clone());
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => bail!("--tls-cert needs --tls-key (the certificate's private key)"),
+        (None, Some(_)) => bail!("--tls-key needs --tls-cert (the certificate chain)"),
+    };
+    let insecure = args.insecure_http || file.insecure_http.unwrap_or(false);
+    if tls.is_none() && !addr.ip().is_loopback() && !insecure {
+        bail!(
+            "refusing to serve plain HTTP on {addr}: other machines can reach that address, and \
+             over plain HTTP every secret, ticket, prompt and answer (and the approval of \
+             commands on your machines) crosses the network where anyone on the path can read \
+             and change it.\n\
+             Instead, either\n  \
+             - serve HTTPS yourself: --tls-cert FULLCHAIN.pem --tls-key KEY.pem, or\n  \
+             - keep tether on 127.0.0.1 and put a TLS proxy in front of it (Caddy, \
+             `tailscale serve`: see the README), or\n  \
+             - if a TLS proxy on a network you fully trust forwards to this address, pass \
+             --insecure-http."
+        );
+    }
+    Ok(HttpOptions { tls, limits })
+}
+
 fn secs(flag: Option<f64>, file: Option<f64>) -> Option<Duration> {
     flag.or(file).map(Duration::from_secs_f64)
 }
@@ -236,6 +303,18 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl Tuning {
+    /// The listener's bounds.
+    pub fn limits(&self, file: &FileConfig) -> Limits {
+        let mut limits = Limits::default();
+        if let Some(d) = secs(self.header_read_timeout_secs, file.header_read_timeout_secs) {
+            limits.header_read = d;
+        }
+        if let Some(d) = secs(self.tls_reload_secs, None) {
+            limits.reload_every = d;
+        }
+        limits
+    }
+
     pub fn gateway(&self, file: &FileConfig) -> GatewayConfig {
         let mut config = GatewayConfig::default();
         if let Some(d) = secs(self.idle_timeout_secs, file.idle_timeout_secs) {
@@ -292,6 +371,29 @@ mod tests {
         let gateway = args.tuning.gateway(&file);
         assert_eq!(gateway.idle_timeout, Duration::from_millis(500));
         assert_eq!(gateway.max_connection_age, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_needs_consent() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::parse_from(args);
+            let Command::Serve(serve) = cli.command else {
+                panic!("serve");
+            };
+            let addr = serve_addr(&serve, &FileConfig::default());
+            serve_http(&serve, &FileConfig::default(), addr)
+        };
+        let refused = parse(&["tether", "serve", "--bind", "0.0.0.0:8787"]).expect_err("refused");
+        let message = refused.to_string();
+        assert!(message.contains("refusing to serve plain HTTP on 0.0.0.0:8787"), "{message}");
+        assert!(message.contains("--tls-cert") && message.contains("--insecure-http"), "{message}");
+        assert!(parse(&["tether", "serve", "--bind", "[::]:1", "--insecure-http"]).is_ok());
+        assert!(parse(&["tether", "serve", "--bind", "127.0.0.1:1"]).is_ok());
+        assert!(parse(&["tether", "serve", "--bind", "[::1]:1"]).is_ok());
+        let tls = parse(&["tether", "serve", "--bind", "0.0.0.0:1", "--tls-cert", "c", "--tls-key", "k"])
+            .expect("TLS");
+        assert_eq!(tls.scheme(), "https");
+        assert!(parse(&["tether", "serve", "--tls-cert", "c"]).is_err());
     }
 
     #[test]

@@ -37,6 +37,7 @@ use tracing::{info, warn};
 
 use crate::control::{ControlSocket, DataDir};
 use crate::gateway::{bearer_token, now_millis, DomainBackend, Gateway, GatewayConfig, Hub};
+use crate::listen::HttpOptions;
 use crate::sqlite::SqliteStore;
 
 /// The database file inside the data directory.
@@ -55,6 +56,7 @@ pub struct HostConfig {
     pub data_dir: PathBuf,
     pub gateway: GatewayConfig,
     pub domain: tether_domain::Config,
+    pub http: HttpOptions,
 }
 
 /// The domain as the local host runs it.
@@ -159,7 +161,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let domain = open_domain(&config.data_dir, config.domain)?;
-    serve(domain, config.gateway, listener, shutdown).await
+    serve(domain, config.gateway, config.http, listener, shutdown).await
 }
 
 /// Serves a domain on a bound listener until `shutdown` resolves, then
@@ -167,6 +169,7 @@ pub async fn run(
 pub async fn serve<S: Store + DataDir>(
     domain: Arc<Domain<S, Hub>>,
     gateway_config: GatewayConfig,
+    http: HttpOptions,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -176,14 +179,8 @@ pub async fn serve<S: Store + DataDir>(
     let gateway = gateway(domain, gateway_config);
     let app = router(&gateway);
     let addr = listener.local_addr().context("reading the bound address")?;
-    info!(%addr, "serving");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("serving HTTP")?;
+    info!(%addr, scheme = http.scheme(), "serving");
+    crate::listen::serve(listener, app, http, shutdown).await?;
     // Upgraded websockets are no longer hyper's: close them ourselves.
     let open = gateway.live_connections();
     if open > 0 {

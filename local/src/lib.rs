@@ -13,6 +13,8 @@
 //! - [`control`]: the running host's control socket (a Unix socket in the
 //!   data directory), through which `tether user reset|remove` close the
 //!   revoked user's websockets.
+//! - [`listen`]: the HTTP(S) listener: rustls with certificates read again
+//!   when they change, header-read and handshake timeouts.
 //! - [`cli`] and [`app`]: the `tether` command line and what each command
 //!   does (a library, so the AWS-shaped test bed runs the same commands).
 
@@ -21,4 +23,5 @@ pub mod cli;
 pub mod control;
 pub mod gateway;
 pub mod host;
+pub mod listen;
 pub mod sqlite;

@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use tokio::process::{Child, Command};
 
+/// The `X-Tether-Origin` value in `functions/tests/fixtures/`.
+const FIXTURE_ORIGIN_SECRET: &str = "5b0c7e40-9d1a-11f0-8c3e-0a58a9feac02.tether-Table-Q3ZP7W1K9XJ4";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Emulator starts (each function starts cold once per round).
@@ -93,6 +96,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .args(["--env-var", &format!("TETHER_TABLE={table}")])
             .args(["--env-var", &format!("TETHER_DYNAMODB_ENDPOINT={dynamodb}")])
             .args(["--env-var", "TETHER_MANAGEMENT_ENDPOINT=http://127.0.0.1:9/ws"])
+            // The origin secret the fixtures' events carry (CloudFront's
+            // header), so `$connect` and the HTTP API accept them.
+            .args(["--env-var", &format!("TETHER_ORIGIN_SECRET={FIXTURE_ORIGIN_SECRET}")])
             .args(["--env-var", "RUST_LOG=info"])
             .current_dir(root.join("functions"))
             .env("CARGO_TARGET_DIR", &target)

@@ -28,7 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
 use super::frames::{FrameSizes, FrameWatcher};
-use super::hub::{Meta, Outbound};
+use super::hub::{Meta, Outbound, Outlet, TOO_SLOW_CLOSE_CODE, TOO_SLOW_CLOSE_REASON};
 use super::{now_millis, route_key, Accept, Backend, ConnId, ConnectInfo, Refusal, Shared};
 
 /// How long to wait for the peer's half of a close handshake.
@@ -103,7 +103,12 @@ pub(crate) async fn upgrade<B: Backend>(shared: Arc<Shared<B>>, mut req: Request
     let query = parse_query(req.uri().query().unwrap_or(""));
     let on_upgrade = hyper::upgrade::on(&mut req);
 
-    let meta = Arc::new(Meta::new(now, source_ip, user_agent));
+    let meta = Arc::new(Meta::new(
+        now,
+        source_ip,
+        user_agent,
+        shared.config.max_queued_bytes,
+    ));
     let id = shared.hub.reserve(meta.clone());
     let info = ConnectInfo {
         connection_id: id.clone(),
@@ -146,6 +151,7 @@ async fn admit<B: Backend>(
     match shared.backend.connect(info).await {
         Ok(accept) => {
             let (tx, rx) = mpsc::unbounded_channel();
+            let tx = Outlet::new(tx, meta.clone());
             shared.hub.open(&id, tx.clone());
             info!(conn = %id.redacted(), "connected");
             let live = shared.live.enter();
@@ -319,7 +325,7 @@ struct Conn<B> {
     sizes: FrameSizes,
     /// For replies: they go through the same queue as pushes, so the socket
     /// has one writer.
-    tx: mpsc::UnboundedSender<Outbound>,
+    tx: Outlet,
     /// When `$connect` started: the connection's age counts from there.
     started: Instant,
 }
@@ -401,9 +407,22 @@ impl<B: Backend> Conn<B> {
                 },
                 outbound = rx.recv() => match outbound {
                     Some(Outbound::Text(text)) => {
-                        if let Err(e) = sink.send(Message::text(text)).await {
-                            debug!(conn = %self.id.redacted(), error = %e, "write failed");
-                            break Ending::new(1006, e.to_string());
+                        let len = text.len();
+                        let written =
+                            tokio::time::timeout(config.write_timeout, sink.send(Message::text(text))).await;
+                        self.meta.written(len);
+                        match written {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => {
+                                debug!(conn = %self.id.redacted(), error = %e, "write failed");
+                                break Ending::new(1006, e.to_string());
+                            }
+                            Err(_) => {
+                                // The socket takes nothing: no close frame
+                                // would get through either.
+                                debug!(conn = %self.id.redacted(), "write timed out");
+                                break Ending::new(TOO_SLOW_CLOSE_CODE, "write timed out");
+                            }
                         }
                     }
                     Some(Outbound::Close { code, reason }) => {
@@ -414,6 +433,11 @@ impl<B: Backend> Conn<B> {
                     // Unreachable while `self.tx` lives; ends the loop if not.
                     None => break Ending::new(1011, "outbound queue closed"),
                 },
+                () = self.meta.overflow.notified() => {
+                    debug!(conn = %self.id.redacted(), "outbound queue full");
+                    let _ = close(&mut sink, TOO_SLOW_CLOSE_CODE, TOO_SLOW_CLOSE_REASON).await;
+                    break Ending::new(TOO_SLOW_CLOSE_CODE, TOO_SLOW_CLOSE_REASON);
+                }
                 () = &mut idle => {
                     let _ = close(&mut sink, 1001, "idle timeout").await;
                     drain(&mut stream).await;
@@ -516,7 +540,7 @@ impl<B: Backend> Conn<B> {
     ) {
         let frame = ServerFrame::err(id, ApiError::new(code, message)).to_json();
         // Fails only once the connection is ending; the reply is moot then.
-        let _ = self.tx.send(Outbound::Text(frame));
+        let _ = self.tx.text(frame);
     }
 }
 
@@ -524,7 +548,7 @@ impl<B: Backend> Conn<B> {
 async fn handle<B: Backend>(
     shared: &Shared<B>,
     id: &ConnId,
-    tx: &mpsc::UnboundedSender<Outbound>,
+    tx: &Outlet,
     route: String,
     body: String,
 ) {
@@ -532,11 +556,14 @@ async fn handle<B: Backend>(
     if let Some(reply) = shared.backend.message(id, &route, body, now_millis()).await {
         // The socket may have closed meanwhile; the reply is dropped then,
         // as API Gateway drops a reply to a gone connection.
-        let _ = tx.send(Outbound::Text(reply));
+        // A reply that does not fit the queue is dropped with the
+        // connection, which the overflow has closed.
+        let _ = tx.text(reply);
     }
 }
 
-/// Sends a close frame.
+/// Sends a close frame, giving up after [`CLOSE_GRACE`] (a client that
+/// reads nothing would otherwise hold the task for ever).
 async fn close<S>(sink: &mut S, code: u16, reason: &str) -> Result<(), WsError>
 where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
@@ -545,7 +572,13 @@ where
         code: CloseCode::from(code),
         reason: reason.into(),
     };
-    sink.send(Message::Close(Some(frame))).await
+    match tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await {
+        Ok(result) => result,
+        Err(_) => Err(WsError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "close frame not written in time",
+        ))),
+    }
 }
 
 /// Reads until the peer's side of the close handshake is done (or a grace

@@ -9,12 +9,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tether_domain::ids::ConnectionId;
 use tether_domain::push::{Push, PushError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::{ConnId, Millis};
 
@@ -47,16 +47,51 @@ pub(crate) struct Meta {
     pub(crate) last_active: AtomicI64,
     pub(crate) source_ip: IpAddr,
     pub(crate) user_agent: Option<String>,
+    /// Bytes of text frames queued for the socket and not yet written.
+    pub(crate) queued_bytes: AtomicUsize,
+    /// The most [`Self::queued_bytes`] may reach; a push past it ends the
+    /// connection (see [`Hub::send`]).
+    pub(crate) max_queued_bytes: usize,
+    /// Set (and notified) when a push found the queue full.
+    pub(crate) overflowed: AtomicBool,
+    pub(crate) overflow: Notify,
 }
 
 impl Meta {
-    pub(crate) fn new(now: Millis, source_ip: IpAddr, user_agent: Option<String>) -> Self {
+    pub(crate) fn new(
+        now: Millis,
+        source_ip: IpAddr,
+        user_agent: Option<String>,
+        max_queued_bytes: usize,
+    ) -> Self {
         Self {
             connected_at: now,
             last_active: AtomicI64::new(now),
             source_ip,
             user_agent,
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes,
+            overflowed: AtomicBool::new(false),
+            overflow: Notify::new(),
         }
+    }
+
+    /// Counts `len` bytes in, unless that passes the cap: then the
+    /// connection is marked overflowed and its task told.
+    fn admit(&self, len: usize) -> bool {
+        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before.saturating_add(len) <= self.max_queued_bytes {
+            return true;
+        }
+        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        self.overflowed.store(true, Ordering::Release);
+        self.overflow.notify_one();
+        false
+    }
+
+    /// `len` bytes left the queue (written, or dropped with the socket).
+    pub(crate) fn written(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
     }
 
     pub(crate) fn touch(&self, now: Millis) {
@@ -64,10 +99,47 @@ impl Meta {
     }
 }
 
+/// The sending end of a connection's queue. Every text frame (pushes and
+/// replies alike) is counted against the connection's byte cap here, and
+/// counted out by the socket task when written.
+#[derive(Clone, Debug)]
+pub(crate) struct Outlet {
+    tx: mpsc::UnboundedSender<Outbound>,
+    meta: Arc<Meta>,
+}
+
+impl Outlet {
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Outbound>, meta: Arc<Meta>) -> Self {
+        Self { tx, meta }
+    }
+
+    /// Queues a text frame, unless the queue is full (see [`Hub::send`]).
+    pub(crate) fn text(&self, text: String) -> Result<(), Gone> {
+        if self.meta.overflowed.load(Ordering::Acquire) || !self.meta.admit(text.len()) {
+            return Err(Gone);
+        }
+        let len = text.len();
+        self.tx.send(Outbound::Text(text)).map_err(|_| {
+            self.meta.written(len);
+            Gone
+        })
+    }
+
+    /// Queues a close.
+    pub(crate) fn close(&self, code: u16, reason: &str) -> Result<(), Gone> {
+        self.tx
+            .send(Outbound::Close {
+                code,
+                reason: reason.to_owned(),
+            })
+            .map_err(|_| Gone)
+    }
+}
+
 struct Slot {
     meta: Arc<Meta>,
     /// `None` while `$connect` runs.
-    tx: Option<mpsc::UnboundedSender<Outbound>>,
+    tx: Option<Outlet>,
 }
 
 #[derive(Default)]
@@ -117,7 +189,7 @@ impl Hub {
     }
 
     /// `$connect` accepted: pushes to `id` now reach its socket.
-    pub(crate) fn open(&self, id: &ConnId, tx: mpsc::UnboundedSender<Outbound>) {
+    pub(crate) fn open(&self, id: &ConnId, tx: Outlet) {
         if let Some(slot) = self.slots().get_mut(id) {
             slot.tx = Some(tx);
         }
@@ -131,7 +203,7 @@ impl Hub {
     fn with_sender<T>(
         &self,
         id: &str,
-        f: impl FnOnce(&mpsc::UnboundedSender<Outbound>) -> T,
+        f: impl FnOnce(&Outlet) -> T,
     ) -> Result<T, Gone> {
         let slots = self.slots();
         let tx = slots
@@ -143,19 +215,19 @@ impl Hub {
 
     /// Queues one text frame for a connection. `Ok` means accepted for
     /// delivery, as API Gateway's 200 does, not that the client has read it.
+    ///
+    /// A client that stops reading must not make the host hold everything
+    /// sent to it: when the frames queued for a connection would pass its
+    /// byte cap, this push is dropped, the connection is closed (4008, "too
+    /// slow") and this and later pushes get `Gone`. The client catches up
+    /// from its cursor when it reconnects.
     pub fn send(&self, id: &str, text: String) -> Result<(), Gone> {
-        self.with_sender(id, |tx| tx.send(Outbound::Text(text)).map_err(|_| Gone))?
+        self.with_sender(id, |outlet| outlet.text(text))?
     }
 
     /// Closes a connection with a close code; its `$disconnect` follows.
     pub fn close(&self, id: &str, code: u16, reason: &str) -> Result<(), Gone> {
-        self.with_sender(id, |tx| {
-            tx.send(Outbound::Close {
-                code,
-                reason: reason.to_owned(),
-            })
-            .map_err(|_| Gone)
-        })?
+        self.with_sender(id, |outlet| outlet.close(code, reason))?
     }
 
     /// A connection's status, if it is open.
@@ -188,15 +260,19 @@ impl Hub {
     /// Asks every open connection to close (on shutdown).
     pub fn close_all(&self, code: u16, reason: &str) {
         for slot in self.slots().values() {
-            if let Some(tx) = &slot.tx {
-                let _ = tx.send(Outbound::Close {
-                    code,
-                    reason: reason.to_owned(),
-                });
+            if let Some(outlet) = &slot.tx {
+                let _ = outlet.close(code, reason);
             }
         }
     }
 }
+
+/// The close code of a connection that read too slowly: its queue passed
+/// its byte cap (`GatewayConfig::max_queued_bytes`) or a write stalled past
+/// `GatewayConfig::write_timeout`. Clients reconnect and catch up.
+pub const TOO_SLOW_CLOSE_CODE: u16 = 4008;
+/// Its close reason.
+pub const TOO_SLOW_CLOSE_REASON: &str = "too slow: reconnect and catch up";
 
 /// The close code of a disconnect the server asks for (the domain's
 /// `Push::disconnect` and `DELETE @connections`): the same on both paths,

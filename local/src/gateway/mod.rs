@@ -38,7 +38,10 @@ use tether_domain::protocol::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 
 pub(crate) use domain_backend::error_body;
 pub use domain_backend::DomainBackend;
-pub use hub::{ConnectionStatus, Gone, Hub, SERVER_CLOSE_CODE, SERVER_CLOSE_REASON};
+pub use hub::{
+    ConnectionStatus, Gone, Hub, SERVER_CLOSE_CODE, SERVER_CLOSE_REASON, TOO_SLOW_CLOSE_CODE,
+    TOO_SLOW_CLOSE_REASON,
+};
 pub use time::{iso8601, now_millis};
 
 /// Milliseconds since the Unix epoch, as the domain counts time.
@@ -221,6 +224,13 @@ pub struct GatewayConfig {
     /// Beyond this (frame or message) the socket is closed with 1009: the
     /// gateway must buffer a message to answer it, and this bounds that.
     pub hard_limit_bytes: usize,
+    /// The most a connection's frames not yet written to its socket may
+    /// add up to; past it the connection is closed as too slow (4008).
+    pub max_queued_bytes: usize,
+    /// A write to a socket that takes longer ends the connection (a client
+    /// that stopped reading, or a dead network). It also bounds how long
+    /// the idle and age timers can be kept from firing.
+    pub write_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -232,6 +242,9 @@ impl Default for GatewayConfig {
             max_frame_bytes: MAX_FRAME_BYTES,
             max_message_bytes: MAX_MESSAGE_BYTES,
             hard_limit_bytes: 1024 * 1024,
+            // 32 of the largest messages: a reconnect catches up for less.
+            max_queued_bytes: 4 * 1024 * 1024,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }

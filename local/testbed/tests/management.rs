@@ -43,6 +43,7 @@ async fn serve(app: axum::Router) -> SocketAddr {
 
 #[tokio::test]
 async fn posts_gets_and_deletes_through_the_hub() {
+    tether_testbed::lambda::install_crypto_provider();
     let (tx, mut ids) = mpsc::unbounded_channel();
     let gateway = Gateway::new(Accepting(tx), Hub::new(), GatewayConfig::default());
     let clients = serve(gateway.router("/ws")).await;

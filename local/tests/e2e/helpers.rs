@@ -162,6 +162,12 @@ impl Server {
         self.root.path().join("data")
     }
 
+    /// The process id of the running server.
+    #[allow(dead_code, reason = "used by the security suite, which shares this file")]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn log_path(&self, generation: u32) -> PathBuf {
         self.root.path().join(format!("server-{generation}.log"))
     }
@@ -370,7 +376,11 @@ fn read_stdout(
         if let Some(f) = copy.as_mut() {
             let _ = writeln!(f, "{line}");
         }
-        if let Some(rest) = line.split("listening on http://").nth(1) {
+        let rest = line
+            .split("listening on http://")
+            .nth(1)
+            .or_else(|| line.split("listening on https://").nth(1));
+        if let Some(rest) = rest {
             let token = rest
                 .split_whitespace()
                 .next()

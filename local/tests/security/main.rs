@@ -5,20 +5,28 @@
 //! - [`exposure`]: nothing but `/`, the UI's files, `/api/*` and `/ws` is
 //!   served; no route reaches a connection; connection ids stay out of the
 //!   logs at `info`.
+//! - [`bounds`]: a watcher that stops reading is closed (4008) while the
+//!   host's memory stays bounded; half-open connections are closed within
+//!   the header timeout.
 //! - [`files`]: the data directory and the database are private; the page's
 //!   content security policy talks to its own origin only.
 //! - [`revocation`]: `tether user reset` and `tether user remove` close the
 //!   user's open websockets (and the removed user's workers') within a
 //!   second, and the old secret's tickets are refused.
+//! - [`tls`]: HTTPS and WSS with a certificate the test makes, reloaded when
+//!   it changes; plain HTTP refused beyond loopback; the worker's
+//!   `--ca-cert` and its refusal of plain HTTP to a remote host.
 
 #[allow(dead_code, unused_imports)]
 #[path = "../e2e/helpers.rs"]
 mod helpers;
 
+mod bounds;
 mod exposure;
 mod files;
 mod raw_http;
 mod revocation;
+mod tls;
 
 /// The binary the suite runs.
 const TETHER_BIN: &str = env!("CARGO_BIN_EXE_tether");

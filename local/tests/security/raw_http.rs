@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::helpers::WAIT;
@@ -34,6 +34,19 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Response {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    request_on(stream, addr, method, path, headers, body).await
+}
+
+/// [`request`] on a stream already open (a TLS one, say).
+pub async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -43,7 +56,6 @@ pub async fn request(
     }
     head.push_str("\r\n");
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
         stream.write_all(head.as_bytes()).await.expect("write the head");
         stream.write_all(body.as_bytes()).await.expect("write the body");
         let mut raw = Vec::new();
