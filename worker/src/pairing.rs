@@ -101,11 +101,15 @@ pub fn load_or_create(path: &Path, server: &str, workdir: &Path) -> anyhow::Resu
     Ok(stored)
 }
 
-/// Writes the credential file, readable by its owner only.
+/// Writes the credential file, readable by its owner only, in a directory
+/// only its owner may enter (0700, also when it already existed: the file
+/// names tell which hosts and projects this machine works for).
 pub fn save(path: &Path, stored: &StoredCredential) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (mode 700)", dir.display()))?;
     }
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
@@ -211,6 +215,8 @@ mod tests {
     fn credential_file_is_private_and_stable() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
+        // An existing directory with the usual mode is tightened.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let path = credential_path(dir.path(), "http://h", Path::new("/src/app"));
         let a = load_or_create(&path, "http://h", Path::new("/src/app")).unwrap();
         let b = load_or_create(&path, "http://h", Path::new("/src/app")).unwrap();
@@ -218,6 +224,8 @@ mod tests {
         assert!(a.credential.starts_with("twk_"));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700, "the config directory is private");
         assert!(!format!("{a:?}").contains(&a.credential));
         assert_ne!(path, credential_path(dir.path(), "http://h", Path::new("/src/other")));
     }
