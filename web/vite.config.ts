@@ -17,7 +17,6 @@ export default defineConfig({
   server: {
     proxy: {
       "/api": `http://${host}`,
-      "/healthz": `http://${host}`,
       "/ws": { target: `ws://${host}`, ws: true },
     },
   },
