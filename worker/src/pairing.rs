@@ -80,8 +80,14 @@ impl std::fmt::Debug for StoredCredential {
 
 /// The credential file for a host and directory.
 pub fn credential_path(config_dir: &Path, server: &str, workdir: &Path) -> PathBuf {
-    let key = short_hash(&format!("{server}\n{}", workdir.display()));
-    config_dir.join(format!("worker-{key}.json"))
+    config_dir.join(format!("worker-{}.json", instance_key(server, workdir)))
+}
+
+/// What tells this machine's workers apart: one per host and directory.
+/// Names the worker's files (credential, opencode's pid file), so workers
+/// never touch each other's.
+pub fn instance_key(server: &str, workdir: &Path) -> String {
+    short_hash(&format!("{server}\n{}", workdir.display()))
 }
 
 /// Reads the credential file, or creates one with a fresh credential.

@@ -176,6 +176,7 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
         binary,
         workdir.clone(),
         config.state_dir.clone(),
+        pairing::instance_key(&config.server, &workdir),
         config.opencode_access.clone(),
         inputs_tx.clone(),
         opencode_stop,
@@ -250,6 +251,7 @@ async fn supervise(
     binary: PathBuf,
     workdir: PathBuf,
     state_dir: PathBuf,
+    instance: String,
     access: Option<process::FixedAccess>,
     inputs: mpsc::UnboundedSender<Input>,
     mut stop: watch::Receiver<bool>,
@@ -259,7 +261,7 @@ async fn supervise(
         let started = std::time::Instant::now();
         // A start cut short drops what it started, which kills it.
         let child = tokio::select! {
-            child = OpencodeProcess::start(&binary, &workdir, &state_dir, access.as_ref()) => child,
+            child = OpencodeProcess::start(&binary, &workdir, &state_dir, &instance, access.as_ref()) => child,
             () = stopped(&mut stop) => return,
         };
         match child {

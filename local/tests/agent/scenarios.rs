@@ -475,3 +475,64 @@ async fn a_killed_worker_or_opencode_leaves_a_clear_state() {
     })
     .await;
 }
+
+/// Several projects on one machine, as people use it: three workers of one
+/// user share the machine's state directory, each with its own project and
+/// opencode. Answers alternate between them; none fails, and no worker ever
+/// stops another's opencode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_on_one_machine_stay_apart() {
+    run("three workers", async {
+        let agent = Agentic::new().await;
+        let server = Server::start(Mode::Sequential).await;
+        let ada = admin(&server).await;
+        let mut user = UserClient::connect(&server, &ada).await;
+        let url = format!("http://{}", server.addr);
+        let mut workers = Vec::new();
+        let mut sessions = Vec::new();
+        for name in ["alpha", "beta", "gamma"] {
+            let project = agent.project(name);
+            workers.push(agent.worker_in(&url, &project));
+            let worker_id = pair_worker(&mut user).await;
+            online(&mut user, &worker_id).await;
+            sessions.push(ready_session(&mut user, &worker_id).await);
+        }
+        let pids = agent.opencode_pids();
+        assert_eq!(pids.len(), 3, "one opencode per worker: {pids:?}");
+        for round in 0..6 {
+            for (i, session) in sessions.iter().enumerate() {
+                let n = 5 + round + i;
+                let message = ask(&mut user, session, &format!("[tokens {n}]")).await;
+                let answer = follow(&mut user, &message).await;
+                assert_eq!(
+                    answer.last.as_ref().map(|m| m.status),
+                    Some(MessageStatus::Complete),
+                    "round {round}, worker {i}"
+                );
+                assert_eq!(text_of(&answer), numbered_text(n));
+            }
+        }
+        assert_eq!(agent.opencode_pids(), pids, "no opencode was restarted");
+        assert!(pids.iter().all(|pid| alive(*pid)), "every opencode still runs");
+        drop(workers);
+    })
+    .await;
+}
+
+/// Waits until the worker `id` is online with the fake model.
+async fn online(user: &mut UserClient, id: &WorkerId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let online = user
+            .machines()
+            .await
+            .into_iter()
+            .flat_map(|m| m.workers)
+            .any(|w| w.worker_id == *id && w.online && !w.models.is_empty());
+        if online {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "worker {id} never came online");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -101,10 +101,42 @@ impl Agentic {
         ]
     }
 
-    /// The pid of the opencode child a worker started (from its pid file).
+    /// The pid of the opencode child this scenario's one worker started
+    /// (from its pid file); `None` unless there is exactly one.
     pub fn opencode_pid(&self) -> Option<u32> {
-        let path = self.root.path().join("xdg/state/tether/opencode.pid");
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+        match self.opencode_pids().as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+
+    /// The pids of the opencode children of every worker on this "machine"
+    /// (they share its state directory; each keeps its own pid file,
+    /// `opencode-<worker>.pid`: a pid and its start time).
+    pub fn opencode_pids(&self) -> Vec<u32> {
+        let dir = self.root.path().join("xdg/state/tether");
+        let mut pids: Vec<u32> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("opencode-") && name.ends_with(".pid")
+            })
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|text| text.split_whitespace().next()?.parse().ok())
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Another project on the same machine, set up as the first one.
+    pub fn project(&self, name: &str) -> PathBuf {
+        let dir = self.root.path().join(name);
+        std::fs::create_dir_all(&dir).expect("project directory");
+        std::fs::copy(self.workdir().join("opencode.json"), dir.join("opencode.json"))
+            .expect("copy opencode.json");
+        dir
     }
 
     /// `tether up` here: host, worker and opencode.
@@ -124,6 +156,12 @@ impl Agentic {
     /// A `tether worker` process for `server_url` in this project.
     pub fn worker(&self, server_url: &str) -> WorkerProcess {
         WorkerProcess::start(server_url, &self.workdir(), &self.env(), self.root.path())
+    }
+
+    /// A `tether worker` process for `server_url` in another project of
+    /// this machine (see [`Self::project`]).
+    pub fn worker_in(&self, server_url: &str, project: &Path) -> WorkerProcess {
+        WorkerProcess::start(server_url, project, &self.env(), self.root.path())
     }
 }
 

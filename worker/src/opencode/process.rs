@@ -4,6 +4,13 @@
 //! lives in its own process group, which goes with it however the worker
 //! lets go of it (a stop, an error, a start cut short), and a stale one from
 //! a killed worker is stopped on the next start.
+//!
+//! Several workers run on one machine (one per project, of one user or
+//! several), so each keeps its own pid file (named by
+//! [`crate::pairing::instance_key`]), and a pid from it is signalled only
+//! if that process still is the opencode this worker started: same start
+//! time, same working directory, an opencode command line. A reused pid, or
+//! another worker's opencode, is never touched.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,18 +41,21 @@ pub struct OpencodeProcess {
 }
 
 impl OpencodeProcess {
-    /// Starts `opencode serve` in `workdir`. `state_dir` keeps the child's pid
-    /// so a later start can stop one a killed worker left behind.
+    /// Starts `opencode serve` in `workdir`. `state_dir` keeps the child's
+    /// identity in a file named by `instance` (this worker's
+    /// [`crate::pairing::instance_key`]) so a later start of the same worker
+    /// can stop one a killed worker left behind.
     pub async fn start(
         binary: &Path,
         workdir: &Path,
         state_dir: &Path,
+        instance: &str,
         fixed: Option<&FixedAccess>,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
-        let pid_file = state_dir.join("opencode.pid");
-        stop_stale(&pid_file);
+        let pid_file = state_dir.join(format!("opencode-{instance}.pid"));
+        stop_stale(&pid_file, workdir);
         // Random unless fixed (benchmarks read opencode's own event stream
         // beside the worker); the password never leaves this process.
         let password = fixed.map(|f| f.password.clone()).unwrap_or_else(|| Secret::generate(""));
@@ -74,7 +84,9 @@ impl OpencodeProcess {
             pid_file,
         };
         if let Some(pid) = process.child.id() {
-            let _ = std::fs::write(&process.pid_file, pid.to_string());
+            if let Some(identity) = Identity::of(pid) {
+                let _ = std::fs::write(&process.pid_file, identity.to_line());
+            }
         }
         let stdout = process.child.stdout.take().context("opencode's stdout")?;
         let stderr = process.child.stderr.take().context("opencode's stderr")?;
@@ -143,16 +155,59 @@ async fn log_lines<R: tokio::io::AsyncBufRead + Unpin>(reader: R, stream: &'stat
     }
 }
 
-/// Stops an opencode a killed worker left running (if the pid still is one).
-fn stop_stale(pid_file: &Path) {
+/// A process as the pid file records it: its pid and its start time (in
+/// clock ticks since boot, `/proc/PID/stat`'s 22nd field), which together
+/// name one process for the life of the machine even when pids are reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    pid: u32,
+    start_ticks: u64,
+}
+
+impl Identity {
+    /// The live process `pid`, if there is one.
+    fn of(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces and parentheses: count
+        // fields from the last ')'. Field 3 is the first after it.
+        let after = stat.rsplit_once(')')?.1;
+        let start_ticks = after.split_whitespace().nth(22 - 3)?.parse().ok()?;
+        Some(Self { pid, start_ticks })
+    }
+
+    fn to_line(self) -> String {
+        format!("{} {}\n", self.pid, self.start_ticks)
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut fields = text.split_whitespace();
+        let pid = fields.next()?.parse().ok()?;
+        let start_ticks = fields.next()?.parse().ok()?;
+        Some(Self { pid, start_ticks })
+    }
+}
+
+/// Stops an opencode this worker's killed predecessor left running, if the
+/// pid file's process is still exactly that one: the same process (pid and
+/// start time), in `workdir`, running opencode. Anything else is left alone.
+fn stop_stale(pid_file: &Path, workdir: &Path) {
     let Ok(text) = std::fs::read_to_string(pid_file) else { return };
-    let Ok(pid) = text.trim().parse::<u32>() else { return };
+    let _ = std::fs::remove_file(pid_file);
+    let Some(recorded) = Identity::parse(&text) else { return };
+    if Identity::of(recorded.pid) != Some(recorded) {
+        return;
+    }
+    let pid = recorded.pid;
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+    let same_dir = match (cwd, workdir.canonicalize().ok()) {
+        (Some(cwd), Some(dir)) => cwd == dir,
+        _ => false,
+    };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if String::from_utf8_lossy(&cmdline).contains("opencode") {
-        warn!(pid, "stopping an opencode left by an earlier worker");
+    if same_dir && String::from_utf8_lossy(&cmdline).contains("opencode") {
+        warn!(pid, "stopping an opencode left by an earlier run of this worker");
         kill_group(pid);
     }
-    let _ = std::fs::remove_file(pid_file);
 }
 
 fn kill_group(pid: u32) {
@@ -231,4 +286,69 @@ fn on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process whose command line says opencode, in its own group, in `dir`.
+    fn fake_opencode(dir: &Path) -> std::process::Child {
+        use std::os::unix::process::CommandExt as _;
+        std::process::Command::new("sh")
+            // Two commands, so the shell does not exec into `sleep` (its
+            // command line must keep saying opencode).
+            .args(["-c", "sleep 30; true", "opencode"])
+            .current_dir(dir)
+            .process_group(0)
+            .spawn()
+            .expect("spawn")
+    }
+
+    fn alive(child: &mut std::process::Child) -> bool {
+        std::thread::sleep(Duration::from_millis(100));
+        child.try_wait().expect("try_wait").is_none()
+    }
+
+    #[test]
+    fn a_stale_opencode_of_this_worker_is_stopped() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut child = fake_opencode(dir.path());
+        let pid_file = dir.path().join("opencode-a.pid");
+        let identity = Identity::of(child.id()).expect("identity");
+        std::fs::write(&pid_file, identity.to_line()).expect("write");
+        stop_stale(&pid_file, dir.path());
+        assert!(!alive(&mut child), "the recorded opencode is stopped");
+        assert!(!pid_file.exists());
+    }
+
+    #[test]
+    fn another_workers_or_a_reused_pid_is_left_alone() {
+        let mine = tempfile::tempdir().expect("dir");
+        let theirs = tempfile::tempdir().expect("dir");
+        let mut other = fake_opencode(theirs.path());
+        let identity = Identity::of(other.id()).expect("identity");
+        let pid_file = mine.path().join("opencode-a.pid");
+        // Another directory: another worker's opencode.
+        std::fs::write(&pid_file, identity.to_line()).expect("write");
+        stop_stale(&pid_file, mine.path());
+        assert!(alive(&mut other), "another worker's opencode lives");
+        // The same pid with another start time: the pid was reused.
+        let reused = Identity {
+            start_ticks: identity.start_ticks + 1,
+            ..identity
+        };
+        std::fs::write(&pid_file, reused.to_line()).expect("write");
+        stop_stale(&pid_file, theirs.path());
+        assert!(alive(&mut other), "a reused pid is never signalled");
+        let _ = other.kill();
+        let _ = other.wait();
+    }
+
+    #[test]
+    fn identities_round_trip() {
+        let me = Identity::of(std::process::id()).expect("this process");
+        assert_eq!(Identity::parse(&me.to_line()), Some(me));
+        assert_eq!(Identity::parse("12"), None);
+    }
 }
