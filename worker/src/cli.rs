@@ -44,6 +44,11 @@ pub struct WorkerArgs {
     /// Seconds between heartbeats to the host.
     #[arg(long, env = "TETHER_HEARTBEAT_SECS", default_value_t = 60.0)]
     pub heartbeat_secs: f64,
+    /// Seconds the host may leave a frame unanswered before the worker
+    /// takes the connection for dead and makes a new one (a network that
+    /// dropped without a reset).
+    #[arg(long, env = "TETHER_ACK_TIMEOUT_SECS", default_value_t = 8.0)]
+    pub ack_timeout_secs: f64,
     /// Run opencode on this port with the password in
     /// `TETHER_OPENCODE_PASSWORD` instead of random ones (benchmarks).
     #[arg(long, env = "TETHER_OPENCODE_PORT", hide = true)]
@@ -62,6 +67,7 @@ impl WorkerArgs {
             config.config_dir = dir;
         }
         config.heartbeat = Duration::from_secs_f64(self.heartbeat_secs.max(1.0));
+        config.ack_timeout = Duration::from_secs_f64(self.ack_timeout_secs.max(0.1));
         config.ca_cert = self.ca_cert;
         config.insecure = self.insecure;
         // The password comes from the environment only: never on a command line.

@@ -4,6 +4,15 @@
 //! connection that has gone silent, and splits frames over 32 KB into
 //! continuation frames (API Gateway's frame limit; its message limit is 128 KB).
 //!
+//! A network that drops packets without a reset (a laptop changing Wi-Fi, a
+//! NAT that forgot the flow) leaves the socket looking open for minutes. The
+//! relay does not wait for TCP to notice: every frame it sends is a request
+//! the host answers, so once it has sent something and heard nothing for
+//! [`RelayConfig::ack_timeout`], or a write has not gone out in that time, the
+//! connection is given up and a new one made (the caller re-sends what was
+//! not acknowledged). The heartbeat makes an idle connection send, so it is
+//! checked the same way.
+//!
 //! It knows nothing of chunks or sessions: frames the caller sends while it
 //! is down are dropped, and the caller re-sends what matters when it hears
 //! [`RelayEvent::Connected`].
@@ -48,6 +57,9 @@ pub struct RelayConfig {
     pub url: String,
     pub credential: Secret,
     pub heartbeat: Duration,
+    /// Give the connection up when something sent has had no answer, or a
+    /// write has not completed, for this long.
+    pub ack_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// The trust for `wss://`: web PKI roots and `--ca-cert`.
@@ -251,18 +263,38 @@ async fn serve(
     heartbeat.reset();
     let silence_limit = config.heartbeat * 2 + Duration::from_secs(10);
     let mut last_heard = Instant::now();
+    // When the oldest frame sent since the host was last heard went out.
+    let mut unanswered_since: Option<Instant> = None;
     let mut pings: u64 = 0;
     loop {
+        let answer_due = unanswered_since.map(|sent| sent + config.ack_timeout);
         tokio::select! {
             frame = out.recv() => {
                 let Some(frame) = frame else { return Served::Lost };
-                if let Err(e) = send_text(&mut sink, frame).await {
-                    warn!(error = %e, "send failed; reconnecting");
-                    return Served::Lost;
+                match tokio::time::timeout(config.ack_timeout, send_text(&mut sink, frame)).await {
+                    Ok(Ok(())) => {
+                        unanswered_since.get_or_insert_with(Instant::now);
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "send failed; reconnecting");
+                        return Served::Lost;
+                    }
+                    Err(_) => {
+                        warn!(timeout = ?config.ack_timeout, "a write to the host stalled; reconnecting");
+                        return Served::Lost;
+                    }
                 }
+            }
+            () = sleep_until_some(answer_due) => {
+                warn!(
+                    timeout = ?config.ack_timeout,
+                    "the host has not answered what was sent; reconnecting"
+                );
+                return Served::Lost;
             }
             incoming = stream.next() => {
                 last_heard = Instant::now();
+                unanswered_since = None;
                 match incoming {
                     Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerFrame>(&text) {
                         Ok(frame) => {
@@ -291,8 +323,11 @@ async fn serve(
                 }
                 pings += 1;
                 let ping = format!(r#"{{"action":"ping","id":"hb-{pings}"}}"#);
-                if send_text(&mut sink, ping).await.is_err() {
-                    return Served::Lost;
+                match tokio::time::timeout(config.ack_timeout, send_text(&mut sink, ping)).await {
+                    Ok(Ok(())) => {
+                        unanswered_since.get_or_insert_with(Instant::now);
+                    }
+                    _ => return Served::Lost,
                 }
             }
             () = stop_requested(stop) => {
@@ -300,6 +335,14 @@ async fn serve(
                 return Served::Closed;
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -41,6 +41,9 @@ pub struct WorkerConfig {
     /// Where the opencode child's pid is kept (`~/.local/state/tether`).
     pub state_dir: PathBuf,
     pub heartbeat: Duration,
+    /// How long the host may leave what the worker sent unanswered before
+    /// the connection counts as dead (a silent network drop).
+    pub ack_timeout: Duration,
     /// A credential file to use instead of the per-host one in `config_dir`.
     pub credential_file: Option<PathBuf>,
     /// A fixed port and password for opencode (for benchmarks).
@@ -65,6 +68,7 @@ impl WorkerConfig {
             cache_dir: dirs::cache_dir().unwrap_or_else(|| home.join(".cache")).join("tether/opencode"),
             state_dir: dirs::state_dir().unwrap_or_else(|| home.join(".local/state")).join("tether"),
             heartbeat: Duration::from_secs(60),
+            ack_timeout: Duration::from_secs(8),
             credential_file: None,
             opencode_access: None,
             ca_cert: None,
@@ -159,6 +163,7 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
         url: endpoints.websocket.clone(),
         credential,
         heartbeat: config.heartbeat,
+        ack_timeout: config.ack_timeout,
         backoff_min: Duration::from_millis(500),
         backoff_max: Duration::from_secs(30),
         tls: host_tls,

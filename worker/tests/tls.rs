@@ -204,6 +204,7 @@ fn relay_config(port: u16, tls: HostTls) -> RelayConfig {
         url: format!("wss://127.0.0.1:{port}/ws"),
         credential: credential(),
         heartbeat: Duration::from_secs(60),
+        ack_timeout: Duration::from_secs(8),
         backoff_min: Duration::from_millis(500),
         backoff_max: Duration::from_secs(30),
         tls,

@@ -536,3 +536,39 @@ async fn online(user: &mut UserClient, id: &WorkerId) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The network drops the worker's packets mid-answer without a reset (a
+/// proxy that stops forwarding and closes nothing). With default settings
+/// the worker notices within its ack timeout, reconnects and re-sends, and
+/// the answer resumes within 20 s and ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_network_drop_stalls_an_answer_for_seconds_only() {
+    run("silent drop", async {
+        let agent = Agentic::new().await;
+        let server = Server::start(Mode::Sequential).await;
+        let ada = admin(&server).await;
+        let mut user = UserClient::connect(&server, &ada).await;
+        let proxy = Proxy::start(server.addr).await;
+        let _worker = agent.worker_with_defaults(&format!("http://{}", proxy.addr));
+        let worker_id = pair_worker(&mut user).await;
+        online(&mut user, &worker_id).await;
+        let session = ready_session(&mut user, &worker_id).await;
+
+        let message = ask(&mut user, &session, "[tokens 1500] [delay 10]").await;
+        let mut seen = Followed::default();
+        chunk_where(&mut user, &message, "some text", |b| matches!(b, ChunkBody::Text { .. }), &mut seen).await;
+        proxy.freeze();
+        let frozen = std::time::Instant::now();
+        let before = seen.chunks.len();
+        chunk_where(&mut user, &message, "text after the drop", |b| matches!(b, ChunkBody::Text { .. }), &mut seen)
+            .await;
+        let stall = frozen.elapsed();
+        eprintln!("silent drop: the answer stalled {stall:?} ({before} chunks before it)");
+        assert!(stall < Duration::from_secs(20), "the answer resumed after {stall:?}");
+        let answer = finish(&mut user, &message, seen).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_whole(&answer);
+        assert_eq!(text_of(&answer), numbered_text(1500));
+    })
+    .await;
+}

@@ -155,13 +155,18 @@ impl Agentic {
 
     /// A `tether worker` process for `server_url` in this project.
     pub fn worker(&self, server_url: &str) -> WorkerProcess {
-        WorkerProcess::start(server_url, &self.workdir(), &self.env(), self.root.path())
+        WorkerProcess::start(server_url, &self.workdir(), &self.env(), self.root.path(), &["--heartbeat-secs", "5"])
+    }
+
+    /// A `tether worker` process with the default heartbeat and timeouts.
+    pub fn worker_with_defaults(&self, server_url: &str) -> WorkerProcess {
+        WorkerProcess::start(server_url, &self.workdir(), &self.env(), self.root.path(), &[])
     }
 
     /// A `tether worker` process for `server_url` in another project of
     /// this machine (see [`Self::project`]).
     pub fn worker_in(&self, server_url: &str, project: &Path) -> WorkerProcess {
-        WorkerProcess::start(server_url, project, &self.env(), self.root.path())
+        WorkerProcess::start(server_url, project, &self.env(), self.root.path(), &["--heartbeat-secs", "5"])
     }
 }
 
@@ -172,7 +177,7 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    fn start(server_url: &str, workdir: &Path, env: &[(String, String)], root: &Path) -> Self {
+    fn start(server_url: &str, workdir: &Path, env: &[(String, String)], root: &Path, extra: &[&str]) -> Self {
         let n = std::fs::read_dir(root).map(|d| d.count()).unwrap_or(0);
         let log = root.join(format!("worker-{n}.log"));
         let file = std::fs::File::create(&log).expect("worker log");
@@ -186,8 +191,7 @@ impl WorkerProcess {
             .arg(opencode_binary())
             .arg("--config-dir")
             .arg(root.join("worker-config"))
-            .arg("--heartbeat-secs")
-            .arg("5")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(file.try_clone().expect("log")))
             .stderr(Stdio::from(file));
@@ -247,10 +251,12 @@ pub async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> b
 }
 
 /// A TCP proxy to `upstream`; `cut()` drops every connection through it,
-/// as a network failure would.
+/// as a network failure would; `freeze()` stops forwarding on them without
+/// closing anything, as a network that drops packets without a reset does
+/// (later connections pass as usual).
 pub struct Proxy {
     pub addr: SocketAddr,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    conns: Arc<Mutex<Vec<(JoinHandle<()>, Arc<tokio::sync::Notify>)>>>,
     _accept: JoinHandle<()>,
 }
 
@@ -258,15 +264,23 @@ impl Proxy {
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let conns: Arc<Mutex<Vec<(JoinHandle<()>, Arc<tokio::sync::Notify>)>>> = Arc::default();
         let tracked = conns.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                let freeze = Arc::new(tokio::sync::Notify::new());
+                let frozen = freeze.clone();
                 let task = tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = frozen.notified() => {
+                            // Hold both sockets open, forwarding nothing.
+                            std::future::pending::<()>().await;
+                        }
+                    }
                 });
-                tracked.lock().expect("proxy lock").push(task);
+                tracked.lock().expect("proxy lock").push((task, freeze));
             }
         });
         Self {
@@ -278,8 +292,15 @@ impl Proxy {
 
     /// Drops every open connection (both ends see it closed).
     pub fn cut(&self) {
-        for task in self.conns.lock().expect("proxy lock").drain(..) {
+        for (task, _) in self.conns.lock().expect("proxy lock").drain(..) {
             task.abort();
+        }
+    }
+
+    /// Stops forwarding on every open connection, closing none of them.
+    pub fn freeze(&self) {
+        for (_, freeze) in self.conns.lock().expect("proxy lock").iter() {
+            freeze.notify_one();
         }
     }
 }
