@@ -42,7 +42,9 @@ pub struct WorkerArgs {
     #[arg(long, env = "TETHER_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
     /// Seconds between heartbeats to the host.
-    #[arg(long, env = "TETHER_HEARTBEAT_SECS", default_value_t = 60.0)]
+    /// (`TETHER_WORKER_HEARTBEAT_SECS`, as `tether up`'s worker: the host's
+    /// `TETHER_HEARTBEAT_SECS` is what it tells its clients.)
+    #[arg(long, env = "TETHER_WORKER_HEARTBEAT_SECS", default_value_t = 60.0)]
     pub heartbeat_secs: f64,
     /// Seconds the host may leave a frame unanswered before the worker
     /// takes the connection for dead and makes a new one (a network that
