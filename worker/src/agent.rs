@@ -264,7 +264,7 @@ impl Agent {
                     if ok {
                         ob.on_ok(&id);
                     } else if let Some(e) = error {
-                        if ob.on_error(&id, e.code) == AfterError::Abandon {
+                        if ob.on_error(&id, e.code, Instant::now()) == AfterError::Abandon {
                             warn!(message_id = %ob.message(), code = e.code.as_str(), message = %e.message, "the host refused this answer's chunks");
                         }
                     }
@@ -273,7 +273,8 @@ impl Agent {
                     debug!(request_id = %id, code = e.code.as_str(), message = %e.message, "request refused");
                 }
             }
-            ServerFrame::PairingStatus { status } => match status {
+            // Who approved it is the run loop's to show and keep (run.rs).
+            ServerFrame::PairingStatus { status, .. } => match status {
                 WorkerStatus::Approved => self.hello(),
                 WorkerStatus::Rejected | WorkerStatus::Revoked => return Some(Exit::NotApproved(status)),
                 WorkerStatus::Pending => {}
@@ -434,7 +435,6 @@ impl Agent {
         let mut ob = Outbox::new(message.clone());
         ob.complete(Completion {
             outcome,
-            final_text: None,
             error: Some(why.to_owned()),
         });
         self.outboxes.insert(message.clone(), ob);
@@ -582,11 +582,10 @@ impl Agent {
         for c in turn.close_open_tools(why) {
             self.push_chunk(message, c);
         }
-        let text = turn.final_text();
+        // The host has the chunks: the completion carries no text.
         if let Some(ob) = self.outboxes.get_mut(message) {
             ob.complete(Completion {
                 outcome,
-                final_text: (!text.is_empty()).then_some(text),
                 error: turn.error.clone(),
             });
         }

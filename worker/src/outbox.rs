@@ -8,6 +8,12 @@
 //! delta is [`MIN_INTERVAL`] old, or when the batch nears the frame limit.
 //! Frames per answer then grow with its duration (at most about ten a
 //! second), not with its token count, and latency stays near one round trip.
+//!
+//! No frame grows with the answer: the completion carries the chunk count,
+//! never the text (the host has the chunks), and its error is clipped. An
+//! error reply that a retry cannot change (too large, malformed, final) drops
+//! what it refused; any other error is retried after a delay that doubles
+//! up to [`RETRY_MAX`], so a host that keeps refusing is not hammered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -23,12 +29,18 @@ pub const FLUSH_BYTES: usize = 20 * 1024;
 pub const FRAME_BUDGET: usize = 28 * 1024;
 /// Longest delta in one chunk; longer text is split over several chunks.
 pub const MAX_DELTA_BYTES: usize = 12 * 1024;
+/// Longest error text a completion carries.
+pub const MAX_ERROR_BYTES: usize = 4 * 1024;
+/// The first wait before re-sending what the host refused with an error a
+/// retry may change; it doubles with each refusal in a row.
+pub const RETRY_MIN: Duration = Duration::from_millis(250);
+/// The longest such wait.
+pub const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// How an answer ended, as the worker will report it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Completion {
     pub outcome: Outcome,
-    pub final_text: Option<String>,
     pub error: Option<String>,
 }
 
@@ -64,6 +76,10 @@ pub struct Outbox {
     in_flight: HashMap<RequestId, Vec<u32>>,
     completion: CompletionState,
     frames_sent: u64,
+    /// Nothing is re-sent before this (after a retriable error reply).
+    retry_at: Option<Instant>,
+    /// The wait after the next retriable error.
+    retry_delay: Duration,
 }
 
 impl Outbox {
@@ -80,6 +96,8 @@ impl Outbox {
             in_flight: HashMap::new(),
             completion: CompletionState::Open,
             frames_sent: 0,
+            retry_at: None,
+            retry_delay: RETRY_MIN,
         }
     }
 
@@ -149,6 +167,9 @@ impl Outbox {
 
     /// Frames to send now, each with its request id (registered as in flight).
     pub fn frames(&mut self, now: Instant, mut new_id: impl FnMut() -> RequestId) -> Vec<ClientFrame> {
+        if self.retry_at.is_some_and(|t| now < t) {
+            return Vec::new();
+        }
         if self.should_flush(now) {
             for body in std::mem::take(&mut self.pending) {
                 for piece in split(body) {
@@ -191,8 +212,8 @@ impl Outbox {
                         message_id: self.message.clone(),
                         outcome: c.outcome,
                         chunk_count: self.next_seq,
-                        final_text: c.final_text.clone(),
-                        error: c.error.clone(),
+                        final_text: None,
+                        error: c.error.as_deref().map(clip_error),
                     },
                 });
                 self.completion = CompletionState::InFlight(c, id);
@@ -221,6 +242,8 @@ impl Outbox {
 
     /// An ok reply to one of this outbox's frames.
     pub fn on_ok(&mut self, id: &RequestId) {
+        self.retry_at = None;
+        self.retry_delay = RETRY_MIN;
         if let Some(seqs) = self.in_flight.remove(id) {
             for seq in seqs {
                 self.unacked.remove(&seq);
@@ -230,13 +253,28 @@ impl Outbox {
         }
     }
 
-    /// An error reply to one of this outbox's frames.
-    pub fn on_error(&mut self, id: &RequestId, code: tether_domain::ErrorCode) -> AfterError {
+    /// An error reply to one of this outbox's frames, at `now`.
+    pub fn on_error(&mut self, id: &RequestId, code: tether_domain::ErrorCode, now: Instant) -> AfterError {
         use tether_domain::ErrorCode as C;
+        // What sending the same frame again cannot change.
         let abandon = matches!(
             code,
-            C::NotFound | C::MessageFinal | C::AlreadyComplete | C::Forbidden | C::BadRequest
+            C::NotFound
+                | C::MessageFinal
+                | C::AlreadyComplete
+                | C::Forbidden
+                | C::BadRequest
+                | C::BadJson
+                | C::UnknownAction
+                | C::FrameTooLarge
+                | C::MessageTooLarge
+                | C::SessionClosed
+                | C::Conflict
         );
+        if !abandon && self.owns(id) {
+            self.retry_at = Some(now + self.retry_delay);
+            self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+        }
         if let Some(seqs) = self.in_flight.remove(id) {
             if abandon {
                 for seq in seqs {
@@ -265,6 +303,8 @@ impl Outbox {
     /// The connection dropped: nothing is in flight any more; everything
     /// unacknowledged goes again on the next connection.
     pub fn on_disconnect(&mut self) {
+        // A new connection gets everything at once.
+        self.retry_at = None;
         self.in_flight.clear();
         self.unsent = self.unacked.keys().copied().collect();
         if let CompletionState::InFlight(c, _) = &self.completion {
@@ -274,8 +314,24 @@ impl Outbox {
 
     /// When the caller should look again, if something waits on the clock.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending_since.map(|t| t + MIN_INTERVAL)
+        let coalescing = self.pending_since.map(|t| t + MIN_INTERVAL);
+        match (coalescing, self.retry_at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
+}
+
+/// An error text cut to [`MAX_ERROR_BYTES`] at a character boundary.
+fn clip_error(text: &str) -> String {
+    if text.len() <= MAX_ERROR_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_ERROR_BYTES - "…".len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 fn delta_len(body: &ChunkBody) -> Option<usize> {
@@ -456,7 +512,7 @@ mod tests {
         assert_eq!(seqs(&second[0]), vec![1]);
         ob.on_ok(&first[0].id);
         ob.on_disconnect();
-        ob.complete(Completion { outcome: Outcome::Complete, final_text: Some("a".into()), error: None });
+        ob.complete(Completion { outcome: Outcome::Complete, error: None });
         let again = ob.frames(t1, || ids.next());
         assert_eq!(seqs(&again[0]), vec![1], "only the unacked chunk goes again");
         let Request::MessageComplete { chunk_count, .. } = &again[1].request else { panic!("completion") };
@@ -474,10 +530,75 @@ mod tests {
         let mut ob = Outbox::new(MessageId::parse("m").unwrap());
         ob.push(text("a"), t0);
         let f = ob.frames(t0, || ids.next());
-        assert_eq!(ob.on_error(&f[0].id, ErrorCode::Internal), AfterError::Retry);
-        let f = ob.frames(t0, || ids.next());
+        assert_eq!(ob.on_error(&f[0].id, ErrorCode::Internal, t0), AfterError::Retry);
+        let later = t0 + RETRY_MIN;
+        let f = ob.frames(later, || ids.next());
         assert_eq!(seqs(&f[0]), vec![0], "retried");
-        assert_eq!(ob.on_error(&f[0].id, ErrorCode::MessageFinal), AfterError::Abandon);
+        assert_eq!(ob.on_error(&f[0].id, ErrorCode::MessageFinal, later), AfterError::Abandon);
+        for code in [ErrorCode::MessageTooLarge, ErrorCode::FrameTooLarge, ErrorCode::BadRequest, ErrorCode::SessionClosed] {
+            let mut ob = Outbox::new(MessageId::parse("m").unwrap());
+            ob.push(text("a"), t0);
+            let f = ob.frames(t0, || ids.next());
+            assert_eq!(ob.on_error(&f[0].id, code, t0), AfterError::Abandon, "{code:?}");
+            assert!(ob.frames(t0 + RETRY_MAX, || ids.next()).is_empty(), "{code:?} is never re-sent");
+        }
+    }
+
+    #[test]
+    fn retries_back_off_and_an_ok_resets_them() {
+        let t0 = Instant::now();
+        let mut ids = Ids(0);
+        let mut ob = Outbox::new(MessageId::parse("m").unwrap());
+        ob.push(text("a"), t0);
+        let mut now = t0;
+        let mut waits = Vec::new();
+        let mut f = ob.frames(now, || ids.next());
+        for _ in 0..8 {
+            ob.on_error(&f[0].id, ErrorCode::Internal, now);
+            // Nothing goes out before the delay; the frame does after it.
+            let due = ob.next_deadline().expect("a retry time");
+            assert!(ob.frames(due - Duration::from_millis(1), || ids.next()).is_empty());
+            waits.push(due - now);
+            now = due;
+            f = ob.frames(now, || ids.next());
+            assert_eq!(seqs(&f[0]), vec![0]);
+        }
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, vec![250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000]);
+        ob.on_ok(&f[0].id);
+        ob.push(text("b"), now);
+        let now = now + MIN_INTERVAL;
+        let f = ob.frames(now, || ids.next());
+        ob.on_error(&f[0].id, ErrorCode::Internal, now);
+        assert_eq!(ob.next_deadline(), Some(now + RETRY_MIN), "an ok starts the delays over");
+    }
+
+    #[test]
+    fn the_completion_is_small_however_long_the_answer() {
+        let t0 = Instant::now();
+        let mut ids = Ids(0);
+        let mut ob = Outbox::new(MessageId::parse("m").unwrap());
+        // 300 KB of answer, then a long error.
+        for _ in 0..300 {
+            ob.push(text(&"x".repeat(1024)), t0);
+        }
+        ob.complete(Completion {
+            outcome: Outcome::Failed,
+            error: Some("é".repeat(10_000)),
+        });
+        let frames = ob.frames(t0, || ids.next());
+        let largest = frames.iter().map(|f| f.to_json().len()).max().unwrap_or(0);
+        assert!(largest <= FRAME_BUDGET + 1024, "every frame fits: {largest} bytes");
+        let completion = frames.last().expect("frames");
+        match &completion.request {
+            Request::MessageComplete { final_text, error, chunk_count, .. } => {
+                assert_eq!(*final_text, None, "no text in the completion");
+                assert!(error.as_ref().is_some_and(|e| e.len() <= MAX_ERROR_BYTES), "clipped error");
+                assert!(*chunk_count >= 25, "{chunk_count} chunks for 300 KB");
+            }
+            other => panic!("expected the completion last, got {other:?}"),
+        }
+        assert!(frames.len() <= 16, "{} frames for 300 KB", frames.len());
     }
 
     #[test]

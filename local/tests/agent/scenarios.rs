@@ -195,7 +195,11 @@ async fn streams_real_answers_and_a_second_message() {
         assert_whole(&answer);
         let expected = numbered_text(300);
         assert_eq!(text_of(&answer), expected, "the streamed text is what the model said");
-        assert_eq!(answer.last.as_ref().and_then(|m| m.final_text.clone()), Some(expected));
+        assert_eq!(
+            answer.last.as_ref().and_then(|m| m.final_text.clone()),
+            None,
+            "the completion carries no text: the host has the chunks"
+        );
         let text_chunks = answer
             .chunks
             .iter()
@@ -569,6 +573,37 @@ async fn a_silent_network_drop_stalls_an_answer_for_seconds_only() {
         assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
         assert_whole(&answer);
         assert_eq!(text_of(&answer), numbered_text(1500));
+    })
+    .await;
+}
+
+/// An answer far over API Gateway's 128 KB message limit completes, exact:
+/// it travels as bounded chunk frames, and the completion carries only the
+/// chunk count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_300_kb_answer_completes_exact() {
+    run("300 KB", async {
+        let agent = Agentic::new().await;
+        let server = agent.up(Mode::Sequential).await;
+        let mut user = UserClient::connect(&server, &server.owner()).await;
+        let worker = online_worker(&mut user).await;
+        let session = ready_session(&mut user, &worker.worker_id).await;
+        let tokens = 46_000;
+        let started = std::time::Instant::now();
+        let message = ask(&mut user, &session, &format!("[tokens {tokens}] [delay 0]")).await;
+        let answer = follow(&mut user, &message).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_whole(&answer);
+        let text = text_of(&answer);
+        assert!(text.len() > 300_000, "{} bytes", text.len());
+        assert_eq!(text, numbered_text(tokens));
+        let chunks = answer.chunks.len();
+        eprintln!(
+            "300 KB answer: {} bytes in {chunks} chunks, {:?}",
+            text.len(),
+            started.elapsed()
+        );
+        assert!(chunks <= 400, "{chunks} chunks for {} bytes", text.len());
     })
     .await;
 }
