@@ -185,6 +185,52 @@ pub enum ChunkBody {
     },
     /// Something went wrong while answering.
     Error { message: String },
+    /// A subagent working for this answer (opencode's `task` tool runs one
+    /// in a child session): its state, sent when it starts, when its status
+    /// changes, and with each change of one of its tool calls (`tool`).
+    /// The latest chunk of a `subagent_id` holds its current state; its
+    /// prompts come as this answer's `permission_request` and `question`.
+    Subagent {
+        subagent_id: String,
+        /// The `task` call that started it, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+        /// The subagent it works for, if not the answer's own agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent_id: Option<String>,
+        #[serde(default)]
+        agent: String,
+        #[serde(default)]
+        description: String,
+        status: SubagentStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tool: Option<SubagentTool>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum SubagentStatus {
+    Running,
+    Completed,
+    Error,
+    Aborted,
+}
+
+/// One tool call of a subagent, as a short summary (`title`: at most a few
+/// hundred characters); keyed by `part_id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct SubagentTool {
+    pub part_id: String,
+    pub call_id: String,
+    pub tool: String,
+    pub status: ToolStatus,
+    #[serde(default)]
+    pub title: String,
 }
 
 impl ChunkBody {
@@ -203,6 +249,7 @@ impl ChunkBody {
             Self::Step { .. } => "step",
             Self::Retry { .. } => "retry",
             Self::Error { .. } => "error",
+            Self::Subagent { .. } => "subagent",
         }
     }
 }

@@ -100,6 +100,7 @@ fn every_chunk_kind_has_an_example() {
         "step",
         "retry",
         "error",
+        "subagent",
     ] {
         assert!(kinds.contains(kind), "chunk kind {kind} has no example");
     }

@@ -22,6 +22,10 @@ pub enum Directive {
     Edit { path: String, old: String, new: String },
     /// `[question]`: call the `question` tool (Blue or Red).
     Question,
+    /// `[subagent PROMPT…]` or `[subagent "DESCRIPTION" PROMPT…]`: call the
+    /// `task` tool (a `general` subagent) with PROMPT, which may itself hold
+    /// directives for the subagent's own requests (`[subagent [bash ls]]`).
+    Subagent { description: String, prompt: String },
     /// `[error]`, `[error STATUS]`, `[error STATUS COUNT]`: answer with an
     /// HTTP error (default 500); with COUNT, only the first COUNT attempts
     /// fail and later ones are answered normally.
@@ -34,6 +38,9 @@ pub enum Directive {
     /// so the client's retries come quickly.
     RetryAfter(u64),
 }
+
+/// The task description of a `[subagent …]` that names none.
+pub const SUBAGENT_DESCRIPTION: &str = "Run a subtask";
 
 /// A user message split into its directives and its remaining text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -92,7 +99,7 @@ impl Parsed {
         })
     }
 
-    /// The first tool-using directive (bash, write, edit, question).
+    /// The first tool-using directive (bash, write, edit, question, subagent).
     pub fn action(&self) -> Option<&Directive> {
         self.directives.iter().find(|d| {
             matches!(
@@ -101,6 +108,7 @@ impl Parsed {
                     | Directive::Write { .. }
                     | Directive::Edit { .. }
                     | Directive::Question
+                    | Directive::Subagent { .. }
             )
         })
     }
@@ -182,6 +190,18 @@ fn parse_one(inner: &str) -> Option<Directive> {
         "question" if args.is_empty() => Some(Directive::Question),
         "hang" if args.is_empty() => Some(Directive::Hang),
         "bash" if !args.is_empty() => Some(Directive::Bash(args.to_string())),
+        "subagent" if !args.is_empty() => {
+            let (description, prompt) = if args.starts_with('"') {
+                let (d, used) = quoted(args)?;
+                (d, args[used..].trim().to_string())
+            } else {
+                (SUBAGENT_DESCRIPTION.to_string(), args.to_string())
+            };
+            if prompt.is_empty() {
+                return None;
+            }
+            Some(Directive::Subagent { description, prompt })
+        }
         "write" => {
             let (path, rest) = first_word(args)?;
             let content = match split_args(rest) {
@@ -382,6 +402,29 @@ mod tests {
     fn question_directive() {
         let p = parse("[question]");
         assert_eq!(p.action(), Some(&Directive::Question));
+    }
+
+    #[test]
+    fn subagent_keeps_its_inner_directives_as_the_prompt() {
+        let p = parse("[subagent [bash echo hi]] go");
+        assert_eq!(
+            p.directives,
+            vec![Directive::Subagent {
+                description: SUBAGENT_DESCRIPTION.into(),
+                prompt: "[bash echo hi]".into()
+            }]
+        );
+        assert_eq!(p.text, "go");
+        let p = parse(r#"[subagent "Say hi" [bash echo hi] please]"#);
+        assert_eq!(
+            p.action(),
+            Some(&Directive::Subagent {
+                description: "Say hi".into(),
+                prompt: "[bash echo hi] please".into()
+            })
+        );
+        assert!(parse("[subagent]").directives.is_empty());
+        assert!(parse(r#"[subagent "only a description"]"#).directives.is_empty());
     }
 
     #[test]

@@ -55,6 +55,7 @@
 //! | `[write PATH CONTENT…]` | a `write` call `{"filePath", "content"}`; then `Wrote PATH.` CONTENT is the rest of the directive, or one `"quoted string"` (with `\n`, `\t`, `\"`, `\\`). |
 //! | `[edit PATH OLD NEW]` | a `read` call of PATH (opencode's edit tool refuses files not read first), then an `edit` call `{"filePath", "oldString", "newString"}`; then `Edited PATH.` Quote words with spaces. |
 //! | `[question]` | a `question` call asking [`script::QUESTION`] (header `Color`, options `Blue` / `Red`); once answered: `You chose X.` |
+//! | `[subagent PROMPT]`, `[subagent "DESCRIPTION" PROMPT]` | a `task` call `{"description", "prompt": PROMPT, "subagent_type": "general"}` (description `Run a subtask` unless given): opencode runs a subagent in a child session, whose own requests come here with PROMPT as their user message, so directives inside PROMPT (`[subagent [bash echo hi]]`) script the subagent; once the task's result is back: `The subagent said: <first line of the subagent's answer>`. |
 //! | `[error]`, `[error STATUS]` | HTTP STATUS (default 500) with an OpenAI-style error body. |
 //! | `[error STATUS COUNT]` | the first COUNT attempts of this request get the error, later retries are answered normally. |
 //! | `[retry-after MS]` | send `retry-after-ms: MS` with the scripted error. opencode retries 429 and 5xx errors 5 times, by default after about 2, 4, 8, 16 and 30 s (over a minute in all); it waits MS instead when the header is present. |

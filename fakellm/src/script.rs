@@ -202,6 +202,8 @@ pub const THINKING: &str = "Let me think about this step by step. The user wants
 pub const HANG_TEXT: &str = "Working on it";
 /// The question asked by `[question]`.
 pub const QUESTION: &str = "Which color do you prefer?";
+/// The agent `[subagent …]` asks the `task` tool for.
+pub const SUBAGENT_TYPE: &str = "general";
 /// The options offered by `[question]`.
 pub const QUESTION_OPTIONS: [&str; 2] = ["Blue", "Red"];
 
@@ -331,9 +333,32 @@ fn act(conv: &Conversation, action: &Directive, step: usize, last_result: &str) 
             }]}),
         ),
         (Directive::Question, _) => (None, Some(format!("You chose {}.", chosen(last_result)))),
+        (Directive::Subagent { description, prompt }, 0) => call(
+            "task",
+            json!({ "description": description, "prompt": prompt, "subagent_type": SUBAGENT_TYPE }),
+        ),
+        (Directive::Subagent { .. }, _) => (
+            None,
+            Some(format!("The subagent said: {}", subagent_said(last_result)).trim_end().to_string()),
+        ),
         // Not tool directives; `Parsed::action` never yields them.
         _ => (None, None),
     }
+}
+
+/// The first line of what a subagent answered, from the `task` tool's
+/// result (opencode wraps it: `task_id: …` then `<task_result>…</task_result>`).
+fn subagent_said(result: &str) -> String {
+    let inner = match (result.find("<task_result>"), result.find("</task_result>")) {
+        (Some(a), Some(b)) if a < b => &result[a + "<task_result>".len()..b],
+        _ => result,
+    };
+    inner
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("task_id:"))
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The option a question's tool result reports: the text after `="` up to
@@ -490,6 +515,25 @@ mod tests {
         let s = answer(&request("[question]", tool_turn("c1", "question", result)));
         assert_eq!(s.full_text(), "You chose Red.");
         assert_eq!(chosen("picked Blue"), "Blue");
+    }
+
+    #[test]
+    fn subagent_calls_task_then_reports_what_it_said() {
+        let mut body = request("[subagent \"Say hi\" [bash echo hi]]", vec![]);
+        body["tools"].as_array_mut().unwrap().push(json!({"type":"function","function":{"name":"task","parameters":{"type":"object","properties":{"description":{},"prompt":{},"subagent_type":{}}}}}));
+        let s = answer(&body);
+        let call = s.tool_call.unwrap();
+        assert_eq!(call.name, "task");
+        assert_eq!(
+            serde_json::from_str::<Value>(&call.arguments).unwrap(),
+            json!({"description":"Say hi","prompt":"[bash echo hi]","subagent_type":"general"})
+        );
+        let result = "task_id: ses_1 (for resuming to continue this task if needed)\n\n<task_result>\nRan it. hi\n</task_result>";
+        let mut after = request("[subagent \"Say hi\" [bash echo hi]]", tool_turn("c1", "task", result));
+        after["tools"] = body["tools"].clone();
+        assert_eq!(answer(&after).full_text(), "The subagent said: Ran it. hi");
+        // The subagent's own request: its prompt's directives drive it.
+        assert_eq!(answer(&request("[bash echo hi]", vec![])).tool_call.unwrap().name, "bash");
     }
 
     #[test]

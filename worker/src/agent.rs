@@ -11,7 +11,7 @@ use serde_json::Value;
 use tether_domain::ids::{MessageId, PromptId, RequestId, SessionId};
 use tether_domain::model::WorkerStatus;
 use tether_domain::protocol::{
-    ChunkBody, ClientFrame, ModelRef, Outcome, PromptAnswer, Request, ServerFrame,
+    ChunkBody, ClientFrame, ModelRef, Outcome, PromptAnswer, Request, ServerFrame, SubagentStatus,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -56,6 +56,9 @@ pub enum Done {
         permissions: Vec<Value>,
         questions: Vec<Value>,
         busy: bool,
+        /// The turn's subagent sessions (parents first) and their messages.
+        subagents: Vec<Value>,
+        subagent_messages: Vec<(String, Vec<Value>)>,
     },
     /// An aborted turn waited long enough for opencode's last word on it.
     AbortSettled { message: MessageId },
@@ -65,6 +68,10 @@ pub enum Done {
 /// rest of what opencode says about it (the interrupted part's final state,
 /// then a second idle; see the worker's opencode fixtures README).
 const ABORT_SETTLE: Duration = Duration::from_secs(2);
+
+/// At most this many subagent sessions are read back per turn after
+/// opencode's event stream came back.
+const MAX_SUBAGENTS: usize = 64;
 
 /// Why the loop ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -495,9 +502,12 @@ impl Agent {
                 permissions,
                 questions,
                 busy,
+                subagents,
+                subagent_messages,
             } => {
                 let Some((_, turn)) = self.turns.get_mut(&message) else { return };
-                let mut chunks = turn.reconcile_messages(&messages);
+                let mut chunks = turn.reconcile_subagents(&subagents, &subagent_messages);
+                chunks.extend(turn.reconcile_messages(&messages));
                 chunks.extend(turn.reconcile_prompts(&permissions, &questions));
                 let finished = !busy && turn.started;
                 for c in chunks {
@@ -511,11 +521,12 @@ impl Agent {
     }
 
     fn on_event(&mut self, event: &Value) {
-        let Some(agent_session) = Turn::event_session(event) else { return };
+        // The turn whose session this is, or one of whose subagents' (a
+        // child session, or a new child of one of its sessions).
         let Some(message) = self
             .turns
             .iter()
-            .find(|(_, (_, t))| t.session() == agent_session)
+            .find(|(_, (_, t))| t.claims(event))
             .map(|(m, _)| m.clone())
         else {
             return;
@@ -579,7 +590,14 @@ impl Agent {
             Outcome::Failed => "the answer failed",
             Outcome::Complete => "the answer ended first",
         };
-        for c in turn.close_open_tools(why) {
+        let mut closing = turn.close_open_tools(why);
+        let subagents = match outcome {
+            Outcome::Aborted => SubagentStatus::Aborted,
+            Outcome::Failed => SubagentStatus::Error,
+            Outcome::Complete => SubagentStatus::Completed,
+        };
+        closing.extend(turn.close_subagents(subagents, why));
+        for c in closing {
             self.push_chunk(message, c);
         }
         // The host has the chunks: the completion carries no text.
@@ -611,7 +629,9 @@ impl Agent {
         let Some(client) = self.client.clone() else { return };
         for (message, (_, turn)) in &self.turns {
             let (client, message, agent) = (client.clone(), message.clone(), turn.session().to_owned());
+            let (known, since) = (turn.subagents(), turn.started_at());
             self.spawn(async move {
+                let (subagents, subagent_messages) = read_subagents(&client, &agent, known, since).await;
                 let messages = client.messages(&agent).await.unwrap_or_default();
                 let permissions = client.permissions().await.unwrap_or_default();
                 let questions = client.questions().await.unwrap_or_default();
@@ -626,6 +646,8 @@ impl Agent {
                     permissions,
                     questions,
                     busy,
+                    subagents,
+                    subagent_messages,
                 }
             });
         }
@@ -653,4 +675,38 @@ impl Agent {
         }
         self.outboxes.retain(|_, ob| !ob.is_done());
     }
+}
+
+/// Reads a turn's subagents back from opencode: the child sessions under
+/// `root`, breadth first (parents before children), those the turn knew
+/// (`known`) or that started with it (not before `since`; older ones are
+/// earlier turns'), with their messages. At most [`MAX_SUBAGENTS`].
+async fn read_subagents(
+    client: &OpencodeClient,
+    root: &str,
+    known: Vec<String>,
+    since: i64,
+) -> (Vec<Value>, Vec<(String, Vec<Value>)>) {
+    let known: HashSet<String> = known.into_iter().collect();
+    let mut queue = VecDeque::from([root.to_owned()]);
+    let mut seen: HashSet<String> = HashSet::from([root.to_owned()]);
+    let mut sessions = Vec::new();
+    while let Some(parent) = queue.pop_front() {
+        for child in client.children(&parent).await.unwrap_or_default() {
+            let Some(id) = child["id"].as_str().map(str::to_owned) else { continue };
+            let recent = child["time"]["created"].as_i64().is_some_and(|t| t >= since);
+            if sessions.len() >= MAX_SUBAGENTS || !(recent || known.contains(&id)) || !seen.insert(id.clone()) {
+                continue;
+            }
+            queue.push_back(id);
+            sessions.push(child);
+        }
+    }
+    let mut messages = Vec::new();
+    for info in &sessions {
+        if let Some(id) = info["id"].as_str() {
+            messages.push((id.to_owned(), client.messages(id).await.unwrap_or_default()));
+        }
+    }
+    (sessions, messages)
 }

@@ -3,6 +3,8 @@ import type { MessageId } from "./MessageId";
 import type { PermissionReply } from "./PermissionReply";
 import type { PromptId } from "./PromptId";
 import type { SessionId } from "./SessionId";
+import type { SubagentStatus } from "./SubagentStatus";
+import type { SubagentTool } from "./SubagentTool";
 import type { ToolStatus } from "./ToolStatus";
 import type { Usage } from "./Usage";
 import type { JsonValue } from "./serde_json/JsonValue";
@@ -10,4 +12,12 @@ import type { JsonValue } from "./serde_json/JsonValue";
 /**
  * A stored chunk as readers receive it.
  */
-export type ChunkView = { session_id: SessionId, message_id: MessageId, seq: number, } & ({ "kind": "text", part_id: string, delta: string, } | { "kind": "reasoning", part_id: string, delta: string, } | { "kind": "tool_call", part_id: string, call_id: string, tool: string, status: ToolStatus, input: JsonValue, title?: string | null, } | { "kind": "tool_output", part_id: string, call_id: string, delta: string, } | { "kind": "tool_result", part_id: string, call_id: string, status: ToolStatus, error?: string | null, metadata: JsonValue, } | { "kind": "file_edit", path: string, diff: string, additions: number, deletions: number, } | { "kind": "permission_request", prompt_id: PromptId, permission: string, patterns: Array<string>, metadata: JsonValue, call_id?: string | null, } | { "kind": "permission_answer", prompt_id: PromptId, reply: PermissionReply, } | { "kind": "question", prompt_id: PromptId, questions: JsonValue, } | { "kind": "question_answer", prompt_id: PromptId, answers?: Array<Array<string>> | null, } | { "kind": "step", reason: string, usage: Usage, } | { "kind": "retry", attempt: number, message: string, next_at?: number | null, } | { "kind": "error", message: string, });
+export type ChunkView = { session_id: SessionId, message_id: MessageId, seq: number, } & ({ "kind": "text", part_id: string, delta: string, } | { "kind": "reasoning", part_id: string, delta: string, } | { "kind": "tool_call", part_id: string, call_id: string, tool: string, status: ToolStatus, input: JsonValue, title?: string | null, } | { "kind": "tool_output", part_id: string, call_id: string, delta: string, } | { "kind": "tool_result", part_id: string, call_id: string, status: ToolStatus, error?: string | null, metadata: JsonValue, } | { "kind": "file_edit", path: string, diff: string, additions: number, deletions: number, } | { "kind": "permission_request", prompt_id: PromptId, permission: string, patterns: Array<string>, metadata: JsonValue, call_id?: string | null, } | { "kind": "permission_answer", prompt_id: PromptId, reply: PermissionReply, } | { "kind": "question", prompt_id: PromptId, questions: JsonValue, } | { "kind": "question_answer", prompt_id: PromptId, answers?: Array<Array<string>> | null, } | { "kind": "step", reason: string, usage: Usage, } | { "kind": "retry", attempt: number, message: string, next_at?: number | null, } | { "kind": "error", message: string, } | { "kind": "subagent", subagent_id: string, 
+/**
+ * The `task` call that started it, when known.
+ */
+call_id?: string | null, 
+/**
+ * The subagent it works for, if not the answer's own agent.
+ */
+parent_id?: string | null, agent: string, description: string, status: SubagentStatus, error?: string | null, tool?: SubagentTool | null, });

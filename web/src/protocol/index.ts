@@ -26,6 +26,8 @@ export type * from "./ServerFrame";
 export type * from "./SessionId";
 export type * from "./SessionStatus";
 export type * from "./SessionView";
+export type * from "./SubagentStatus";
+export type * from "./SubagentTool";
 export type * from "./TicketData";
 export type * from "./ToolStatus";
 export type * from "./Usage";

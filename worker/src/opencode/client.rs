@@ -163,6 +163,14 @@ impl OpencodeClient {
         Ok(v.as_array().cloned().unwrap_or_default())
     }
 
+    /// A session's child sessions (its subagents'), `GET /session/{id}/children`.
+    pub async fn children(&self, session: &str) -> anyhow::Result<Vec<Value>> {
+        let v = self
+            .get_json(&format!("/session/{session}/children"), "session children")
+            .await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
     /// Pending permission requests of every session.
     pub async fn permissions(&self) -> anyhow::Result<Vec<Value>> {
         let v = self.get_json("/permission", "permissions").await?;
