@@ -5,7 +5,7 @@ use std::time::Duration;
 use tether_domain::ids::{MessageId, SessionId, WorkerId};
 use tether_domain::model::{MessageStatus, SessionStatus};
 use tether_domain::protocol::{
-    ChunkBody, ModelRef, PermissionReply, PromptAnswer, Request, ServerFrame, SessionView, ToolStatus,
+    ChunkBody, ModelRef, PermissionReply, PromptAnswer, Request, ServerFrame, SessionView, SubagentStatus, ToolStatus,
     WorkerView,
 };
 
@@ -604,6 +604,147 @@ async fn a_300_kb_answer_completes_exact() {
             started.elapsed()
         );
         assert!(chunks <= 400, "{chunks} chunks for {} bytes", text.len());
+    })
+    .await;
+}
+
+/// A subagent of the answer as its chunks tell it (in seq order): the
+/// latest status and error, agent, description, and each tool call's
+/// latest (tool, status, summary).
+struct SubagentSeen {
+    agent: String,
+    description: String,
+    status: SubagentStatus,
+    error: Option<String>,
+    tools: Vec<(String, ToolStatus, String)>,
+}
+
+fn subagents_of(f: &Followed) -> Vec<(String, SubagentSeen)> {
+    let mut chunks = f.chunks.clone();
+    chunks.sort_by_key(|c| c.seq);
+    let mut out: Vec<(String, SubagentSeen)> = Vec::new();
+    let mut tools: std::collections::HashMap<(String, String), usize> = Default::default();
+    for c in &chunks {
+        let ChunkBody::Subagent { subagent_id, agent, description, status, error, tool, .. } = &c.body else {
+            continue;
+        };
+        let i = match out.iter().position(|(id, _)| id == subagent_id) {
+            Some(i) => i,
+            None => {
+                out.push((
+                    subagent_id.clone(),
+                    SubagentSeen {
+                        agent: String::new(),
+                        description: String::new(),
+                        status: *status,
+                        error: None,
+                        tools: Vec::new(),
+                    },
+                ));
+                out.len() - 1
+            }
+        };
+        let s = &mut out[i].1;
+        s.agent = agent.clone();
+        s.description = description.clone();
+        s.status = *status;
+        s.error = error.clone();
+        if let Some(t) = tool {
+            let entry = (t.tool.clone(), t.status, t.title.clone());
+            match tools.get(&(subagent_id.clone(), t.part_id.clone())) {
+                Some(&j) => s.tools[j] = entry,
+                None => {
+                    tools.insert((subagent_id.clone(), t.part_id.clone()), s.tools.len());
+                    s.tools.push(entry);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The output of the answer's own tool calls, in seq order.
+fn tool_output_of(f: &Followed) -> String {
+    let mut chunks = f.chunks.clone();
+    chunks.sort_by_key(|c| c.seq);
+    chunks
+        .iter()
+        .filter_map(|c| match &c.body {
+            ChunkBody::ToolOutput { delta, .. } => Some(delta.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The agent hands the work to a subagent (opencode's task tool, a child
+/// session) whose bash call asks permission: the request reaches the user
+/// in the answer, the approval reaches opencode, the subagent's work shows
+/// as subagent chunks, and its command's output comes back into the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subagents_permission_approved_through_the_protocol() {
+    run("subagent approved", async {
+        let agent = Agentic::new().await;
+        let server = agent.up(Mode::Sequential).await;
+        let mut user = UserClient::connect(&server, &server.owner()).await;
+        let worker = online_worker(&mut user).await;
+        let session = ready_session(&mut user, &worker.worker_id).await;
+
+        let message = ask(&mut user, &session, r#"[subagent "Say hello" [bash echo subagent-was-here]]"#).await;
+        let mut seen = Followed::default();
+        let (prompt_id, permission) = permission_request(&mut user, &message, &mut seen).await;
+        assert_eq!(permission, "bash");
+        let running = subagents_of(&seen);
+        assert_eq!(running.len(), 1, "the subagent shows before its request");
+        assert_eq!(running[0].1.status, SubagentStatus::Running);
+        answer_permission(&mut user, prompt_id, PermissionReply::Once).await;
+        let answer = finish(&mut user, &message, seen).await;
+
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_whole(&answer);
+        let subagents = subagents_of(&answer);
+        assert_eq!(subagents.len(), 1, "one subagent");
+        let s = &subagents[0].1;
+        assert_eq!((s.agent.as_str(), s.description.as_str()), ("general", "Say hello"));
+        assert_eq!(s.status, SubagentStatus::Completed, "error: {:?}", s.error);
+        assert_eq!(
+            s.tools,
+            vec![("bash".to_owned(), ToolStatus::Completed, "echo subagent-was-here".to_owned())]
+        );
+        assert!(answer.chunks.iter().any(|c| matches!(c.body, ChunkBody::PermissionAnswer { reply: PermissionReply::Once, .. })));
+        assert!(tool_output_of(&answer).contains("subagent-was-here"), "the task's result: {:?}", tool_output_of(&answer));
+        assert!(text_of(&answer).contains("subagent-was-here"), "the agent saw it: {:?}", text_of(&answer));
+    })
+    .await;
+}
+
+/// Denied: the subagent's command is refused and never runs; the subagent
+/// ends in error, and the answer still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subagents_permission_denied_through_the_protocol() {
+    run("subagent denied", async {
+        let agent = Agentic::new().await;
+        let server = agent.up(Mode::Concurrent).await;
+        let mut user = UserClient::connect(&server, &server.owner()).await;
+        let worker = online_worker(&mut user).await;
+        let session = ready_session(&mut user, &worker.worker_id).await;
+
+        let message = ask(&mut user, &session, "[subagent [bash echo should-not-run > ran.txt]]").await;
+        let mut seen = Followed::default();
+        let (prompt_id, _) = permission_request(&mut user, &message, &mut seen).await;
+        answer_permission(&mut user, prompt_id, PermissionReply::Reject).await;
+        let answer = finish(&mut user, &message, seen).await;
+
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_whole(&answer);
+        assert!(answer.chunks.iter().any(|c| matches!(c.body, ChunkBody::PermissionAnswer { reply: PermissionReply::Reject, .. })));
+        let subagents = subagents_of(&answer);
+        assert_eq!(subagents.len(), 1, "one subagent");
+        let s = &subagents[0].1;
+        assert_eq!(s.status, SubagentStatus::Error);
+        assert!(s.error.as_deref().is_some_and(|e| e.contains("rejected")), "{:?}", s.error);
+        assert_eq!(s.tools.iter().map(|t| t.1).collect::<Vec<_>>(), vec![ToolStatus::Error], "the refused call");
+        assert!(!agent.workdir().join("ran.txt").exists(), "the command never ran");
+        assert!(text_of(&answer).contains("rejected"), "the agent was told: {:?}", text_of(&answer));
     })
     .await;
 }
