@@ -17,6 +17,7 @@ import type {
   MessageView,
   PermissionReply,
   SessionView,
+  SubagentStatus,
   ToolStatus,
   Usage,
 } from "../protocol";
@@ -32,6 +33,15 @@ export interface QuestionItem {
   header?: string;
   options: QuestionOption[];
   multiple: boolean;
+}
+
+/** One tool call of a subagent, as its latest `subagent` chunk told it. */
+export interface SubagentToolView {
+  partId: string;
+  callId: string;
+  tool: string;
+  status: ToolStatus;
+  title: string;
 }
 
 export type Block =
@@ -75,6 +85,19 @@ export type Block =
       raw: JsonValue;
       answered: boolean;
       answers?: string[][];
+    }
+  | {
+      type: "subagent";
+      key: string;
+      subagentId: string;
+      callId?: string;
+      parentId?: string;
+      agent: string;
+      description: string;
+      status: SubagentStatus;
+      error?: string;
+      /** Its tool calls, in the order they started. */
+      tools: SubagentToolView[];
     }
   | { type: "retry"; key: string; attempt: number; message: string; nextAt?: number }
   | { type: "error"; key: string; message: string };
@@ -338,6 +361,21 @@ function findBlock<K extends Block["type"]>(
   return b && b.type === type ? (b as Extract<Block, { type: K }>) : undefined;
 }
 
+/**
+ * The subagent a permission request or question came from: the one whose
+ * tool call it is about (a subagent's prompts come as the answer's own).
+ */
+export function promptSubagent(t: Turn, callId: string | undefined): Extract<Block, { type: "subagent" }> | undefined {
+  if (!callId) return undefined;
+  // A call of the answer's own agent (call ids are the model's: another
+  // session's may repeat one) is not a subagent's.
+  if (t.blocks.some((b) => b.type === "tool" && b.callId === callId && b.tool !== "task")) return undefined;
+  for (const b of t.blocks) {
+    if (b.type === "subagent" && b.tools.some((x) => x.callId === callId)) return b;
+  }
+  return undefined;
+}
+
 /** Applies one chunk, the next in seq order, to a turn's blocks. */
 function apply(t: Turn, c: ChunkView): void {
   switch (c.kind) {
@@ -480,6 +518,36 @@ function apply(t: Turn, c: ChunkView): void {
     case "error":
       t.blocks.push({ type: "error", key: `error:${c.seq}`, message: c.message });
       break;
+    case "subagent": {
+      // Each chunk repeats the subagent's header (the latest is its state)
+      // and may carry one of its tool calls' new state.
+      const key = `subagent:${c.subagent_id}`;
+      let b = findBlock(t, key, "subagent");
+      if (!b) {
+        b = { type: "subagent", key, subagentId: c.subagent_id, agent: "", description: "", status: c.status, tools: [] };
+        t.blocks.push(b);
+      }
+      b.callId = c.call_id ?? b.callId;
+      b.parentId = c.parent_id ?? b.parentId;
+      if (c.agent) b.agent = c.agent;
+      if (c.description) b.description = c.description;
+      b.status = c.status;
+      b.error = c.error ?? undefined;
+      if (c.tool) {
+        const tool = c.tool;
+        const view: SubagentToolView = {
+          partId: tool.part_id,
+          callId: tool.call_id,
+          tool: tool.tool,
+          status: tool.status,
+          title: tool.title,
+        };
+        const i = b.tools.findIndex((x) => x.partId === tool.part_id);
+        if (i >= 0) b.tools[i] = view;
+        else b.tools.push(view);
+      }
+      break;
+    }
     default:
       // A chunk kind this UI does not know yet (additive protocol change): skip it.
       break;

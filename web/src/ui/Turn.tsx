@@ -7,7 +7,7 @@ import { answerPrompt, retrySend } from "../app/store";
 import { parseDiff } from "../lib/diff";
 import { cost, tokens } from "../lib/format";
 import { highlight } from "../lib/markdown";
-import { type Block, type Turn, isFinal } from "../lib/transcript";
+import { type Block, type Turn, isFinal, promptSubagent } from "../lib/transcript";
 import { Markdown } from "./Markdown";
 import {
   IconAlert,
@@ -104,7 +104,7 @@ function TurnBody({ turn, index, ctx }: { turn: Turn; index: number; ctx: TurnCo
       {showAnswer ? (
         <section class="answer" aria-label={`Answer ${index + 1}`} aria-busy={running ? "true" : "false"} data-status={status}>
           {turn.blocks.map((b, i) => (
-            <BlockView key={b.key} block={b} ctx={ctx} live={running} last={i === turn.blocks.length - 1} />
+            <BlockView key={b.key} block={b} turn={turn} ctx={ctx} live={running} last={i === turn.blocks.length - 1} />
           ))}
           {turn.buffered.size > 0 ? (
             <div class="gap" role="status">
@@ -183,7 +183,19 @@ function AnswerFoot({ turn, running }: { turn: Turn; running: boolean }) {
   return null;
 }
 
-function BlockView({ block, ctx, live, last }: { block: Block; ctx: TurnContext; live: boolean; last: boolean }) {
+function BlockView({
+  block,
+  turn,
+  ctx,
+  live,
+  last,
+}: {
+  block: Block;
+  turn: Turn;
+  ctx: TurnContext;
+  live: boolean;
+  last: boolean;
+}) {
   switch (block.type) {
     case "text":
       return <Markdown text={block.text} class={live && last ? "answer-text md-streaming" : "answer-text"} />;
@@ -205,7 +217,9 @@ function BlockView({ block, ctx, live, last }: { block: Block; ctx: TurnContext;
     case "file_edit":
       return <FileEdit block={block} />;
     case "permission":
-      return <Permission block={block} ctx={ctx} />;
+      return <Permission block={block} ctx={ctx} from={promptSubagent(turn, block.callId)} />;
+    case "subagent":
+      return <SubagentCard block={block} live={live} />;
     case "question":
       return <Question block={block} ctx={ctx} />;
     case "retry":
@@ -319,6 +333,74 @@ function ToolCard({ block, live }: { block: Extract<Block, { type: "tool" }>; li
   );
 }
 
+const SUBAGENT_STATUS: Record<string, string> = {
+  running: "running",
+  completed: "completed",
+  error: "error",
+  aborted: "stopped",
+};
+
+/**
+ * A subagent working for the answer: its agent, task, status, and its tool
+ * calls (collapsible; open while it runs when first shown).
+ */
+export function SubagentCard({ block, live }: { block: Extract<Block, { type: "subagent" }>; live: boolean }) {
+  // A subagent the answer ended without an end of its own no longer runs.
+  const running = block.status === "running" && live;
+  const status = block.status === "running" && !live ? "stopped" : SUBAGENT_STATUS[block.status] ?? block.status;
+  const initiallyOpen = useRef(running);
+  const n = block.tools.length;
+  return (
+    <details
+      class={`tool subagent subagent-${block.status}`}
+      open={initiallyOpen.current}
+      aria-label={`Subagent ${block.agent || "subagent"}`}
+      data-subagent-id={block.subagentId}
+      data-status={block.status}
+    >
+      <summary>
+        <span class="tool-icon">
+          <IconSparkle size={14} />
+        </span>
+        <span class="tool-name">{block.agent || "subagent"}</span>
+        <span class="tool-summary">{block.description}</span>
+        <span class="subagent-count muted" aria-label={`${n} tool calls`}>
+          {n}
+          <IconTool size={12} />
+        </span>
+        <ToolStatusBadge status={status} />
+        <IconChevron size={14} class="chev" />
+      </summary>
+      <div class="tool-body subagent-body">
+        {block.error && block.status !== "completed" ? (
+          <div class="callout callout-error">
+            <IconAlert size={14} /> {block.error}
+          </div>
+        ) : null}
+        {n === 0 ? (
+          <div class="muted subagent-empty">{running ? "Starting…" : "No tool calls."}</div>
+        ) : (
+          <ul class="subagent-tools" aria-label="Subagent tool calls">
+            {block.tools.map((t) => {
+              const unfinished = t.status === "running" || t.status === "pending";
+              return (
+                <li key={t.partId} class="subagent-tool" data-status={t.status}>
+                  <span class="tool-icon">
+                    {t.tool === "bash" || t.tool === "shell" ? <IconTerminal size={12} /> : <IconTool size={12} />}
+                  </span>
+                  <span class="tool-name">{t.tool}</span>
+                  <span class="tool-summary mono">{t.title}</span>
+                  <ToolStatusBadge status={unfinished && !running ? "stopped" : t.status} />
+                </li>
+              );
+            })}
+          </ul>
+        )}
+      </div>
+    </details>
+  );
+}
+
 function FileEdit({ block }: { block: Extract<Block, { type: "file_edit" }> }) {
   const lines = useMemo(() => parseDiff(block.diff), [block.diff]);
   const lang = block.path.split(".").pop();
@@ -364,7 +446,16 @@ const REPLY_LABEL: Record<PermissionReply, string> = {
   reject: "Denied",
 };
 
-function Permission({ block, ctx }: { block: Extract<Block, { type: "permission" }>; ctx: TurnContext }) {
+function Permission({
+  block,
+  ctx,
+  from,
+}: {
+  block: Extract<Block, { type: "permission" }>;
+  ctx: TurnContext;
+  /** The subagent that asks, if it is not the answer's own agent. */
+  from?: Extract<Block, { type: "subagent" }>;
+}) {
   const pending = ctx.answering.get(block.promptId);
   const decided = block.reply ? REPLY_LABEL[block.reply] : null;
   const reply = (r: PermissionReply) =>
@@ -382,6 +473,12 @@ function Permission({ block, ctx }: { block: Extract<Block, { type: "permission"
           {decided ? "Permission" : "Permission needed"}: <strong>{block.permission}</strong>
         </span>
       </div>
+      {from ? (
+        <div class="prompt-from muted">
+          Asked by the subagent <strong>{from.agent || "subagent"}</strong>
+          {from.description ? `: ${from.description}` : ""}
+        </div>
+      ) : null}
       {block.patterns.length ? (
         <div class="patterns">
           {block.patterns.map((p) => (
