@@ -718,7 +718,9 @@ async fn a_subagents_permission_approved_through_the_protocol() {
 }
 
 /// Denied: the subagent's command is refused and never runs; the subagent
-/// ends in error, and the answer still completes.
+/// ends in error, and the answer still completes. Then aborted while the
+/// subagent waits: the answer and the subagent end aborted, and the next
+/// answer is not troubled by them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subagents_permission_denied_through_the_protocol() {
     run("subagent denied", async {
@@ -745,6 +747,27 @@ async fn a_subagents_permission_denied_through_the_protocol() {
         assert_eq!(s.tools.iter().map(|t| t.1).collect::<Vec<_>>(), vec![ToolStatus::Error], "the refused call");
         assert!(!agent.workdir().join("ran.txt").exists(), "the command never ran");
         assert!(text_of(&answer).contains("rejected"), "the agent was told: {:?}", text_of(&answer));
+
+        // Aborted while the subagent's call waits for permission: the answer
+        // ends aborted, and the subagent with it.
+        let waiting = ask(&mut user, &session, "[subagent [bash echo never > never.txt]]").await;
+        let mut seen = Followed::default();
+        permission_request(&mut user, &waiting, &mut seen).await;
+        user.call(Request::MessageAbort { message_id: waiting.clone() }).await.ok();
+        let answer = finish(&mut user, &waiting, seen).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Aborted));
+        assert_whole(&answer);
+        let subagents = subagents_of(&answer);
+        assert_eq!(subagents.len(), 1, "one subagent");
+        assert_eq!(subagents[0].1.status, SubagentStatus::Aborted, "{:?}", subagents[0].1.error);
+        assert!(!agent.workdir().join("never.txt").exists());
+
+        // The session goes on.
+        let next = ask(&mut user, &session, "[tokens 5]").await;
+        let answer = follow(&mut user, &next).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_eq!(text_of(&answer), numbered_text(5));
+        assert!(subagents_of(&answer).is_empty(), "the earlier subagent is not this answer's");
     })
     .await;
 }
