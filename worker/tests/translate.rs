@@ -528,3 +528,65 @@ fn subagents_end_with_the_turn() {
     assert!(matches!(&closed[..], [ChunkBody::Subagent { status: SubagentStatus::Aborted, error: Some(_), .. }]), "{closed:?}");
     assert!(turn.close_subagents(SubagentStatus::Aborted, "aborted").is_empty(), "once");
 }
+
+/// A subagent's question is the answer's, like its permissions. (opencode
+/// 1.18's `general` subagent has no question tool, so no recording has one:
+/// this event is the recorded child's, with a question's shape from the
+/// `question` fixture.)
+#[test]
+fn a_subagents_question_reaches_the_answer() {
+    let all = events("subagent_approved");
+    let child = child_id("subagent_approved");
+    let mut turn = Turn::new(session(&all), 0);
+    for e in &all {
+        if e["type"] == "permission.asked" {
+            break;
+        }
+        if turn.claims(e) {
+            turn.on_event(e);
+        }
+    }
+    let asked = serde_json::json!({"type": "question.asked", "properties": {
+        "id": "que_child1", "sessionID": child,
+        "questions": [{"question": "Which color do you prefer?", "header": "Color", "options": [{"label": "Blue"}, {"label": "Red"}]}],
+    }});
+    assert!(turn.claims(&asked));
+    assert!(matches!(&turn.on_event(&asked).chunks[..], [ChunkBody::Question { prompt_id, .. }] if prompt_id.as_str() == "que_child1"));
+    let replied = serde_json::json!({"type": "question.replied", "properties": {"sessionID": child, "requestID": "que_child1", "answers": [["Red"]]}});
+    assert!(matches!(&turn.on_event(&replied).chunks[..], [ChunkBody::QuestionAnswer { answers: Some(a), .. }] if a == &vec![vec!["Red".to_owned()]]));
+    // Read back after a reconnect: once.
+    let pending = [serde_json::json!({"id": "que_child2", "sessionID": child, "questions": []})];
+    assert_eq!(turn.reconcile_prompts(&[], &pending).len(), 1);
+    assert!(turn.reconcile_prompts(&[], &pending).is_empty());
+}
+
+/// A subagent's own subagents (a custom agent may allow `task`) are the
+/// turn's too, recursively; their chunks name the subagent they work for.
+#[test]
+fn a_subagents_subagents_are_followed() {
+    let all = events("subagent_approved");
+    let root = session(&all);
+    let child = child_id("subagent_approved");
+    let mut turn = Turn::new(root, 0);
+    for e in &all {
+        if e["type"] == "permission.asked" {
+            break;
+        }
+        if turn.claims(e) {
+            turn.on_event(e);
+        }
+    }
+    let created = serde_json::json!({"type": "session.created", "properties": {"sessionID": "ses_grandchild", "info": {
+        "id": "ses_grandchild", "parentID": child, "title": "Dig deeper (@explore subagent)", "time": {"created": 1}}}});
+    assert!(turn.claims(&created));
+    let fx = turn.on_event(&created);
+    assert!(matches!(&fx.chunks[..], [ChunkBody::Subagent { subagent_id, parent_id: Some(p), agent, description, status: SubagentStatus::Running, .. }]
+        if subagent_id == "ses_grandchild" && *p == child && agent == "explore" && description == "Dig deeper"), "{:?}", fx.chunks);
+    let asked = serde_json::json!({"type": "permission.asked", "properties": {"id": "per_grand", "sessionID": "ses_grandchild", "permission": "bash", "patterns": ["ls"]}});
+    assert!(turn.claims(&asked));
+    assert!(matches!(&turn.on_event(&asked).chunks[..], [ChunkBody::PermissionRequest { .. }]));
+    // Its idle is not the turn's.
+    let idle = serde_json::json!({"type": "session.idle", "properties": {"sessionID": "ses_grandchild"}});
+    assert!(!turn.on_event(&idle).idle);
+    assert_eq!(turn.subagents(), vec![child, "ses_grandchild".to_owned()]);
+}
