@@ -34,7 +34,7 @@ pub struct Args {
     debug: bool,
 }
 
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -46,7 +46,7 @@ fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-async fn build(debug: bool) -> anyhow::Result<PathBuf> {
+pub(crate) async fn build(debug: bool) -> anyhow::Result<PathBuf> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(workspace()).args(["build", "-p", "tether-local"]);
     if !debug {
@@ -76,7 +76,7 @@ fn opencode() -> anyhow::Result<PathBuf> {
 }
 
 /// Spawns a process and returns it with a line of its stdout that contains `marker`.
-async fn spawn_until(mut cmd: Command, marker: &str) -> anyhow::Result<(Proc, String)> {
+pub(crate) async fn spawn_until(mut cmd: Command, marker: &str) -> anyhow::Result<(Proc, String)> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null());
     let mut child = cmd.spawn().context("spawning")?;
     let stdout = child.stdout.take().context("stdout")?;
@@ -185,7 +185,7 @@ async fn watch_opencode(port: u16, password: String, tx: mpsc::UnboundedSender<(
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

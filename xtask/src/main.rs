@@ -4,10 +4,13 @@
 //!   `docs/PERFORMANCE.md`).
 //! - `cargo xtask lambda-init`: the Lambda functions' start-up times under
 //!   the Lambda emulator (see `infra/COST.md`).
+//! - `cargo xtask load`: one host under many fake workers and watchers
+//!   (see `docs/PERFORMANCE.md`).
 //! - `cargo xtask crates`: the workspace's crates and what each owns.
 
 mod bench;
 mod lambda_init;
+mod load;
 // Starting moto's DynamoDB server, as the functions' tests do.
 #[path = "../../functions/tests/support/moto.rs"]
 mod moto;
@@ -25,6 +28,9 @@ enum Task {
     /// Measure the Lambda functions' cold and warm starts under `cargo
     /// lambda watch`, DynamoDB on moto.
     LambdaInit(lambda_init::Args),
+    /// Load one `tether serve` with fake workers and watchers speaking the
+    /// protocol: throughput, latency, loss, CPU, memory, storage.
+    Load(load::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Bench(args) => tokio::runtime::Runtime::new()?.block_on(bench::run(args)),
         Task::LambdaInit(args) => tokio::runtime::Runtime::new()?.block_on(lambda_init::run(args)),
+        Task::Load(args) => tokio::runtime::Runtime::new()?.block_on(load::run(args)),
     }
 }
