@@ -37,6 +37,9 @@ pub enum Directive {
     /// `[retry-after MS]`: send `retry-after-ms: MS` with a scripted error,
     /// so the client's retries come quickly.
     RetryAfter(u64),
+    /// `[burst N]`: stream N pieces at a time: the same text in fewer,
+    /// larger deltas (long answers without hours of tiny events).
+    Burst(usize),
 }
 
 /// The task description of a `[subagent …]` that names none.
@@ -55,6 +58,13 @@ impl Parsed {
     pub fn tokens(&self) -> Option<usize> {
         self.directives.iter().find_map(|d| match d {
             Directive::Tokens(n) => Some(*n),
+            _ => None,
+        })
+    }
+
+    pub fn burst(&self) -> Option<usize> {
+        self.directives.iter().find_map(|d| match d {
+            Directive::Burst(n) => Some(*n),
             _ => None,
         })
     }
@@ -186,6 +196,7 @@ fn parse_one(inner: &str) -> Option<Directive> {
         "delay" => args.parse().ok().map(Directive::Delay),
         "retry-after" => args.parse().ok().map(Directive::RetryAfter),
         "cached" => args.parse().ok().map(Directive::Cached),
+        "burst" => args.parse().ok().filter(|n| *n > 0).map(Directive::Burst),
         "think" if args.is_empty() => Some(Directive::Think),
         "question" if args.is_empty() => Some(Directive::Question),
         "hang" if args.is_empty() => Some(Directive::Hang),
@@ -293,6 +304,13 @@ fn quoted(s: &str) -> Option<(String, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn burst_groups_pieces_and_needs_a_positive_count() {
+        assert_eq!(parse("[burst 100] x").burst(), Some(100));
+        assert_eq!(parse("[burst 0] x").burst(), None);
+        assert_eq!(parse("[burst x] y").burst(), None);
+    }
 
     #[test]
     fn plain_text_has_no_directives() {

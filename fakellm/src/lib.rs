@@ -49,6 +49,7 @@
 //! | *(none)* | `Echo: <rest>`, streamed word by word (`Echo:`, ` hello`, ` world`); just `Echo:` when the rest is empty. |
 //! | `[tokens N]` | `w0 w1 … w(N-1)`: exactly N pieces (`w0`, ` w1`, …). |
 //! | `[delay MS]` | pause MS milliseconds before each streamed piece. |
+//! | `[burst N]` | stream N pieces at a time (fewer, larger deltas). |
 //! | `[think]` | stream reasoning ([`script::THINKING`]) before the answer. |
 //! | `[cached N]` | report N of the prompt tokens (at most all) as `cached_tokens`. |
 //! | `[bash COMMAND]` | a `bash` tool call `{"command": COMMAND}` (plus `description` if the tool's schema has one); once the tool result is back: `Ran it. <first line of the result>`. |

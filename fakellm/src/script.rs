@@ -272,6 +272,10 @@ pub fn plan_for(conv: &Conversation, parsed: &Parsed, attempts: u32, default_del
             None => split_words(format!("Echo: {}", parsed.text).trim_end()),
         },
     };
+    let text = match parsed.burst() {
+        Some(n) => text.chunks(n).map(|group| group.concat()).collect(),
+        None => text,
+    };
     Reply::Answer(Script {
         reasoning,
         text,

@@ -590,7 +590,8 @@ async fn a_300_kb_answer_completes_exact() {
         let session = ready_session(&mut user, &worker.worker_id).await;
         let tokens = 46_000;
         let started = std::time::Instant::now();
-        let message = ask(&mut user, &session, &format!("[tokens {tokens}] [delay 0]")).await;
+        // A hundred tokens per delta: 460 events through opencode, not 46,000.
+        let message = ask(&mut user, &session, &format!("[tokens {tokens}] [burst 100] [delay 1]")).await;
         let answer = follow(&mut user, &message).await;
         assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
         assert_whole(&answer);

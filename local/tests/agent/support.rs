@@ -256,15 +256,18 @@ pub async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> b
 /// (later connections pass as usual).
 pub struct Proxy {
     pub addr: SocketAddr,
-    conns: Arc<Mutex<Vec<(JoinHandle<()>, Arc<tokio::sync::Notify>)>>>,
+    conns: Links,
     _accept: JoinHandle<()>,
 }
+
+/// The proxy's connections: each one's task, and what freezes it.
+type Links = Arc<Mutex<Vec<(JoinHandle<()>, Arc<tokio::sync::Notify>)>>>;
 
 impl Proxy {
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let conns: Arc<Mutex<Vec<(JoinHandle<()>, Arc<tokio::sync::Notify>)>>> = Arc::default();
+        let conns: Links = Arc::default();
         let tracked = conns.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {

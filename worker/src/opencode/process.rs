@@ -295,19 +295,43 @@ mod tests {
     /// A process whose command line says opencode, in its own group, in `dir`.
     fn fake_opencode(dir: &Path) -> std::process::Child {
         use std::os::unix::process::CommandExt as _;
-        std::process::Command::new("sh")
+        let child = std::process::Command::new("sh")
             // Two commands, so the shell does not exec into `sleep` (its
             // command line must keep saying opencode).
             .args(["-c", "sleep 30; true", "opencode"])
             .current_dir(dir)
             .process_group(0)
             .spawn()
-            .expect("spawn")
+            .expect("spawn");
+        // Until it has exec'd, /proc shows the test binary's command line.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("opencode") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child
     }
 
+    /// Still running a moment later.
     fn alive(child: &mut std::process::Child) -> bool {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(200));
         child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Ended within a few seconds (a busy machine may take a while to
+    /// deliver a signal and reap the process).
+    fn ended(child: &mut std::process::Child) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if child.try_wait().expect("try_wait").is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     #[test]
@@ -318,7 +342,7 @@ mod tests {
         let identity = Identity::of(child.id()).expect("identity");
         std::fs::write(&pid_file, identity.to_line()).expect("write");
         stop_stale(&pid_file, dir.path());
-        assert!(!alive(&mut child), "the recorded opencode is stopped");
+        assert!(ended(&mut child), "the recorded opencode is stopped");
         assert!(!pid_file.exists());
     }
 
