@@ -38,6 +38,9 @@ pub enum ErrorCode {
     AlreadyAnswered,
     /// The request does not fit the current state (e.g. a model the worker does not offer).
     InvalidState,
+    /// The user, worker or source address already has as many open
+    /// websockets as it may (`$connect`, HTTP 429).
+    TooManyConnections,
     /// The pairing code has expired.
     Expired,
     /// Unsupported protocol version.
@@ -64,6 +67,7 @@ impl ErrorCode {
             Self::AlreadyComplete => "already_complete",
             Self::AlreadyAnswered => "already_answered",
             Self::InvalidState => "invalid_state",
+            Self::TooManyConnections => "too_many_connections",
             Self::Expired => "expired",
             Self::UnsupportedVersion => "unsupported_version",
             Self::Internal => "internal",
@@ -79,6 +83,7 @@ impl ErrorCode {
             Self::Conflict | Self::AlreadyComplete | Self::AlreadyAnswered => 409,
             Self::Expired => 410,
             Self::FrameTooLarge | Self::MessageTooLarge => 413,
+            Self::TooManyConnections => 429,
             Self::UnsupportedVersion => 426,
             Self::Internal => 500,
             _ => 400,

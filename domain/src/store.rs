@@ -203,6 +203,15 @@ pub trait Store: Send + Sync + 'static {
         &self,
         worker: &WorkerId,
     ) -> impl Future<Output = StoreResult<Vec<ConnectionId>>> + Send;
+    /// How many connection records of `principal` (a user's browsers, or
+    /// one worker's) are unexpired at `now`. `$connect` counts after it has
+    /// recorded its own, so that of concurrent connects at most the cap are
+    /// kept (strong reads: each sees every record put before it counted).
+    fn connection_count(
+        &self,
+        principal: &crate::model::Principal,
+        now: Millis,
+    ) -> impl Future<Output = StoreResult<u32>> + Send;
     /// Adds a watch; false if the connection no longer exists.
     fn watch(
         &self,

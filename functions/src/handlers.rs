@@ -112,6 +112,14 @@ impl<S, P> Deps<S, P> {
 /// connection. 200 accepts the upgrade; a refusal answers with the status
 /// of its error code and `{"code","message"}`. A request that did not come
 /// through CloudFront is refused first (403 `forbidden`), touching nothing.
+///
+/// The domain caps the open sockets of each user and worker (429
+/// `too_many_connections`). Unlike the local gateway, nothing here caps the
+/// sockets of one source address: that would take a store write per
+/// `$connect` to count, and API Gateway keeps no such count we could ask.
+/// Per-address limits on AWS are the WAF's job (`WafRateLimit` in
+/// `template.yaml` limits each address's requests, upgrades included),
+/// with the stage's `$connect` throttle over all clients together.
 pub async fn connect<S: Store + Clone, P: PushSource>(
     event: ApiGatewayWebsocketProxyRequest,
     deps: &Deps<S, P>,

@@ -141,6 +141,16 @@ pub struct Tuning {
     /// How often the TLS files are checked for a change [default: 5].
     #[arg(long, env = "TETHER_TLS_RELOAD_SECS", value_name = "SECS", value_parser = parse_secs, hide = true)]
     pub tls_reload_secs: Option<f64>,
+
+    /// Open websockets one source address may hold (an IPv6 address counts
+    /// by its /64; behind a proxy on this machine, the address it forwards
+    /// for); 0 for no cap [default: 64].
+    #[arg(long, env = "TETHER_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
+
+    /// Open websockets one user may have [default: 32].
+    #[arg(long, env = "TETHER_MAX_USER_CONNECTIONS", value_name = "N", value_parser = parse_cap, hide = true)]
+    pub max_user_connections: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +182,15 @@ pub enum UserCommand {
     },
 }
 
+/// A cap of the domain's: at least 1 (a cap of 0 would lock everyone out).
+fn parse_cap(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_secs(s: &str) -> Result<f64, String> {
     let secs: f64 = s.parse().map_err(|e| format!("{e}"))?;
     if secs.is_finite() && secs > 0.0 && secs < 1e9 {
@@ -198,6 +217,7 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub insecure_http: Option<bool>,
+    pub max_connections_per_address: Option<usize>,
 }
 
 impl FileConfig {
@@ -325,6 +345,12 @@ impl Tuning {
         }
         config.concurrent_frames =
             self.concurrent_frames || file.concurrent_frames.unwrap_or(false);
+        if let Some(n) = self
+            .max_connections_per_address
+            .or(file.max_connections_per_address)
+        {
+            config.max_connections_per_address = n;
+        }
         config
     }
 
@@ -343,6 +369,9 @@ impl Tuning {
         // since `$disconnect` may never come.
         config.connection_ttl_ms =
             millis(gateway.max_connection_age + Duration::from_secs(10 * 60));
+        if let Some(n) = self.max_user_connections {
+            config.max_user_connections = n;
+        }
         config
     }
 }
@@ -394,6 +423,23 @@ mod tests {
             .expect("TLS");
         assert_eq!(tls.scheme(), "https");
         assert!(parse(&["tether", "serve", "--tls-cert", "c"]).is_err());
+    }
+
+    #[test]
+    fn caps_come_from_flags_and_the_file() {
+        let cli = Cli::parse_from(["tether", "serve", "--max-user-connections", "3"]);
+        let file: FileConfig =
+            serde_json::from_str(r#"{"max_connections_per_address": 5}"#).expect("file");
+        let Command::Serve(args) = &cli.command else {
+            panic!("serve");
+        };
+        let gateway = args.tuning.gateway(&file);
+        assert_eq!(gateway.max_connections_per_address, 5);
+        let domain = args.tuning.domain(&file, &gateway);
+        assert_eq!(domain.max_user_connections, 3);
+        let defaults = tether_domain::Config::default();
+        assert_eq!(domain.max_worker_connections, defaults.max_worker_connections);
+        assert!(Cli::try_parse_from(["tether", "serve", "--max-user-connections", "0"]).is_err());
     }
 
     #[test]

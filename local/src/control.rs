@@ -72,6 +72,15 @@ pub fn control_path(data_dir: &Path) -> PathBuf {
 /// other process can share its data).
 pub trait DataDir {
     fn data_dir(&self) -> Option<&Path>;
+
+    /// Forgets every connection record and every worker's presence. A host
+    /// calls it once it holds the control socket: no other host serves the
+    /// data then, so none of the recorded sockets is open, and the records
+    /// of a previous process that was killed (its `$disconnect`s never ran)
+    /// would otherwise count against the connection caps until they expire.
+    fn forget_connections(
+        &self,
+    ) -> impl std::future::Future<Output = tether_domain::store::StoreResult<u64>> + Send;
 }
 
 impl DataDir for SqliteStore {
@@ -79,6 +88,12 @@ impl DataDir for SqliteStore {
         // The parent of a bare file name is "": the current directory.
         let dir = self.path()?.parent()?;
         Some(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+    }
+
+    fn forget_connections(
+        &self,
+    ) -> impl std::future::Future<Output = tether_domain::store::StoreResult<u64>> + Send {
+        SqliteStore::forget_connections(self)
     }
 }
 

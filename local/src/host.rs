@@ -175,6 +175,15 @@ pub async fn serve<S: Store + DataDir>(
 ) -> anyhow::Result<()> {
     // How `tether user reset|remove`, another process, close websockets here.
     let control = ControlSocket::start_for(&domain.store, domain.push.clone()).await?;
+    // This host alone serves the data now: no recorded socket is open.
+    let forgotten = domain
+        .store
+        .forget_connections()
+        .await
+        .context("forgetting the connections of an earlier run")?;
+    if forgotten > 0 {
+        info!(connections = forgotten, "forgot the connections of an earlier run");
+    }
     let purger = tokio::spawn(purge_periodically(Arc::clone(&domain)));
     let gateway = gateway(domain, gateway_config);
     let app = router(&gateway);

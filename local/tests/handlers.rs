@@ -13,6 +13,8 @@ use tether_domain::testkit::Jitter;
 use tether_domain::handlers::ConnectRequest;
 use tether_domain::ids::ConnectionId;
 use tether_domain::protocol::{PairRequest, ServerFrame};
+use tether_domain::model::Principal;
+use tether_domain::store::Store as _;
 use tether_domain::{Config, Domain, ErrorCode};
 use tether_local::sqlite::SqliteStore;
 
@@ -27,6 +29,10 @@ const T0: i64 = 1_764_000_000_000;
 
 impl Harness {
     fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    fn with_config(config: Config) -> Self {
         let push = RecordingPush::default();
         // Random pauses before each store call widen race windows, as
         // concurrent Lambdas over a networked store would.
@@ -35,7 +41,7 @@ impl Harness {
             Duration::from_micros(300),
         );
         Self {
-            domain: Arc::new(Domain::new(store, push.clone(), Config::default())),
+            domain: Arc::new(Domain::new(store, push.clone(), config)),
             push,
             now: AtomicI64::new(T0),
             ids: AtomicU64::new(0),
@@ -752,4 +758,116 @@ async fn a_connect_racing_a_reset_leaves_no_usable_connection() {
             );
         }
     }
+}
+
+
+// ---- caps: open connections ----
+
+/// Small caps, so the tests reach them quickly.
+fn small_caps() -> Config {
+    Config {
+        max_user_connections: 3,
+        ..Config::default()
+    }
+}
+
+/// A user at the cap of open connections is refused another with
+/// `too_many_connections`; the refusal leaves no record behind; closing one
+/// (or its record expiring) lets the next one in.
+#[tokio::test]
+async fn a_users_connections_are_capped() {
+    let h = Harness::with_config(small_caps());
+    let (ada, secret) = h.domain.add_user("ada", false, h.now()).await.expect("ada");
+    let ada = Principal::User(ada.id);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(h.connect_user(secret.expose()).await.expect("within the cap"));
+    }
+    assert_eq!(h.connect_user(secret.expose()).await, Err(ErrorCode::TooManyConnections));
+    assert_eq!(h.domain.store.connection_count(&ada, h.now()).await.expect("count"), 3, "the refused one left no record");
+    for conn in &open {
+        h.ok(conn, json!({"action": "ping"})).await;
+    }
+    // Another user has connections of their own.
+    h.user("bob").await;
+
+    h.domain.disconnect(&open[0], h.now()).await;
+    let again = h.connect_user(secret.expose()).await.expect("a closed one frees a slot");
+    assert_eq!(h.connect_user(secret.expose()).await, Err(ErrorCode::TooManyConnections));
+    // Records whose `$disconnect` never came stop counting when they expire.
+    h.advance(Config::default().connection_ttl_ms);
+    h.connect_user(secret.expose()).await.expect("expired records do not count");
+    assert_eq!(h.code(&again, json!({"action": "ping"})).await, ErrorCode::Unauthorized);
+}
+
+/// A pending worker holds one socket and an approved one two (a reconnect
+/// racing the old socket's end); a refused socket changes neither the
+/// records nor the worker's presence.
+#[tokio::test]
+async fn a_workers_sockets_are_capped_one_while_pending() {
+    let h = Harness::new();
+    let owner = h.user("ada").await;
+    let credential = "twk_capped_capped_capped_capped_capped_1";
+    let pair = h
+        .domain
+        .pair(Some(credential), PairRequest { machine: "m".into(), name: None, workdir: "/w".into() }, h.now())
+        .await
+        .expect("pair");
+    let worker = Principal::Worker(pair.worker_id.clone());
+    let first = h.connect_worker(credential).await.expect("the pending worker connects");
+    assert_eq!(h.connect_worker(credential).await, Err(ErrorCode::TooManyConnections));
+    assert_eq!(h.domain.store.connection_count(&worker, h.now()).await.expect("count"), 1);
+    let stored = h.domain.store.worker(&pair.worker_id).await.expect("get").expect("worker");
+    assert_eq!(stored.connection.as_ref(), Some(&first), "the refusal left its presence alone");
+    h.ok(&first, json!({"action": "worker_hello"})).await;
+
+    h.ok(&owner, json!({"action": "pairing_approve", "code": pair.code.expect("code")})).await;
+    let second = h.connect_worker(credential).await.expect("an approved worker has two");
+    assert_eq!(h.connect_worker(credential).await, Err(ErrorCode::TooManyConnections));
+    let stored = h.domain.store.worker(&pair.worker_id).await.expect("get").expect("worker");
+    assert_eq!(stored.connection.as_ref(), Some(&second));
+    h.domain.disconnect(&first, h.now()).await;
+    h.connect_worker(credential).await.expect("a closed one frees a slot");
+}
+
+/// Concurrent connects of one user (random store pauses interleave them)
+/// never leave more than the cap open: each counts after recording itself.
+/// (More at once than the cap has room for may all be refused, when each
+/// counts the others' records; their retries get in, as the end shows.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_connects_never_pass_the_cap() {
+    let h = Arc::new(Harness::with_config(small_caps()));
+    let (ada, secret) = h.domain.add_user("ada", false, h.now()).await.expect("ada");
+    let ada = Principal::User(ada.id);
+    for round in 0..10 {
+        let mut tickets = Vec::new();
+        for _ in 0..8 {
+            tickets.push(h.domain.issue_ticket(Some(secret.expose()), h.now()).await.expect("ticket").ticket);
+        }
+        let tasks: Vec<_> = tickets
+            .into_iter()
+            .map(|t| {
+                let h = h.clone();
+                tokio::spawn(async move { h.redeem(&t).await })
+            })
+            .collect();
+        let mut kept = Vec::new();
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(conn) => kept.push(conn),
+                Err(code) => assert_eq!(code, ErrorCode::TooManyConnections, "round {round}"),
+            }
+        }
+        assert!(kept.len() <= 3, "round {round}: {} kept", kept.len());
+        let count = h.domain.store.connection_count(&ada, h.now()).await.expect("count");
+        assert_eq!(count as usize, kept.len(), "round {round}: only the kept ones have records");
+        for conn in &kept {
+            h.domain.disconnect(conn, h.now()).await;
+        }
+    }
+    // The refused left nothing behind: the cap is there to fill.
+    for _ in 0..3 {
+        h.connect_user(secret.expose()).await.expect("within the cap");
+    }
+    assert_eq!(h.connect_user(secret.expose()).await, Err(ErrorCode::TooManyConnections));
 }

@@ -76,6 +76,15 @@ impl<S: Store, P: Push> Domain<S, P> {
         if let Some(ticket) = &ticket {
             self.check_ticket_user(ticket, &conn.id).await?;
         }
+        let (cap, whose) = match &worker {
+            None => (self.config.max_user_connections, "you already have"),
+            Some(w) if w.status == WorkerStatus::Pending => (
+                self.config.max_pending_worker_connections,
+                "this worker is waiting for approval and already has",
+            ),
+            Some(_) => (self.config.max_worker_connections, "this worker already has"),
+        };
+        self.check_connection_cap(&conn, cap, whose, now).await?;
         if let Some(worker) = worker {
             self.store
                 .set_worker_connection(&worker.id, &conn.id, now)
@@ -106,6 +115,36 @@ impl<S: Store, P: Push> Domain<S, P> {
         info!(user_id = %ticket.user, "a ticket of a reset or removed secret was refused");
         self.store.delete_connection(conn).await?;
         Err(invalid_ticket())
+    }
+
+    /// Keeps at most `cap` open connections per principal. Counted after
+    /// this connection is recorded: each of several concurrent `$connect`s
+    /// counts every record put before its count, so the last of the kept
+    /// ones to count saw all the others, and more than `cap` are never kept.
+    /// At the edge two racing connects may both be refused; a retry gets in.
+    /// A refused connection's record is deleted again, so the refusal
+    /// changes nothing (a user's ticket is used up, as every ticket is).
+    async fn check_connection_cap(
+        &self,
+        conn: &Connection,
+        cap: u32,
+        whose: &str,
+        now: Millis,
+    ) -> Result<(), ApiError> {
+        let open = self.store.connection_count(&conn.principal, now).await?;
+        if open <= cap {
+            return Ok(());
+        }
+        info!(principal = ?conn.principal, open, cap, "connection refused: too many open");
+        self.store.delete_connection(&conn.id).await?;
+        Err(ApiError::new(
+            ErrorCode::TooManyConnections,
+            format!(
+                "{whose} {cap} open connection{}; close one, or wait a moment for one that \
+                 dropped to be noticed, and try again",
+                if cap == 1 { "" } else { "s" }
+            ),
+        ))
     }
 
     /// `$disconnect` (best effort: may never come, or come late).

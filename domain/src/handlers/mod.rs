@@ -16,6 +16,15 @@ pub struct Config {
     pub presence_timeout_ms: i64,
     /// A connection record expires this long after it was made (API Gateway's 2 h cap, plus slack).
     pub connection_ttl_ms: i64,
+    /// Open websockets one user may have (browser tabs and devices). More
+    /// are refused at `$connect` with `too_many_connections`.
+    pub max_user_connections: u32,
+    /// Open websockets one approved worker may have: more than one, so that
+    /// a reconnect racing the old socket's end (whose `$disconnect` may come
+    /// late, or never) is not refused.
+    pub max_worker_connections: u32,
+    /// Open websockets of a worker waiting for approval.
+    pub max_pending_worker_connections: u32,
 }
 
 impl Default for Config {
@@ -26,6 +35,11 @@ impl Default for Config {
             heartbeat_ms: 60_000,
             presence_timeout_ms: 150_000,
             connection_ttl_ms: 2 * 3_600_000 + 10 * 60_000,
+            // Limits a real user never meets, each one a bound on what a
+            // hostile or broken client can make the host keep.
+            max_user_connections: 32,
+            max_worker_connections: 2,
+            max_pending_worker_connections: 1,
         }
     }
 }

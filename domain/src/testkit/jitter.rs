@@ -185,6 +185,11 @@ impl<S: Store> Store for Jitter<S> {
         self.inner.worker_connections(worker).await
     }
 
+    async fn connection_count(&self, principal: &crate::model::Principal, now: Millis) -> StoreResult<u32> {
+        self.pause().await;
+        self.inner.connection_count(principal, now).await
+    }
+
     async fn watch(&self, session: &SessionId, conn: &ConnectionId,) -> StoreResult<bool> {
         self.pause().await;
         self.inner.watch(session, conn).await

@@ -9,7 +9,9 @@
 //! where the trait leaves an order open (watchers, same-millisecond ties),
 //! results are compared as sets.
 
+mod caps;
 mod jitter;
+pub use caps::*;
 pub use jitter::Jitter;
 
 use std::fmt::Debug;
@@ -327,6 +329,7 @@ where
         connection_round_trip,
         user_connections_filter,
         worker_connections_and_owner,
+        connection_count_counts_one_principals_unexpired_records,
         watches,
         watches_go_with_their_connection,
         purge_removes_only_what_expired,

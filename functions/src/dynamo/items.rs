@@ -532,8 +532,10 @@ impl Entity for ConnRecord {
                 entry(key.clone(), id).expiry(&key, c.expires_at, false)
             }
             Principal::Worker(w) => {
+                // `expires_at` lets `connection_count` skip expired ones
+                // (entries written before it was added are not counted).
                 let key = keys::worker_connection(w.as_str(), id);
-                entry(key, id).n(TTL, ttl_seconds(c.expires_at))
+                entry(key.clone(), id).expiry(&key, c.expires_at, false)
             }
         };
         let mut out = vec![plain(principal)];

@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    ReturnValuesOnConditionCheckFailure, Select, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 use rand::Rng;
@@ -765,6 +765,35 @@ impl DynamoStore {
                 Ok(Outcome::Cancelled(vec![Reason::Busy; count]))
             }
             _ => Err(sdk_err(op, err)),
+        }
+    }
+
+    /// How many items a query matches (`Select=COUNT`, all pages). Read
+    /// units are still those of the items read, before any filter.
+    async fn count(&self, op: &'static str, q: QuerySpec) -> StoreResult<u32> {
+        let mut total: u32 = 0;
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&*self.table)
+                .set_index_name(q.index.map(str::to_owned))
+                .key_condition_expression(&q.key_cond)
+                .set_filter_expression(q.filter.clone())
+                .set_expression_attribute_names(Some(q.names.iter().cloned().collect()))
+                .set_expression_attribute_values(Some(q.values.iter().cloned().collect()))
+                .consistent_read(q.index.is_none())
+                .select(Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_err(op, e))?;
+            total = total.saturating_add(u32::try_from(page.count).unwrap_or(0));
+            match page.last_evaluated_key {
+                Some(next) => start = Some(next),
+                None => return Ok(total),
+            }
         }
     }
 

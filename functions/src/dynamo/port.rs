@@ -662,6 +662,19 @@ impl Store for DynamoStore {
             .await
     }
 
+    async fn connection_count(&self, principal: &Principal, now: Millis) -> StoreResult<u32> {
+        let pk = match principal {
+            Principal::User(u) => keys::user_pk(u.as_str()),
+            Principal::Worker(w) => keys::worker_pk(w.as_str()),
+        };
+        let q = QuerySpec::prefix(&pk, keys::CONN_ENTRY).filter(
+            "#f_exp > :f_now",
+            &[("#f_exp", EXPIRES_AT)],
+            vec![(":f_now", items::n(now))],
+        );
+        self.count("connection_count", q).await
+    }
+
     async fn watch(&self, session: &SessionId, conn: &ConnectionId) -> StoreResult<bool> {
         self.change_watch("watch", session, conn, true).await
     }

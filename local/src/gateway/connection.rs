@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
+use super::addresses::AddressSlot;
 use super::frames::{FrameSizes, FrameWatcher};
 use super::hub::{Meta, Outbound, Outlet, TOO_SLOW_CLOSE_CODE, TOO_SLOW_CLOSE_REASON};
 use super::{now_millis, route_key, Accept, Backend, ConnId, ConnectInfo, Refusal, Shared};
@@ -100,6 +101,11 @@ pub(crate) async fn upgrade<B: Backend>(shared: Arc<Shared<B>>, mut req: Request
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let client = super::addresses::client_address(source_ip, &headers);
+    let Some(address_slot) = shared.addresses.enter(client) else {
+        info!(%client, "connect refused: too many connections from this address");
+        return refusal_response(too_many_from_address(shared.addresses.max()));
+    };
     let query = parse_query(req.uri().query().unwrap_or(""));
     let on_upgrade = hyper::upgrade::on(&mut req);
 
@@ -121,7 +127,8 @@ pub(crate) async fn upgrade<B: Backend>(shared: Arc<Shared<B>>, mut req: Request
     // up and hyper drops this handler, the connection must still either be
     // refused cleanly or get its `$disconnect`.
     let hub = shared.hub.clone();
-    let admitted = tokio::spawn(admit(shared, id.clone(), meta, info, on_upgrade)).await;
+    let admitted =
+        tokio::spawn(admit(shared, id.clone(), meta, info, on_upgrade, address_slot)).await;
     match admitted {
         Ok(Ok(accept)) => switching_protocols(&key, accept),
         Ok(Err(refusal)) => refusal_response(refusal),
@@ -138,14 +145,29 @@ pub(crate) async fn upgrade<B: Backend>(shared: Arc<Shared<B>>, mut req: Request
     }
 }
 
+/// The refusal of an upgrade from an address that holds its cap of sockets.
+fn too_many_from_address(max: usize) -> Refusal {
+    let error = ApiError::new(
+        ErrorCode::TooManyConnections,
+        format!("this address already has {max} open connections; close some and try again"),
+    );
+    Refusal {
+        status: error.code.http_status(),
+        body: super::error_body(error),
+    }
+}
+
 /// Runs `$connect`; if accepted, opens the connection in the hub and
 /// spawns the socket task, which takes over once hyper hands over the IO.
+/// The task holds the connection's `address_slot` until its `$disconnect`
+/// has run; a refusal gives it back at once.
 async fn admit<B: Backend>(
     shared: Arc<Shared<B>>,
     id: ConnId,
     meta: Arc<Meta>,
     info: ConnectInfo,
     on_upgrade: hyper::upgrade::OnUpgrade,
+    address_slot: AddressSlot,
 ) -> Result<Accept, Refusal> {
     let started = Instant::now();
     match shared.backend.connect(info).await {
@@ -157,6 +179,7 @@ async fn admit<B: Backend>(
             let live = shared.live.enter();
             tokio::spawn(async move {
                 let _live = live;
+                let _address_slot = address_slot;
                 match on_upgrade.await {
                     Ok(upgraded) => {
                         let sizes = FrameSizes::default();

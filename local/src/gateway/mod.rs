@@ -18,8 +18,10 @@
 //! Limits mirror API Gateway: 32 KB per frame, 128 KB per message, an idle
 //! timeout (10 min) and a maximum connection age (2 h). Unlike API Gateway,
 //! a frame or message over the limit gets an error reply and the connection
-//! stays open, so clients learn what they did wrong.
+//! stays open, so clients learn what they did wrong. Unlike API Gateway, it
+//! also caps the websockets of one source address (`addresses.rs`).
 
+mod addresses;
 mod connection;
 mod domain_backend;
 mod frames;
@@ -231,6 +233,12 @@ pub struct GatewayConfig {
     /// that stopped reading, or a dead network). It also bounds how long
     /// the idle and age timers can be kept from firing.
     pub write_timeout: Duration,
+    /// The most websockets (open, or still in `$connect`) one source
+    /// address may hold; one more is refused with 429
+    /// `too_many_connections` before `$connect` runs. An IPv6 address
+    /// counts by its /64; behind a proxy on this machine, the address in
+    /// its `X-Forwarded-For` counts (`addresses::client_address`). 0: no cap.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for GatewayConfig {
@@ -245,6 +253,9 @@ impl Default for GatewayConfig {
             // 32 of the largest messages: a reconnect catches up for less.
             max_queued_bytes: 4 * 1024 * 1024,
             write_timeout: Duration::from_secs(30),
+            // Tabs and workers of a household or a small team behind one
+            // address fit; one address opening sockets without end does not.
+            max_connections_per_address: 64,
         }
     }
 }
@@ -269,6 +280,8 @@ pub(crate) struct Shared<B> {
     pub(crate) config: GatewayConfig,
     /// Accepted connections whose `$disconnect` has not finished.
     pub(crate) live: Arc<connection::LiveCount>,
+    /// Websockets held per source address.
+    pub(crate) addresses: Arc<addresses::PerAddress>,
 }
 
 impl<B: Backend> Gateway<B> {
@@ -277,6 +290,9 @@ impl<B: Backend> Gateway<B> {
             shared: Arc::new(Shared {
                 backend,
                 hub,
+                addresses: Arc::new(addresses::PerAddress::new(
+                    config.max_connections_per_address,
+                )),
                 config,
                 live: Arc::default(),
             }),

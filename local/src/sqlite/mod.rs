@@ -124,6 +124,29 @@ impl SqliteStore {
         }
         result
     }
+
+    /// Deletes every connection record (their watches go with them) and
+    /// clears every worker's presence; returns how many records went. Only
+    /// for a host that has just taken the database over (see
+    /// `control::DataDir::forget_connections`).
+    pub async fn forget_connections(&self) -> StoreResult<u64> {
+        self.run("forget_connections", |conn| {
+            let tx = conn
+                .transaction()
+                .map_err(|e| db_err("forget_connections", e))?;
+            let gone = tx
+                .execute("DELETE FROM connections", [])
+                .map_err(|e| db_err("forget_connections", e))?;
+            tx.execute(
+                "UPDATE workers SET connection = NULL WHERE connection IS NOT NULL",
+                [],
+            )
+            .map_err(|e| db_err("forget_connections", e))?;
+            tx.commit().map_err(|e| db_err("forget_connections", e))?;
+            Ok(gone as u64)
+        })
+        .await
+    }
 }
 
 impl Inner {

@@ -143,6 +143,11 @@ pub(super) mod sql {
          WHERE principal_kind = '{PRINCIPAL_WORKER}' AND principal_id = ?1 ORDER BY connected_at, id"
     );
     query!(
+        COUNT_CONNECTIONS,
+        "SELECT COUNT(*) FROM connections \
+         WHERE principal_kind = ?1 AND principal_id = ?2 AND expires_at > ?3"
+    );
+    query!(
         CONNECTION_EXISTS,
         "SELECT EXISTS (SELECT 1 FROM connections WHERE id = ?1)"
     );
@@ -305,6 +310,7 @@ pub(super) mod sql {
             USER_CONNECTIONS,
             SET_CONNECTIONS_OWNER,
             WORKER_CONNECTIONS,
+            COUNT_CONNECTIONS,
             CONNECTION_EXISTS,
             WATCH,
             UNWATCH,
@@ -363,6 +369,12 @@ fn all<T, P: Params>(
         rows.collect()
     };
     run().map_err(|e| db_err(op, e))
+}
+
+/// The value of a `SELECT COUNT(*)`.
+fn count<P: Params>(conn: &SqlConn, op: &str, sql: &str, p: P) -> StoreResult<u32> {
+    let n = one(conn, op, sql, p, |r| r.get::<_, i64>(0))?.unwrap_or(0);
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// Runs a write; returns how many rows it changed.
@@ -858,6 +870,19 @@ impl Store for SqliteStore {
                 [worker.as_str()],
                 connection_id,
             )?)
+        })
+        .await
+    }
+
+    async fn connection_count(
+        &self,
+        principal: &tether_domain::model::Principal,
+        now: Millis,
+    ) -> StoreResult<u32> {
+        let (kind, id) = principal_cols(principal);
+        self.run("connection_count", move |conn| {
+            let p = params![kind, id, now];
+            count(conn, "connection_count", &sql::COUNT_CONNECTIONS, p)
         })
         .await
     }

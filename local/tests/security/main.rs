@@ -8,6 +8,9 @@
 //! - [`bounds`]: a watcher that stops reading is closed (4008) while the
 //!   host's memory stays bounded; half-open connections are closed within
 //!   the header timeout.
+//! - [`caps`]: open websockets per user, per worker (one while pending) and
+//!   per source address are capped, a refusal with its own code and no
+//!   effect; a restarted host forgets the sockets of the one before.
 //! - [`files`]: the data directory and the database are private; the page's
 //!   content security policy talks to its own origin only.
 //! - [`revocation`]: `tether user reset` and `tether user remove` close the
@@ -22,6 +25,7 @@
 mod helpers;
 
 mod bounds;
+mod caps;
 mod exposure;
 mod files;
 mod raw_http;
