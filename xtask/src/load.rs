@@ -76,6 +76,7 @@ struct Tally {
     ack_ms: Mutex<Vec<f64>>,
     frames_in: AtomicU64,
     chunks_sent: AtomicU64,
+    text_bytes: AtomicU64,
     pushes_out: AtomicU64,
     duplicates: AtomicU64,
 }
@@ -180,9 +181,13 @@ struct Lane {
 async fn set_up_lane(base: &str, i: usize, secret: String) -> anyhow::Result<Lane> {
     let (mut owner, mut owner_events) = user_conn(base, &secret, format!("o{i}")).await?;
     let credential = tether_domain::auth::Secret::generate("twk_");
+    // Every worker asks from 127.0.0.1, and the host lets one address have
+    // only a few workers waiting for approval: each says, as a proxy on the
+    // host's machine would, that it comes from an address of its own.
     let paired: Value = reqwest::Client::new()
         .post(format!("{base}/api/pair"))
         .bearer_auth(credential.expose())
+        .header("x-forwarded-for", format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255))
         .json(&json!({"machine": format!("load-{i}"), "workdir": format!("/load/{i}")}))
         .send()
         .await?
@@ -301,6 +306,7 @@ async fn stream(lane: &mut Lane, i: usize, pace: Pace, secs: f64, t0: Instant, t
         let (_, reply) = lane.worker.send(json!({"action": "chunks", "message_id": message, "chunks": [chunk]})).await?;
         tally.frames_in.fetch_add(1, Ordering::Relaxed);
         tally.chunks_sent.fetch_add(1, Ordering::Relaxed);
+        tally.text_bytes.fetch_add(delta.len() as u64, Ordering::Relaxed);
         // The acknowledgement's latency, taken when it arrives.
         let (tally, refused) = (tally.clone(), refused.clone());
         acks.push(tokio::spawn(async move {
@@ -369,6 +375,8 @@ fn rss_mb(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// The database's files: after a clean stop, the WAL is checkpointed into
+/// the main file and removed.
 fn db_bytes(dir: &Path) -> u64 {
     ["tether.db", "tether.db-wal"]
         .iter()
@@ -439,7 +447,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     eprintln!("streaming for {} s ({:?})…", args.secs, args.pace);
     let cpu_before = cpu_ticks(pid);
-    let db_before = db_bytes(&data);
     let started = Instant::now();
     let peak_rss = Arc::new(Mutex::new(rss_mb(pid)));
     let sampler = {
@@ -504,7 +511,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    drop(server);
+    // A clean stop (SIGTERM) checkpoints the WAL, so the file holds what
+    // is stored and nothing of the log.
+    let _ = Command::new("kill").arg(pid.to_string()).status().await;
+    let mut server = server;
+    let _ = tokio::time::timeout(Duration::from_secs(20), server.0.wait()).await;
 
     let chunks = tally.chunks_sent.load(Ordering::Relaxed);
     let frames = tally.frames_in.load(Ordering::Relaxed);
@@ -515,10 +526,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ack.sort_by(f64::total_cmp);
     let ticks_per_sec = 100.0; // USER_HZ on Linux
     let cpu_ms_per_frame = cpu_ticks_used as f64 / ticks_per_sec * 1000.0 / frames.max(1) as f64;
-    let db_per_1000 = db_bytes(&data).saturating_sub(db_before) as f64 / chunks.max(1) as f64 * 1000.0;
+    let db = db_bytes(&data);
+    let db_per_1000 = db as f64 / chunks.max(1) as f64 * 1000.0;
+    let text = tally.text_bytes.load(Ordering::Relaxed);
     let expected_pushes = chunks * args.watchers as u64;
     println!(
-        "{} workers × {} watchers ({:?}, {} frames): {:.0} frames/s in, {:.0} pushes/s out; push latency p50 {:.1} / p95 {:.1} / p99 {:.1} ms; ack p50 {:.1} / p95 {:.1} / p99 {:.1} ms; lost {} at watchers ({} of {} chunk deliveries arrived), {} in the store; duplicated {}; changed {}; host CPU {:.3} ms per frame; peak RSS {:.0} MB; {:.0} database bytes per 1,000 chunks",
+        "{} workers × {} watchers ({:?}, {} frames): {:.0} frames/s in, {:.0} pushes/s out; push latency p50 {:.1} / p95 {:.1} / p99 {:.1} ms; ack p50 {:.1} / p95 {:.1} / p99 {:.1} ms; lost {} at watchers ({} of {} chunk deliveries arrived), {} in the store; duplicated {}; changed {}; host CPU {:.3} ms per frame; peak RSS {:.0} MB; database {:.0} bytes per 1,000 chunks, {:.1}× the text streamed",
         args.workers,
         args.watchers,
         args.pace,
@@ -540,6 +553,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cpu_ms_per_frame,
         *peak_rss.lock().expect("lock"),
         db_per_1000,
+        db as f64 / text.max(1) as f64,
     );
     if lost > 0 || stored_lost > 0 || mismatches > 0 || tally.duplicates.load(Ordering::Relaxed) > 0 {
         bail!("chunks were lost, changed or duplicated");
