@@ -36,5 +36,9 @@ mod tls;
 const TETHER_BIN: &str = env!("CARGO_BIN_EXE_tether");
 
 /// Nothing to set up before a scenario against `tether serve` (the
-/// revocation scenarios also run on the Lambda tier, which sets up there).
+/// revocation and exposure scenarios also run on the Lambda tier, which
+/// sets up there).
 fn before_scenario() {}
+
+/// `tether serve` serves the web UI (on the Lambda tier CloudFront would).
+const SERVES_UI: bool = true;

@@ -36,6 +36,17 @@ mod resume;
 /// and `remove` close sockets with `DeleteConnection` here), unchanged.
 #[path = "../../../tests/security/revocation.rs"]
 mod revocation;
+/// And its exposure scenarios: nothing but `/api/*` and `/ws` answers on
+/// the tier's public listener (its Management API listens apart), and
+/// connection ids stay out of the host's logs above debug.
+#[path = "../../../tests/security/exposure.rs"]
+mod exposure;
+#[allow(dead_code, reason = "the TLS checks that read headers run locally only")]
+#[path = "../../../tests/security/raw_http.rs"]
+mod raw_http;
+
+/// The tier serves no UI: on AWS, CloudFront serves it from S3.
+const SERVES_UI: bool = false;
 
 #[path = "../../../../functions/tests/support/moto.rs"]
 mod moto;
