@@ -16,7 +16,7 @@ use tether_domain::protocol::{
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::opencode::{Models, OpencodeClient, Turn};
+use crate::opencode::{explain, Models, OpencodeClient, Turn};
 use crate::outbox::{AfterError, Completion, Outbox};
 use crate::relay::{Relay, RelayEvent};
 
@@ -374,7 +374,10 @@ impl Agent {
         };
         state.creating = true;
         self.spawn(async move {
-            let result = client.create_session(&title).await.map_err(|e| format!("{e:#}"));
+            let result = client.create_session(&title).await.map_err(|e| {
+                warn!(error = format!("{e:#}"), "creating the agent session failed");
+                explain::for_people("start an opencode session", &e)
+            });
             Done::SessionCreated { session, result }
         });
     }
@@ -402,12 +405,17 @@ impl Agent {
             // gone (another machine's data dir), a new one takes its place.
             let result = match client.session_exists(&agent).await {
                 Ok(true) => client.prompt(&agent, &job.model, &job.text).await,
-                Ok(false) => Err(anyhow::anyhow!("the agent session {agent} no longer exists")),
+                Ok(false) => Err(anyhow::anyhow!(
+                    "opencode no longer has this session's history (its data was removed)"
+                )),
                 Err(e) => Err(e),
             };
             Done::Prompted {
                 message,
-                result: result.map_err(|e| format!("{e:#}")),
+                result: result.map_err(|e| {
+                    warn!(error = format!("{e:#}"), "sending the prompt to opencode failed");
+                    explain::for_people("send your message to opencode", &e)
+                }),
             }
         });
     }

@@ -171,10 +171,12 @@ function AnswerFoot({ turn, running }: { turn: Turn; running: boolean }) {
     );
   }
   if (v.status === "failed") {
+    // The reason is said once: not again when an error in the answer says it.
+    const said = turn.blocks.some((b) => b.type === "error" && b.message === v.error);
     return (
       <footer class="answer-foot column">
         <div class="callout callout-error" role="alert">
-          <IconAlert size={16} /> The answer failed{v.error ? `: ${v.error}` : "."}
+          <IconAlert size={16} /> The answer failed{v.error && !said ? `: ${v.error}` : "."}
         </div>
         {figures}
       </footer>

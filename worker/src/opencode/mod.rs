@@ -2,6 +2,7 @@
 //! API and SSE event stream, and the translation of its events into chunks.
 
 pub mod client;
+pub mod explain;
 pub mod process;
 pub mod translate;
 
