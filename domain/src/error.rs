@@ -41,8 +41,14 @@ pub enum ErrorCode {
     /// The user, worker or source address already has as many open
     /// websockets as it may (`$connect`, HTTP 429).
     TooManyConnections,
-    /// The pairing code has expired.
+    /// The pairing code (or pairing token) has expired.
     Expired,
+    /// Too many attempts of this kind in a short time; the message says when
+    /// to try again.
+    RateLimited,
+    /// This address already has as many workers waiting for approval as it
+    /// may (`POST /api/pair`); approve or let one expire first.
+    TooManyPending,
     /// Unsupported protocol version.
     UnsupportedVersion,
     /// Something failed on the server; retrying later may help.
@@ -69,6 +75,8 @@ impl ErrorCode {
             Self::InvalidState => "invalid_state",
             Self::TooManyConnections => "too_many_connections",
             Self::Expired => "expired",
+            Self::RateLimited => "rate_limited",
+            Self::TooManyPending => "too_many_pending",
             Self::UnsupportedVersion => "unsupported_version",
             Self::Internal => "internal",
         }
@@ -84,6 +92,7 @@ impl ErrorCode {
             Self::Expired => 410,
             Self::FrameTooLarge | Self::MessageTooLarge => 413,
             Self::TooManyConnections => 429,
+            Self::RateLimited | Self::TooManyPending => 429,
             Self::UnsupportedVersion => 426,
             Self::Internal => 500,
             _ => 400,

@@ -31,6 +31,17 @@ pub struct Ticket {
     pub expires_at: Millis,
 }
 
+/// A one-time pairing token of a user (stored under its hash): a headless
+/// worker that presents it is approved for the user at once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairingToken {
+    pub owner: UserId,
+    /// The owner's secret hash when the token was minted: a reset secret
+    /// (or a removed user) takes the token with it, as with tickets.
+    pub owner_secret: SecretHash,
+    pub expires_at: Millis,
+}
+
 /// A worker's place in pairing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
@@ -84,10 +95,20 @@ pub struct Worker {
     pub models: Vec<ModelInfo>,
     pub default_model: Option<ModelRef>,
     pub version: Option<String>,
+    /// Where a pending worker asked to pair from (its address, or an IPv6
+    /// address's /64), for the cap on pending workers per source. `None`
+    /// for a worker that did not ask over the network.
+    pub source: Option<String>,
     pub created_at: Millis,
 }
 
 impl Worker {
+    /// Pending with a code that has expired by `now`: as good as gone (the
+    /// purge deletes it; pairing again starts afresh).
+    pub fn pairing_expired(&self, now: Millis) -> bool {
+        self.status == WorkerStatus::Pending && self.pairing_expires_at.is_none_or(|t| t <= now)
+    }
+
     /// Online: approved, with a live connection that was heard from recently.
     pub fn online(&self, now: Millis, presence_timeout_ms: i64) -> bool {
         self.status == WorkerStatus::Approved

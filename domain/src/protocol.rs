@@ -297,8 +297,15 @@ pub enum Request {
     // --- users ---
     /// Machines and their workers, with presence.
     MachineList {},
-    /// Pending pairings nobody has claimed (admins only).
-    PairingList {},
+    /// Pending pairings nobody has claimed (admins only), a page at a time,
+    /// oldest first.
+    PairingList {
+        /// Where the page starts: the previous page's `next`.
+        #[serde(default)]
+        after: Option<PendingCursor>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
     /// Shows the worker behind a pairing code, before approving it.
     PairingLookup { code: String },
     /// Approves a pending worker; it becomes the caller's.
@@ -308,6 +315,9 @@ pub enum Request {
         name: Option<String>,
     },
     PairingReject { code: String },
+    /// Mints a one-time pairing token: a headless worker started with it
+    /// (`tether-worker --token`) is approved for the caller at once.
+    PairingTokenCreate {},
     /// Revokes an approved worker and disconnects it.
     WorkerRevoke { worker_id: WorkerId },
     /// Starts a session on a worker with one of its models.
@@ -408,10 +418,11 @@ impl Request {
             Self::Ping {} => "ping",
             Self::Me {} => "me",
             Self::MachineList {} => "machine_list",
-            Self::PairingList {} => "pairing_list",
+            Self::PairingList { .. } => "pairing_list",
             Self::PairingLookup { .. } => "pairing_lookup",
             Self::PairingApprove { .. } => "pairing_approve",
             Self::PairingReject { .. } => "pairing_reject",
+            Self::PairingTokenCreate {} => "pairing_token_create",
             Self::WorkerRevoke { .. } => "worker_revoke",
             Self::SessionStart { .. } => "session_start",
             Self::SessionList { .. } => "session_list",
@@ -443,6 +454,7 @@ pub const ACTIONS: &[&str] = &[
     "pairing_lookup",
     "pairing_approve",
     "pairing_reject",
+    "pairing_token_create",
     "worker_revoke",
     "session_start",
     "session_list",
@@ -687,7 +699,13 @@ pub enum ServerFrame {
 
     // --- to workers ---
     /// The worker's own pairing status changed (approved, rejected, revoked).
-    PairingStatus { status: WorkerStatus },
+    PairingStatus {
+        status: WorkerStatus,
+        /// With `approved`: the name of the user who approved the worker
+        /// (its owner from now on), for the worker to show.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approved_by: Option<String>,
+    },
     /// Create the agent session for this session.
     SessionStart {
         session_id: SessionId,
@@ -794,7 +812,7 @@ pub struct TicketData {
 
 /// `POST /api/pair` body: a new worker asks to be paired. Its credential goes
 /// in the `Authorization: Bearer` header, never in the body or URL.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(deny_unknown_fields)]
 pub struct PairRequest {
@@ -802,6 +820,23 @@ pub struct PairRequest {
     #[serde(default)]
     pub name: Option<String>,
     pub workdir: String,
+    /// A pairing token its owner minted (`pairing_token_create`): the
+    /// worker is approved for that owner at once, no code to type. In the
+    /// body, never in the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// The token is a secret: it never shows in a log line.
+impl std::fmt::Debug for PairRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PairRequest")
+            .field("machine", &self.machine)
+            .field("name", &self.name)
+            .field("workdir", &self.workdir)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// `POST /api/pair` reply.
@@ -813,4 +848,43 @@ pub struct PairData {
     /// Set while pending: the code the owner approves.
     pub code: Option<String>,
     pub expires_at: Option<Millis>,
+    /// Set once approved: the name of the user who approved the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+}
+
+/// Where a page of `pairing_list` starts: after this pending worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct PendingCursor {
+    pub created_at: Millis,
+    pub worker_id: WorkerId,
+}
+
+/// Data of a `pairing_list` reply: a page of pending workers, oldest
+/// first, and where the next page starts (`None` at the end). A page stays
+/// well under API Gateway's 128 KB message limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct PairingListData {
+    pub workers: Vec<WorkerView>,
+    pub next: Option<PendingCursor>,
+}
+
+/// Data of a `pairing_token_create` reply: the token, shown once (the
+/// server keeps only its hash), and when it stops working.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct PairingTokenData {
+    pub token: String,
+    pub expires_at: Millis,
+}
+
+impl std::fmt::Debug for PairingTokenData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PairingTokenData")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }

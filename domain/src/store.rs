@@ -13,8 +13,8 @@ use std::future::Future;
 use crate::auth::SecretHash;
 use crate::ids::{ConnectionId, MessageId, PromptId, SessionId, UserId, WorkerId};
 use crate::model::{
-    Chunk, Connection, Message, MessageStatus, Millis, Prompt, Session, SessionStatus, Ticket,
-    User, Worker, WorkerStatus,
+    Chunk, Connection, Message, MessageStatus, Millis, PairingToken, Prompt, Session,
+    SessionStatus, Ticket, User, Worker, WorkerStatus,
 };
 use crate::protocol::{ModelInfo, ModelRef, PromptAnswer};
 
@@ -110,9 +110,60 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> impl Future<Output = StoreResult<Option<Ticket>>> + Send;
 
+    // ---- pairing tokens ----
+    /// Stores a pairing token under `hash`.
+    fn put_pairing_token(
+        &self,
+        hash: &SecretHash,
+        token: &PairingToken,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Consumes a pairing token, as [`Store::take_ticket`] does a ticket:
+    /// returns it if it existed and had not expired at `now`, and deletes it
+    /// either way. Two concurrent takes: one wins.
+    fn take_pairing_token(
+        &self,
+        hash: &SecretHash,
+        now: Millis,
+    ) -> impl Future<Output = StoreResult<Option<PairingToken>>> + Send;
+
+    // ---- rate limits ----
+    /// Counts one attempt against `key` in the fixed window that starts at
+    /// `window_start` and ends at `window_end`, unless `limit` attempts are
+    /// counted in it already. True if counted, false if the limit is
+    /// reached. A counter of an earlier window starts again from one; an
+    /// attempt of an earlier window than the stored one counts against the
+    /// stored one. Atomic: of concurrent attempts, at most `limit` per window
+    /// are counted. The counter may be deleted once `window_end` has passed.
+    fn count_attempt(
+        &self,
+        key: &str,
+        window_start: Millis,
+        window_end: Millis,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
     // ---- workers ----
     /// Creates a worker; `Conflict` if its credential hash is taken.
     fn create_worker(&self, worker: &Worker) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Creates a pending worker (with a pairing code and its expiry) unless
+    /// `max_per_source` pending workers of the same `source` have unexpired
+    /// codes at `now`: true if created, false if the source is at its cap.
+    /// Atomic: concurrent creations from one source never exceed the cap.
+    /// A worker without a source is created without a cap. `Conflict` if
+    /// its credential hash is taken.
+    fn create_pending_worker(
+        &self,
+        worker: &Worker,
+        max_per_source: u32,
+        now: Millis,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Deletes a worker that is pending with a code expired at `now` (its
+    /// credential may then pair afresh); false if it is anything else.
+    fn delete_expired_pending(
+        &self,
+        id: &WorkerId,
+        now: Millis,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     fn worker(&self, id: &WorkerId) -> impl Future<Output = StoreResult<Option<Worker>>> + Send;
     fn worker_by_credential(
         &self,
@@ -124,16 +175,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<Worker>>> + Send;
     /// An owner's workers (any status), oldest first.
     fn workers_of(&self, owner: &UserId) -> impl Future<Output = StoreResult<Vec<Worker>>> + Send;
-    /// Pending workers whose pairing code has not expired at `now`.
-    fn pending_workers(&self, now: Millis)
-        -> impl Future<Output = StoreResult<Vec<Worker>>> + Send;
-    /// Sets a new pairing code on a pending worker; false unless it is pending.
-    fn set_pairing_code(
+    /// Pending workers whose pairing code has not expired at `now`, oldest
+    /// first (by `created_at`, then id), after `(created_at, id)` when
+    /// given, at most `limit`.
+    fn pending_workers(
         &self,
-        id: &WorkerId,
-        code: &str,
-        expires_at: Millis,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+        now: Millis,
+        after: Option<(Millis, &WorkerId)>,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<Worker>>> + Send;
     /// Moves a worker from `from` to `to`, clearing its pairing code; sets
     /// `owner` and `name` when given. Returns the updated worker, or `None`
     /// if its status was not `from`.
@@ -319,10 +369,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<Prompt>>> + Send;
     fn set_prompt_delivered(&self, id: &PromptId)
         -> impl Future<Output = StoreResult<()>> + Send;
-    /// Maintenance, never on a request path: deletes expired tickets and
-    /// connection records (with their watches) and clears worker presence
-    /// that points at a deleted connection. Returns how many rows went.
-    /// DynamoDB's TTL does this on AWS.
+    /// Maintenance, never on a request path: deletes expired tickets,
+    /// pairing tokens, rate-limit counters, pending workers whose code
+    /// expired, and connection records (with their watches), and clears
+    /// worker presence that points at a deleted connection. Returns how
+    /// many records went. DynamoDB's TTL does this on AWS.
     fn purge_expired(&self, now: Millis) -> impl Future<Output = StoreResult<u64>> + Send;
 
     /// A worker's answered prompts not yet delivered.

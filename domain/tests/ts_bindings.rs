@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use tether_domain::protocol::{
-    ChunkBody, ChunkIn, ChunksAck, HistoryPage, MachineView, MeData, PairData, PairRequest, Request,
-    ServerFrame, TicketData,
+    ChunkBody, ChunkIn, ChunksAck, HistoryPage, MachineView, MeData, PairData, PairRequest,
+    PairingListData, PairingTokenData, Request, ServerFrame, TicketData,
 };
 use ts_rs::{Config, TS};
 
@@ -68,6 +68,8 @@ fn generate(dir: &Path) -> BTreeMap<String, String> {
     TicketData::export_all(&cfg).expect("export TicketData");
     PairRequest::export_all(&cfg).expect("export PairRequest");
     PairData::export_all(&cfg).expect("export PairData");
+    PairingListData::export_all(&cfg).expect("export PairingListData");
+    PairingTokenData::export_all(&cfg).expect("export PairingTokenData");
 
     let mut files = read_dir(dir);
     let mut index = String::from(

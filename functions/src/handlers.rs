@@ -19,6 +19,8 @@ use aws_lambda_events::apigw::{
     ApiGatewayProxyResponse, ApiGatewayV2httpRequest, ApiGatewayV2httpResponse,
     ApiGatewayWebsocketProxyRequest, ApiGatewayWebsocketProxyRequestContext,
 };
+use std::net::IpAddr;
+
 use aws_lambda_events::encodings::Body;
 use http::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, Method};
@@ -333,7 +335,7 @@ pub async fn http<S: Store + Clone, P: PushSource>(
         (&Method::POST, "/api/pair") => match body_text(&event) {
             Ok(body) => match serde_json::from_str::<PairRequest>(&body) {
                 Ok(request) => domain
-                    .pair(bearer, request, now)
+                    .pair(bearer, source_address(&event), request, now)
                     .await
                     .map(|data| json_text(&data)),
                 Err(e) => Err(ApiError::bad_request(format!("bad pairing request: {e}"))),
@@ -357,6 +359,41 @@ pub async fn http<S: Store + Clone, P: PushSource>(
             http_response(error.code.http_status(), error_body(error))
         }
     })
+}
+
+/// The address a request came from, for the cap on pending workers per
+/// source. A request reaches us through CloudFront, which appends the
+/// viewer's address to `X-Forwarded-For` (after whatever the viewer wrote
+/// there itself), then through the HTTP API, which appends the address it
+/// was reached from, CloudFront's, also given as `requestContext.http.
+/// sourceIp`. So the entry trusted is the last one that is not that hop:
+/// the viewer's address as CloudFront saw it. The first entry, which guides
+/// often read, is whatever the client wrote: a worker could dodge the cap
+/// with one made-up address per request. `sourceIp` itself is one of
+/// CloudFront's edge servers, shared by every viewer near it. Without the
+/// header (a request not through CloudFront, refused before this), it is
+/// `sourceIp`.
+fn source_address(event: &ApiGatewayV2httpRequest) -> Option<IpAddr> {
+    let hop: Option<IpAddr> = event
+        .request_context
+        .http
+        .source_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok());
+    let forwarded: Vec<IpAddr> = event
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|entry| entry.trim().parse().ok())
+        .collect::<Option<Vec<IpAddr>>>()
+        .unwrap_or_default();
+    let mut entries = forwarded.iter().rev().peekable();
+    if entries.peek().copied() == hop.as_ref() {
+        entries.next();
+    }
+    entries.next().copied().or(hop)
 }
 
 fn json_text<T: serde::Serialize>(value: &T) -> String {
@@ -431,6 +468,40 @@ mod tests {
         assert!(d.through_cloudfront(&h));
         // No secret configured: nothing passes.
         assert!(!deps(None).through_cloudfront(&headers(&[SECRET])));
+    }
+
+    #[test]
+    fn the_pairing_source_is_the_address_cloudfront_saw() {
+        let event = |source_ip: &str, forwarded: Option<&str>| {
+            let mut e = ApiGatewayV2httpRequest::default();
+            e.request_context.http.source_ip = Some(source_ip.to_owned());
+            if let Some(f) = forwarded {
+                e.headers.insert("x-forwarded-for", HeaderValue::from_str(f).expect("header"));
+            }
+            e
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().expect("an address"));
+        // CloudFront appended the viewer, the HTTP API its own peer.
+        assert_eq!(
+            source_address(&event("130.176.1.2", Some("203.0.113.7, 130.176.1.2"))),
+            ip("203.0.113.7")
+        );
+        // What the viewer wrote itself comes first and counts for nothing.
+        assert_eq!(
+            source_address(&event("130.176.1.2", Some("1.2.3.4, 5.6.7.8, 203.0.113.7, 130.176.1.2"))),
+            ip("203.0.113.7")
+        );
+        // Were the API's hop not appended, the last entry is CloudFront's.
+        assert_eq!(
+            source_address(&event("130.176.1.2", Some("9.9.9.9, 2001:db8::1"))),
+            ip("2001:db8::1")
+        );
+        // No header, or one that does not parse: the peer.
+        assert_eq!(source_address(&event("198.51.100.3", None)), ip("198.51.100.3"));
+        assert_eq!(
+            source_address(&event("198.51.100.3", Some("junk, 203.0.113.7"))),
+            ip("198.51.100.3")
+        );
     }
 
     #[test]

@@ -167,9 +167,11 @@ async fn local_worker<S: Store, P: Push>(
         machine: config.machine.clone(),
         name: Some(config.display_name()),
         workdir: dir.display().to_string(),
+        token: None,
     };
+    // In this process, not over the network: no source, no cap.
     let paired = domain
-        .pair(Some(&stored.credential), request, now_millis())
+        .pair(Some(&stored.credential), None, request, now_millis())
         .await
         .map_err(|e| anyhow!("pairing this machine's worker: {}", e.message))?;
     if paired.status == WorkerStatus::Pending {

@@ -17,17 +17,17 @@
 //! before serving); [`serve`] takes the listener and a shutdown future.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use tether_domain::protocol::PairRequest;
 use tether_domain::store::Store;
@@ -260,6 +260,8 @@ async fn issue_ticket<S: Store>(
 
 async fn pair<S: Store>(
     State(domain): State<Arc<Domain<S, Hub>>>,
+    // The listener (`listen.rs`) records the peer of every request.
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -269,13 +271,36 @@ async fn pair<S: Store>(
         Ok(request) => request,
         Err(e) => return api_error(ApiError::bad_request(format!("bad pairing request: {e}"))),
     };
+    let source = peer.map(|Extension(ConnectInfo(peer))| source_address(peer.ip(), &headers));
     match domain
-        .pair(bearer_token(&headers), request, now_millis())
+        .pair(bearer_token(&headers), source, request, now_millis())
         .await
     {
         Ok(data) => no_store(Json(data)),
         Err(e) => api_error(e),
     }
+}
+
+/// The address a pairing request came from, for the cap on pending workers
+/// per source: the TCP peer's. A peer on loopback with `X-Forwarded-For` is
+/// a TLS proxy on this machine (Caddy, `tailscale serve`, nginx: see the
+/// README), which appends the address it was reached from; that last entry
+/// is trusted, and nothing before it (a client writes what it likes there).
+/// A remote peer's header is ignored: anyone can send one. Behind a proxy on
+/// another machine every worker has the proxy's address, so the cap counts
+/// them all together.
+fn source_address(peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if !peer.is_loopback() {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()
+        .and_then(|last| last.trim().parse().ok());
+    forwarded.unwrap_or(peer)
 }
 
 /// The web UI, built from `web/` by `build.rs` into `OUT_DIR`.
@@ -395,6 +420,30 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_str(host).expect("header"));
         content_security_policy(&headers)
+    }
+
+    #[test]
+    fn a_pairing_source_is_the_peer_or_a_local_proxys_last_hop() {
+        let ip = |s: &str| -> IpAddr { s.parse().expect("an address") };
+        let forwarded = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-for", HeaderValue::from_str(v).expect("header"));
+            }
+            h
+        };
+        let none = HeaderMap::new();
+        assert_eq!(source_address(ip("203.0.113.7"), &none), ip("203.0.113.7"));
+        // A remote client's own header counts for nothing.
+        let claimed = forwarded(&["198.51.100.1"]);
+        assert_eq!(source_address(ip("203.0.113.7"), &claimed), ip("203.0.113.7"));
+        // A proxy on this machine: the hop it appended, not what the client wrote.
+        let proxied = forwarded(&["198.51.100.1, 203.0.113.9"]);
+        assert_eq!(source_address(ip("127.0.0.1"), &proxied), ip("203.0.113.9"));
+        let split = forwarded(&["198.51.100.1", "2001:db8::5"]);
+        assert_eq!(source_address(ip("::1"), &split), ip("2001:db8::5"));
+        assert_eq!(source_address(ip("127.0.0.1"), &none), ip("127.0.0.1"));
+        assert_eq!(source_address(ip("127.0.0.1"), &forwarded(&["junk"])), ip("127.0.0.1"));
     }
 
     #[test]

@@ -41,6 +41,14 @@ pub struct WorkerArgs {
     // Boolish, so `TETHER_INSECURE=1` (or `yes`, `true`) reads as meant.
     #[arg(long, env = "TETHER_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
+    /// A one-time pairing token from Tether (Machines, "Pair a headless
+    /// machine"): the worker is approved for the token's owner at once, with
+    /// no code to type. Needed the first time only; once paired it is
+    /// ignored. It goes in the pairing request's body, never in a URL. On a
+    /// machine others use, prefer the environment variable: a command line
+    /// shows in `ps`.
+    #[arg(long, env = "TETHER_PAIRING_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Seconds between heartbeats to the host.
     /// (`TETHER_WORKER_HEARTBEAT_SECS`, as `tether up`'s worker: the host's
     /// `TETHER_HEARTBEAT_SECS` is what it tells its clients.)
@@ -72,6 +80,11 @@ impl WorkerArgs {
         config.ack_timeout = Duration::from_secs_f64(self.ack_timeout_secs.max(0.1));
         config.ca_cert = self.ca_cert;
         config.insecure = self.insecure;
+        config.pairing_token = self
+            .token
+            .as_deref()
+            .map(str::trim)
+            .and_then(tether_domain::auth::Secret::from_client);
         // The password comes from the environment only: never on a command line.
         config.opencode_access = self.opencode_port.and_then(|port| {
             let password = std::env::var("TETHER_OPENCODE_PASSWORD").ok()?;

@@ -4,8 +4,14 @@
 //! 0600 file under the user's config directory, and asks the host to pair
 //! it (`POST /api/pair`, credential in the `Authorization` header). The host
 //! answers with a short code that the owner approves in the web UI (or by
-//! scanning the QR code of the approval link). The credential never comes
-//! back from the host, so nothing secret crosses the wire but that header.
+//! scanning the QR code of the approval link), or, given a pairing token the
+//! owner minted (`--token`), approves it at once. The credential never comes
+//! back from the host, so nothing secret crosses the wire but that header
+//! (and the one-time token, in the body).
+//!
+//! Whoever approves the worker owns it: it runs their sessions. So the
+//! worker prints who that is when it is approved, and keeps the name in its
+//! credential file, where a later start shows it again.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2_free_hash::short_hash;
 use tether_domain::auth::Secret;
 use tether_domain::model::WorkerStatus;
-use tether_domain::protocol::{PairData, PairRequest};
+use tether_domain::protocol::{ErrorBody, PairData, PairRequest};
 
 /// Where a host lives: its websocket and its HTTP API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +72,9 @@ pub struct StoredCredential {
     pub credential: String,
     #[serde(default)]
     pub worker_id: Option<String>,
+    /// The name of the user who approved this worker (its owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
 }
 
 impl std::fmt::Debug for StoredCredential {
@@ -74,6 +83,7 @@ impl std::fmt::Debug for StoredCredential {
             .field("server", &self.server)
             .field("workdir", &self.workdir)
             .field("worker_id", &self.worker_id)
+            .field("approved_by", &self.approved_by)
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +112,7 @@ pub fn load_or_create(path: &Path, server: &str, workdir: &Path) -> anyhow::Resu
         workdir: workdir.display().to_string(),
         credential: Secret::generate("twk_").expose().to_owned(),
         worker_id: None,
+        approved_by: None,
     };
     save(path, &stored)?;
     Ok(stored)
@@ -151,7 +162,15 @@ pub async fn request_pairing(
     let status = res.status();
     let body = res.text().await.unwrap_or_default();
     if !status.is_success() {
-        bail!("the host refused pairing ({status}): {body}");
+        match serde_json::from_str::<ErrorBody>(&body) {
+            Ok(e) => bail!(
+                "the host refused pairing ({} {}): {}",
+                status.as_u16(),
+                e.code.as_str(),
+                e.message
+            ),
+            Err(_) => bail!("the host refused pairing ({status}): {body}"),
+        }
     }
     serde_json::from_str(&body).with_context(|| format!("unexpected pairing reply: {body}"))
 }
@@ -174,6 +193,16 @@ pub fn print_pending(endpoints: &Endpoints, code: &str) {
     eprintln!("or open {link}");
     eprintln!("{qr}");
     eprintln!("Waiting for approval…");
+}
+
+/// Says who approved this worker: from now on it runs their sessions.
+pub fn print_approved(by: Option<&str>) {
+    eprintln!();
+    match by {
+        Some(name) => eprintln!("This worker was approved by {name}: it runs {name}'s sessions now."),
+        None => eprintln!("This worker was approved."),
+    }
+    eprintln!();
 }
 
 /// Explains a decided pairing status that stops the worker.
@@ -234,5 +263,26 @@ mod tests {
         assert_eq!(dir_mode, 0o700, "the config directory is private");
         assert!(!format!("{a:?}").contains(&a.credential));
         assert_ne!(path, credential_path(dir.path(), "http://h", Path::new("/src/other")));
+    }
+
+    #[test]
+    fn the_credential_file_keeps_who_approved_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = credential_path(dir.path(), "http://h", Path::new("/src/app"));
+        let mut stored = load_or_create(&path, "http://h", Path::new("/src/app")).unwrap();
+        assert_eq!(stored.approved_by, None, "nobody has approved a new worker");
+        stored.worker_id = Some("wkr_1".into());
+        stored.approved_by = Some("ada".into());
+        save(&path, &stored).unwrap();
+        let again = load_or_create(&path, "http://h", Path::new("/src/app")).unwrap();
+        assert_eq!(again.approved_by.as_deref(), Some("ada"));
+        assert_eq!(again.credential, stored.credential);
+        assert!(format!("{again:?}").contains("ada"), "shown in its debug form");
+
+        // A file written before the approver was kept still reads.
+        let old = r#"{"server":"http://h","workdir":"/src/app","credential":"twk_x","worker_id":"wkr_1"}"#;
+        std::fs::write(&path, old).unwrap();
+        let read = load_or_create(&path, "http://h", Path::new("/src/app")).unwrap();
+        assert_eq!((read.worker_id.as_deref(), read.approved_by), (Some("wkr_1"), None));
     }
 }

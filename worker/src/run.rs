@@ -14,14 +14,14 @@ use anyhow::{bail, Context as _};
 use futures_util::StreamExt;
 use tether_domain::auth::Secret;
 use tether_domain::model::WorkerStatus;
-use tether_domain::protocol::PairRequest;
+use tether_domain::protocol::{PairRequest, ServerFrame};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::agent::{Agent, Exit, Input, Profile};
 use crate::opencode::{process, OpencodeClient, OpencodeProcess};
 use crate::pairing::{self, Endpoints};
-use crate::relay::{backoff, Relay, RelayConfig};
+use crate::relay::{backoff, Relay, RelayConfig, RelayEvent};
 use crate::tls::{self, HostTls, Transport};
 
 /// Everything a worker needs to know.
@@ -52,6 +52,9 @@ pub struct WorkerConfig {
     pub ca_cert: Option<PathBuf>,
     /// `--insecure`: plain text to a host on another machine is allowed.
     pub insecure: bool,
+    /// `--token`: a one-time pairing token, approving this worker for its
+    /// owner at once.
+    pub pairing_token: Option<Secret>,
 }
 
 impl WorkerConfig {
@@ -73,6 +76,7 @@ impl WorkerConfig {
             opencode_access: None,
             ca_cert: None,
             insecure: false,
+            pairing_token: None,
         }
     }
 
@@ -126,33 +130,47 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
         .with_context(|| format!("working directory {}", config.workdir.display()))?;
     let endpoints = Endpoints::from_server(&config.server)?;
     let path = config.credential_path();
-    let stored = pairing::load_or_create(&path, &config.server, &workdir)?;
+    let mut stored = pairing::load_or_create(&path, &config.server, &workdir)?;
     let credential = Secret::from_client(stored.credential.clone()).context("the credential file is empty")?;
 
     let request = PairRequest {
         machine: config.machine.clone(),
         name: Some(config.display_name()),
         workdir: workdir.display().to_string(),
+        token: config.pairing_token.as_ref().map(|t| t.expose().to_owned()),
     };
     // Nothing to close yet: a signal here just ends the worker.
     let paired = tokio::select! {
         paired = pairing::request_pairing(&http, &endpoints, &credential, &request) => paired?,
         () = &mut shutdown => return Ok(()),
     };
+    // Until when a pending worker waits for its approval.
+    let mut pending_until = None;
     match paired.status {
-        WorkerStatus::Approved => info!(worker_id = %paired.worker_id, "paired"),
+        WorkerStatus::Approved => {
+            let newly = stored.worker_id.as_deref() != Some(paired.worker_id.as_str());
+            if paired.approved_by.is_some() {
+                stored.approved_by = paired.approved_by.clone();
+            }
+            if newly {
+                pairing::print_approved(stored.approved_by.as_deref());
+            }
+            info!(
+                worker_id = %paired.worker_id,
+                approved_by = %stored.approved_by.as_deref().unwrap_or("?"),
+                "paired"
+            );
+        }
         WorkerStatus::Pending => {
             if let Some(code) = &paired.code {
                 pairing::print_pending(&endpoints, code);
             }
+            pending_until = paired.expires_at;
         }
         status => bail!(pairing::refusal(status, &path)),
     }
-    if stored.worker_id.as_deref() != Some(paired.worker_id.as_str()) {
-        let mut stored = stored;
-        stored.worker_id = Some(paired.worker_id.to_string());
-        pairing::save(&path, &stored)?;
-    }
+    stored.worker_id = Some(paired.worker_id.to_string());
+    pairing::save(&path, &stored)?;
 
     let binary = tokio::select! {
         binary = process::locate(config.opencode.as_deref(), &config.cache_dir) => binary?,
@@ -169,8 +187,24 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
         tls: host_tls,
     });
     let forward = inputs_tx.clone();
+    let (approved_tx, approved) = watch::channel(pending_until.is_none());
+    let approval_file = path.clone();
     tokio::spawn(async move {
         while let Some(event) = relay_events.recv().await {
+            // The approval, with who gave it: shown, and kept beside the
+            // credential for later starts.
+            if let RelayEvent::Frame(ServerFrame::PairingStatus {
+                status: WorkerStatus::Approved,
+                approved_by,
+            }) = &event
+            {
+                pairing::print_approved(approved_by.as_deref());
+                stored.approved_by = approved_by.clone();
+                if let Err(e) = pairing::save(&approval_file, &stored) {
+                    warn!(error = %format!("{e:#}"), "could not record who approved this worker");
+                }
+                approved_tx.send_replace(true);
+            }
             if forward.send(Input::Relay(event)).is_err() {
                 return;
             }
@@ -193,9 +227,14 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
         workdir: workdir.display().to_string(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
+    let mut code_expired = false;
     let exit = tokio::select! {
         exit = Agent::new(relay.clone(), inputs_tx, profile).run(inputs_rx) => Some(exit),
         () = &mut shutdown => None,
+        () = unapproved_at(pending_until, CLOCK_SLACK, approved) => {
+            code_expired = true;
+            None
+        }
     };
     // However the worker ends, the host hears a close frame rather than a
     // dropped socket, and opencode does not outlive it.
@@ -203,6 +242,9 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
     let (_, supervised) = tokio::join!(relay.close(), supervisor);
     if let Err(e) = supervised {
         warn!(error = %e, "the opencode supervisor failed");
+    }
+    if code_expired {
+        bail!("the pairing code expired before anyone approved this worker; start it again for a new code");
     }
     match exit {
         None => {
@@ -215,6 +257,31 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
             path.display()
         ),
         Some(Exit::Closed) => Ok(()),
+    }
+}
+
+/// How much later than the host's `expires_at` a pending worker gives up
+/// (the two clocks may be apart).
+const CLOCK_SLACK: Duration = Duration::from_secs(2);
+
+/// Resolves once a pending worker's code has expired (`until`, the host's
+/// `expires_at`, plus `slack`) unless it was approved first; never for a
+/// worker that is not pending. The host forgets a worker whose code
+/// expired, so waiting longer would be waiting for nothing.
+async fn unapproved_at(until: Option<i64>, slack: Duration, mut approved: watch::Receiver<bool>) {
+    let Some(until) = until else {
+        return std::future::pending().await;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let left = Duration::from_millis(u64::try_from(until - now).unwrap_or(0)) + slack;
+    tokio::select! {
+        () = tokio::time::sleep(left) => {}
+        _ = approved.wait_for(|approved| *approved) => {}
+    }
+    if *approved.borrow() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -356,5 +423,40 @@ async fn pump_events(client: OpencodeClient, inputs: mpsc::UnboundedSender<Input
             Err(e) => warn!(error = %e, "cannot open opencode's event stream"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now_ms() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+
+    /// A pending worker gives up once its code has expired (plus the slack),
+    /// unless it was approved first; a worker that was never pending waits
+    /// for nothing.
+    #[tokio::test]
+    async fn an_unapproved_worker_gives_up_when_its_code_expires() {
+        let slack = Duration::from_millis(100);
+        let (_approved_tx, approved) = watch::channel(false);
+        let started = std::time::Instant::now();
+        unapproved_at(Some(now_ms() + 300), slack, approved).await;
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(350) && waited < Duration::from_secs(3), "{waited:?}");
+
+        let (approved_tx, approved) = watch::channel(false);
+        let wait = tokio::spawn(unapproved_at(Some(now_ms() + 300), slack, approved));
+        approved_tx.send_replace(true);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!wait.is_finished(), "approved in time: it keeps running");
+        wait.abort();
+
+        let (_tx, approved) = watch::channel(true);
+        let never = tokio::time::timeout(Duration::from_millis(300), unapproved_at(None, slack, approved)).await;
+        assert!(never.is_err(), "not pending: never");
     }
 }

@@ -249,6 +249,7 @@ fn pair_request() -> PairRequest {
         machine: "test-machine".into(),
         name: Some("tls-test".into()),
         workdir: "/src/app".into(),
+        token: None,
     }
 }
 

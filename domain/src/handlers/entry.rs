@@ -1,15 +1,14 @@
-//! The entry points a host calls: `$connect`, `$disconnect`, a frame and the
-//! two HTTP endpoints. (The admin commands are in `admin.rs`.)
+//! The entry points a host calls: `$connect`, `$disconnect`, a frame and
+//! `POST /api/ticket`. (`POST /api/pair` is in `pairing.rs`, the admin
+//! commands in `admin.rs`.)
 
 use tracing::{debug, info, instrument};
 
-use crate::auth::{self, Secret};
+use crate::auth::Secret;
 use crate::error::{ApiError, ErrorCode};
-use crate::ids::{ConnectionId, UserId, WorkerId};
+use crate::ids::{ConnectionId, UserId};
 use crate::model::{Connection, Millis, Principal, Ticket, Worker, WorkerStatus};
-use crate::protocol::{
-    ClientFrame, PairData, PairRequest, Request, ServerFrame, TicketData, PROTOCOL_VERSION,
-};
+use crate::protocol::{ClientFrame, Request, ServerFrame, TicketData, PROTOCOL_VERSION};
 use crate::push::Push;
 use crate::store::Store;
 
@@ -20,9 +19,6 @@ pub(crate) enum Caller {
     User { conn: Connection, user: UserId },
     Worker { conn: Connection, worker: Box<Worker> },
 }
-
-const MAX_NAME_LEN: usize = 128;
-const MAX_PATH_LEN: usize = 1024;
 
 impl<S: Store, P: Push> Domain<S, P> {
     /// `$connect`: authenticates and records the connection. An `Err` refuses
@@ -48,6 +44,12 @@ impl<S: Store, P: Push> Domain<S, P> {
             (Principal::User(user.clone()), Some(user), None)
         } else if let Some(bearer) = req.bearer {
             let worker = self.worker_by_bearer(&bearer).await?;
+            if worker.pairing_expired(now) {
+                return Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "this worker's pairing code expired before anyone approved it; pair again",
+                ));
+            }
             match worker.status {
                 WorkerStatus::Pending | WorkerStatus::Approved => {}
                 WorkerStatus::Rejected | WorkerStatus::Revoked => {
@@ -250,92 +252,6 @@ impl<S: Store, P: Push> Domain<S, P> {
             expires_at,
         })
     }
-
-    /// `POST /api/pair` with `Authorization: Bearer <credential>`: a new
-    /// worker (its credential is unknown) becomes pending with a pairing code;
-    /// a pending one gets a fresh code; an approved one learns it is approved.
-    /// The credential is chosen by the worker and never leaves it again but as
-    /// this header, so nothing secret is ever sent back.
-    pub async fn pair(
-        &self,
-        bearer: Option<&str>,
-        req: PairRequest,
-        now: Millis,
-    ) -> Result<PairData, ApiError> {
-        let secret = bearer.and_then(Secret::from_client).ok_or_else(|| {
-            ApiError::new(ErrorCode::Unauthorized, "send Authorization: Bearer <new credential>")
-        })?;
-        if secret.expose().len() < 32 {
-            return Err(ApiError::bad_request("the credential must be at least 32 characters"));
-        }
-        let machine = clean_label(&req.machine, "machine", MAX_NAME_LEN)?;
-        let workdir = clean_label(&req.workdir, "workdir", MAX_PATH_LEN)?;
-        let name = match &req.name {
-            Some(n) => clean_label(n, "name", MAX_NAME_LEN)?,
-            None => default_worker_name(&workdir),
-        };
-        let hash = secret.hash();
-        let code = auth::pairing_code();
-        let expires_at = now + self.config.pairing_ttl_ms;
-        let worker = match self.store.worker_by_credential(&hash).await? {
-            Some(w) => w,
-            None => {
-                let worker = Worker {
-                    id: WorkerId::random(),
-                    owner: None,
-                    status: WorkerStatus::Pending,
-                    credential_hash: hash,
-                    machine,
-                    name,
-                    workdir,
-                    pairing_code: Some(code.clone()),
-                    pairing_expires_at: Some(expires_at),
-                    connection: None,
-                    last_seen: None,
-                    models: Vec::new(),
-                    default_model: None,
-                    version: None,
-                    created_at: now,
-                };
-                self.store.create_worker(&worker).await?;
-                info!(worker_id = %worker.id, "new worker waiting for approval");
-                return Ok(PairData {
-                    worker_id: worker.id,
-                    status: WorkerStatus::Pending,
-                    code: Some(code),
-                    expires_at: Some(expires_at),
-                });
-            }
-        };
-        match worker.status {
-            WorkerStatus::Pending => {
-                // Keep a code that is still valid: the owner may be typing it.
-                if let (Some(c), Some(exp)) = (&worker.pairing_code, worker.pairing_expires_at) {
-                    if exp > now {
-                        return Ok(PairData {
-                            worker_id: worker.id,
-                            status: WorkerStatus::Pending,
-                            code: Some(c.clone()),
-                            expires_at: Some(exp),
-                        });
-                    }
-                }
-                self.store.set_pairing_code(&worker.id, &code, expires_at).await?;
-                Ok(PairData {
-                    worker_id: worker.id,
-                    status: WorkerStatus::Pending,
-                    code: Some(code),
-                    expires_at: Some(expires_at),
-                })
-            }
-            status => Ok(PairData {
-                worker_id: worker.id,
-                status,
-                code: None,
-                expires_at: None,
-            }),
-        }
-    }
 }
 
 /// The one answer to a ticket that does not open a connection: unknown,
@@ -357,14 +273,4 @@ pub(crate) fn clean_label(s: &str, what: &str, max: usize) -> Result<String, Api
         return Err(ApiError::bad_request(format!("{what} has control characters")));
     }
     Ok(s.to_owned())
-}
-
-fn default_worker_name(workdir: &str) -> String {
-    workdir
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("worker")
-        .to_owned()
 }

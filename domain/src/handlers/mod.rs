@@ -25,6 +25,16 @@ pub struct Config {
     pub max_worker_connections: u32,
     /// Open websockets of a worker waiting for approval.
     pub max_pending_worker_connections: u32,
+    /// Pairing-code look-ups, approvals and rejections, and pairing tokens
+    /// minted, that one user may make per [`Config::pairing_window_ms`]
+    /// (see `handlers/pairing.rs` for what this gives a code guesser).
+    pub pairing_attempts: u32,
+    /// The fixed window of [`Config::pairing_attempts`].
+    pub pairing_window_ms: i64,
+    /// Workers that one source address may have waiting for approval at once.
+    pub pending_per_source: u32,
+    /// How long a pairing token (a headless worker's way in) stays valid.
+    pub pairing_token_ttl_ms: i64,
 }
 
 impl Default for Config {
@@ -40,6 +50,10 @@ impl Default for Config {
             max_user_connections: 32,
             max_worker_connections: 2,
             max_pending_worker_connections: 1,
+            pairing_attempts: 10,
+            pairing_window_ms: 60_000,
+            pending_per_source: 3,
+            pairing_token_ttl_ms: 10 * 60_000,
         }
     }
 }
@@ -78,6 +92,7 @@ pub struct ConnectRequest {
 
 mod admin;
 mod entry;
+mod pairing;
 mod support;
 mod users;
 mod workers;

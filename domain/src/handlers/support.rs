@@ -188,6 +188,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         let conns = self.store.worker_connections(worker).await?;
         let frame = ServerFrame::PairingStatus {
             status: WorkerStatus::Revoked,
+            approved_by: None,
         };
         self.fan_out(&conns, &frame, now).await;
         Ok(self.close_connections(&conns, now).await)

@@ -2,7 +2,6 @@
 
 use serde_json::{json, Value};
 
-use crate::auth;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{MessageId, SessionId, UserId, WorkerId};
 use crate::model::{
@@ -86,15 +85,13 @@ impl<S: Store, P: Push> Domain<S, P> {
     ) -> Result<Value, ApiError> {
         match request {
             Request::MachineList {} => self.machine_list(user, now).await,
-            Request::PairingList {} => self.pairing_list(user, now).await,
-            Request::PairingLookup { code } => {
-                let w = self.pending_by_code(&code, now).await?;
-                Ok(json!({ "worker": worker_view(&w, now, self.config.presence_timeout_ms) }))
-            }
+            Request::PairingList { after, limit } => self.pairing_list(user, after, limit, now).await,
+            Request::PairingLookup { code } => self.pairing_lookup(user, &code, now).await,
             Request::PairingApprove { code, name } => {
                 self.pairing_decide(user, &code, name, true, now).await
             }
             Request::PairingReject { code } => self.pairing_decide(user, &code, None, false, now).await,
+            Request::PairingTokenCreate {} => self.pairing_token_create(user, now).await,
             Request::WorkerRevoke { worker_id } => self.worker_revoke(user, &worker_id, now).await,
             Request::SessionStart {
                 session_id,
@@ -202,108 +199,6 @@ impl<S: Store, P: Push> Domain<S, P> {
             .map(|w| worker_view(w, now, self.config.presence_timeout_ms))
             .collect();
         Ok(json!({ "machines": machines(views) }))
-    }
-
-    async fn pairing_list(&self, user: &UserId, now: Millis) -> Result<Value, ApiError> {
-        let u = self
-            .store
-            .user(user)
-            .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "user no longer exists"))?;
-        if !u.admin {
-            return Err(ApiError::forbidden(
-                "only admins see unclaimed pairings; approve a worker with its code",
-            ));
-        }
-        let pending: Vec<_> = self
-            .store
-            .pending_workers(now)
-            .await?
-            .iter()
-            .map(|w| worker_view(w, now, self.config.presence_timeout_ms))
-            .collect();
-        Ok(json!({ "workers": pending }))
-    }
-
-    async fn pending_by_code(&self, code: &str, now: Millis) -> Result<Worker, ApiError> {
-        let code = auth::normalize_code(code)
-            .ok_or_else(|| ApiError::bad_request("a pairing code is 8 letters or digits, like KX7P-Q2MD"))?;
-        let worker = self
-            .store
-            .worker_by_pairing_code(&code)
-            .await?
-            .filter(|w| w.status == WorkerStatus::Pending)
-            .ok_or_else(|| ApiError::not_found("pairing code"))?;
-        if worker.pairing_expires_at.is_none_or(|t| t <= now) {
-            return Err(ApiError::new(
-                ErrorCode::Expired,
-                "this pairing code has expired; restart the worker for a new one",
-            ));
-        }
-        Ok(worker)
-    }
-
-    async fn pairing_decide(
-        &self,
-        user: &UserId,
-        code: &str,
-        name: Option<String>,
-        approve: bool,
-        now: Millis,
-    ) -> Result<Value, ApiError> {
-        let worker = self.pending_by_code(code, now).await?;
-        let name = name.map(|n| clean_label(&n, "name", 128)).transpose()?;
-        let to = if approve {
-            WorkerStatus::Approved
-        } else {
-            WorkerStatus::Rejected
-        };
-        let updated = self
-            .store
-            .transition_worker(
-                &worker.id,
-                WorkerStatus::Pending,
-                to,
-                approve.then_some(user),
-                name.as_deref(),
-            )
-            .await?
-            .ok_or_else(|| ApiError::not_found("pairing code"))?;
-        let conns = self.store.worker_connections(&worker.id).await?;
-        let frame = ServerFrame::PairingStatus { status: to };
-        self.fan_out(&conns, &frame, now).await;
-        if approve {
-            self.store.set_connections_owner(&worker.id, user).await?;
-            self.announce_worker(&updated.id, Some(&updated), now).await;
-        } else {
-            for conn in &conns {
-                let _ = self.push.disconnect(conn).await;
-                self.forget_connection(conn, now).await;
-            }
-        }
-        Ok(json!({ "worker": worker_view(&updated, now, self.config.presence_timeout_ms) }))
-    }
-
-    async fn worker_revoke(
-        &self,
-        user: &UserId,
-        worker_id: &WorkerId,
-        now: Millis,
-    ) -> Result<Value, ApiError> {
-        let worker = self.owned_worker(user, worker_id).await?;
-        let updated = match self
-            .store
-            .transition_worker(&worker.id, WorkerStatus::Approved, WorkerStatus::Revoked, None, None)
-            .await?
-        {
-            Some(w) => w,
-            None if worker.status == WorkerStatus::Revoked => worker,
-            None => return Err(ApiError::new(ErrorCode::InvalidState, "this worker is not approved")),
-        };
-        // What the port could not close can do nothing more: its record is gone.
-        self.disconnect_revoked(&updated.id, now).await?;
-        self.announce_worker(&updated.id, None, now).await;
-        Ok(json!({ "worker": worker_view(&updated, now, self.config.presence_timeout_ms) }))
     }
 
     pub(crate) async fn owned_worker(&self, user: &UserId, id: &WorkerId) -> Result<Worker, ApiError> {

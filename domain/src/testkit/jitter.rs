@@ -90,9 +90,34 @@ impl<S: Store> Store for Jitter<S> {
         self.inner.take_ticket(hash, now).await
     }
 
+    async fn put_pairing_token(&self, hash: &SecretHash, token: &crate::model::PairingToken) -> StoreResult<()> {
+        self.pause().await;
+        self.inner.put_pairing_token(hash, token).await
+    }
+
+    async fn take_pairing_token(&self, hash: &SecretHash, now: Millis) -> StoreResult<Option<crate::model::PairingToken>> {
+        self.pause().await;
+        self.inner.take_pairing_token(hash, now).await
+    }
+
+    async fn count_attempt(&self, key: &str, window_start: Millis, window_end: Millis, limit: u32) -> StoreResult<bool> {
+        self.pause().await;
+        self.inner.count_attempt(key, window_start, window_end, limit).await
+    }
+
     async fn create_worker(&self, worker: &Worker) -> StoreResult<()> {
         self.pause().await;
         self.inner.create_worker(worker).await
+    }
+
+    async fn create_pending_worker(&self, worker: &Worker, max_per_source: u32, now: Millis) -> StoreResult<bool> {
+        self.pause().await;
+        self.inner.create_pending_worker(worker, max_per_source, now).await
+    }
+
+    async fn delete_expired_pending(&self, id: &WorkerId, now: Millis) -> StoreResult<bool> {
+        self.pause().await;
+        self.inner.delete_expired_pending(id, now).await
     }
 
     async fn worker(&self, id: &WorkerId) -> StoreResult<Option<Worker>> {
@@ -115,14 +140,9 @@ impl<S: Store> Store for Jitter<S> {
         self.inner.workers_of(owner).await
     }
 
-    async fn pending_workers(&self, now: Millis) -> StoreResult<Vec<Worker>> {
+    async fn pending_workers(&self, now: Millis, after: Option<(Millis, &WorkerId)>, limit: u32) -> StoreResult<Vec<Worker>> {
         self.pause().await;
-        self.inner.pending_workers(now).await
-    }
-
-    async fn set_pairing_code(&self, id: &WorkerId, code: &str, expires_at: Millis,) -> StoreResult<bool> {
-        self.pause().await;
-        self.inner.set_pairing_code(id, code, expires_at).await
+        self.inner.pending_workers(now, after, limit).await
     }
 
     async fn transition_worker(&self, id: &WorkerId, from: WorkerStatus, to: WorkerStatus, owner: Option<&UserId>, name: Option<&str>,) -> StoreResult<Option<Worker>> {

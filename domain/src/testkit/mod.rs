@@ -11,8 +11,10 @@
 
 mod caps;
 mod jitter;
+mod pairing;
 pub use caps::*;
 pub use jitter::Jitter;
+pub use pairing::*;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -105,6 +107,7 @@ pub fn worker(owner: &UserId) -> Worker {
         models: vec![model_info()],
         default_model: Some(model_ref()),
         version: Some("0.1.0".into()),
+        source: None,
         created_at: T0,
     }
 }
@@ -126,6 +129,7 @@ pub fn pending_worker(code: &str, expires_at: Millis) -> Worker {
         models: Vec::new(),
         default_model: None,
         version: None,
+        source: None,
         created_at: T0,
     }
 }
@@ -321,7 +325,15 @@ where
         worker_credential_is_unique,
         workers_of_owner,
         pending_workers_unexpired,
-        pairing_code_only_while_pending,
+        pending_workers_page_in_order,
+        pending_workers_are_capped_per_source,
+        concurrent_pending_creations_keep_the_cap,
+        expired_pending_workers_are_deleted,
+        pairing_token_is_taken_once,
+        concurrent_pairing_token_takes_have_one_winner,
+        attempts_are_counted_per_window,
+        concurrent_attempts_keep_the_limit,
+        purge_removes_expired_pairing_state,
         worker_transitions,
         concurrent_worker_transitions_have_one_winner,
         worker_connection_and_presence,
@@ -597,7 +609,10 @@ pub async fn worker_round_trip<S: Store>(s: S) {
         last_seen: Some(T0 + 5),
         ..worker(&alice.id)
     };
-    let pending = pending_worker("KX7P-Q2MD", T0 + 60_000);
+    let pending = Worker {
+        source: Some("2001:db8:1:2::/64".into()),
+        ..pending_worker("KX7P-Q2MD", T0 + 60_000)
+    };
     s.create_worker(&full).await.expect("create approved");
     s.create_worker(&pending).await.expect("create pending");
 
@@ -697,55 +712,8 @@ pub async fn pending_workers_unexpired<S: Store>(s: S) {
         s.create_worker(w).await.expect("create");
     }
 
-    assert_eq!(s.pending_workers(T0).await.expect("pending"), vec![live]);
-    assert!(s.pending_workers(T0 + 1).await.expect("pending").is_empty());
-}
-
-pub async fn pairing_code_only_while_pending<S: Store>(s: S) {
-    let alice = user("alice");
-    s.create_user(&alice).await.expect("create alice");
-    let pending = pending_worker("AAAA-AAAA", T0 + 1_000);
-    let approved = worker(&alice.id);
-    s.create_worker(&pending).await.expect("create");
-    s.create_worker(&approved).await.expect("create");
-
-    assert!(s
-        .set_pairing_code(&pending.id, "BBBB-BBBB", T0 + 2_000)
-        .await
-        .expect("renew code"));
-    let renewed = s
-        .worker(&pending.id)
-        .await
-        .expect("worker")
-        .expect("exists");
-    assert_eq!(renewed.pairing_code.as_deref(), Some("BBBB-BBBB"));
-    assert_eq!(renewed.pairing_expires_at, Some(T0 + 2_000));
-    assert_eq!(
-        s.worker_by_pairing_code("AAAA-AAAA")
-            .await
-            .expect("old code"),
-        None
-    );
-    assert_eq!(
-        s.worker_by_pairing_code("BBBB-BBBB")
-            .await
-            .expect("new code"),
-        Some(renewed)
-    );
-
-    assert!(!s
-        .set_pairing_code(&approved.id, "CCCC-CCCC", T0 + 2_000)
-        .await
-        .expect("code on approved"));
-    assert_eq!(
-        s.worker(&approved.id).await.expect("worker"),
-        Some(approved),
-        "an approved worker gets no code"
-    );
-    assert!(!s
-        .set_pairing_code(&WorkerId::random(), "DDDD-DDDD", T0)
-        .await
-        .expect("code on missing"));
+    assert_eq!(s.pending_workers(T0, None, 10).await.expect("pending"), vec![live]);
+    assert!(s.pending_workers(T0 + 1, None, 10).await.expect("pending").is_empty());
 }
 
 pub async fn worker_transitions<S: Store>(s: S) {

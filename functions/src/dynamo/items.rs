@@ -2,7 +2,7 @@
 //! `infra/ACCESS_PATTERNS.md`, section 2). An attribute that does not decode
 //! is reported as `Corrupt`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Display;
 use std::str::FromStr;
 
@@ -12,8 +12,8 @@ use serde::Serialize;
 use tether_domain::auth::SecretHash;
 use tether_domain::ids::{IdError, UserId};
 use tether_domain::model::{
-    Chunk, Connection, Message, MessageStatus, Millis, Principal, Prompt, PromptKind, Session,
-    SessionStatus, Ticket, User, Worker, WorkerStatus,
+    Chunk, Connection, Message, MessageStatus, Millis, PairingToken, Principal, Prompt,
+    PromptKind, Session, SessionStatus, Ticket, User, Worker, WorkerStatus,
 };
 use tether_domain::store::{StoreError, StoreResult};
 
@@ -36,6 +36,9 @@ pub(super) const LAST_SEEN: &str = "last_seen";
 pub(super) const CONNECTION: &str = "connection";
 pub(super) const OWNER: &str = "owner";
 pub(super) const WATCHING: &str = "watching";
+pub(super) const SOURCE: &str = "source";
+pub(super) const WINDOW_START: &str = "window_start";
+pub(super) const COUNT: &str = "count";
 
 /// DynamoDB's TTL attribute: epoch seconds, rounded up so that the item
 /// outlives its `expires_at`.
@@ -375,7 +378,8 @@ impl Entity for Rec<Worker> {
 
     fn to_item(&self, rev: u64) -> StoreResult<Item> {
         let w = &self.value;
-        Ok(ItemBuilder::new(&self.key())
+        let key = self.key();
+        let item = ItemBuilder::new(&key)
             .s("id", w.id.as_str())
             .opt_s(OWNER, w.owner.as_ref().map(UserId::as_str))
             .s(STATUS, w.status.as_str())
@@ -390,9 +394,16 @@ impl Entity for Rec<Worker> {
             .json("models", &w.models)?
             .opt_json("default_model", w.default_model.as_ref())?
             .opt_s("version", w.version.as_deref())
+            .opt_s(SOURCE, w.source.as_deref())
             .n("created_at", w.created_at)
-            .n(REV, rev)
-            .build())
+            .n(REV, rev);
+        // A pending worker goes with its code: TTL deletes it, and the
+        // purge finds it through the `expiry` index.
+        Ok(match pending_expiry(w) {
+            Some(expires_at) => item.expiry(&key, expires_at, true),
+            None => item,
+        }
+        .build())
     }
 
     fn from_item(item: &Item) -> StoreResult<Self> {
@@ -413,6 +424,7 @@ impl Entity for Rec<Worker> {
                 models: a.json("models")?,
                 default_model: a.opt_json("default_model")?,
                 version: a.opt_s("version")?,
+                source: a.opt_s(SOURCE)?,
                 created_at: a.n("created_at")?,
             },
             rev: a.opt_n(REV)?.unwrap_or(0),
@@ -422,25 +434,84 @@ impl Entity for Rec<Worker> {
     fn entries(&self) -> Vec<Entry> {
         let w = &self.value;
         let id = w.id.as_str();
-        let mut out = vec![unique(entry(
-            keys::worker_credential(w.credential_hash.as_str()),
-            id,
-        ))];
+        // A pending worker's entries expire with it (TTL only: the purge
+        // deletes them with the worker).
+        let expiring = |key: Key| {
+            let b = entry(key.clone(), id);
+            match pending_expiry(w) {
+                Some(expires_at) => b.expiry(&key, expires_at, false),
+                None => b,
+            }
+        };
+        let mut out = vec![unique(expiring(keys::worker_credential(
+            w.credential_hash.as_str(),
+        )))];
         if let Some(owner) = &w.owner {
             out.push(plain(entry(
                 keys::owner_worker(owner.as_str(), w.created_at, id),
                 id,
             )));
         }
-        if let (WorkerStatus::Pending, Some(expires_at)) = (w.status, w.pairing_expires_at) {
-            out.push(plain(
-                entry(keys::pending_worker(w.created_at, id), id).n(EXPIRES_AT, expires_at),
-            ));
+        if pending_expiry(w).is_some() {
+            out.push(plain(expiring(keys::pending_worker(w.created_at, id))));
         }
         if let Some(code) = &w.pairing_code {
-            out.push(plain(entry(keys::pairing_code(code, w.created_at, id), id)));
+            out.push(plain(expiring(keys::pairing_code(code, w.created_at, id))));
         }
         out
+    }
+}
+
+/// When a pending worker expires (with its code); `None` for any other.
+fn pending_expiry(w: &Worker) -> Option<Millis> {
+    (w.status == WorkerStatus::Pending).then_some(w.pairing_expires_at).flatten()
+}
+
+/// The pending workers one source address has, as `create_pending_worker`
+/// last wrote them: worker id → when its code expires. Entries of workers
+/// approved, rejected or expired since are dropped lazily (the next
+/// creation from the source checks them), so the record stays as small as
+/// the cap.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct SourceRecord {
+    pub source: String,
+    pub pending: BTreeMap<String, Millis>,
+    pub rev: u64,
+}
+
+impl Entity for SourceRecord {
+    const WHAT: &'static str = "pending source";
+
+    fn key(&self) -> Key {
+        keys::pending_source(&self.source)
+    }
+
+    fn rev(&self) -> u64 {
+        self.rev
+    }
+
+    fn to_item(&self, rev: u64) -> StoreResult<Item> {
+        let key = self.key();
+        let latest = self.pending.values().copied().max().unwrap_or(0);
+        Ok(ItemBuilder::new(&key)
+            .s(SOURCE, self.source.as_str())
+            .json("pending", &self.pending)?
+            .n(TTL, ttl_seconds(latest))
+            .n(REV, rev)
+            .build())
+    }
+
+    fn from_item(item: &Item) -> StoreResult<Self> {
+        let a = Attrs::new(item, Self::WHAT);
+        Ok(Self {
+            source: a.s(SOURCE)?,
+            pending: a.json("pending")?,
+            rev: a.opt_n(REV)?.unwrap_or(0),
+        })
+    }
+
+    fn entries(&self) -> Vec<Entry> {
+        Vec::new()
     }
 }
 
@@ -798,6 +869,35 @@ pub(super) fn ticket_from_item(item: &Item) -> StoreResult<Ticket> {
     })
 }
 
+pub(super) fn pairing_token_item(hash: &SecretHash, token: &PairingToken) -> Item {
+    let key = keys::pairing_token(hash.as_str());
+    ItemBuilder::new(&key)
+        .s(OWNER, token.owner.as_str())
+        .s("owner_secret", token.owner_secret.as_str())
+        .expiry(&key, token.expires_at, true)
+        .build()
+}
+
+pub(super) fn pairing_token_from_item(item: &Item) -> StoreResult<PairingToken> {
+    let a = Attrs::new(item, "pairing token");
+    Ok(PairingToken {
+        owner: a.id(OWNER)?,
+        owner_secret: SecretHash::from_stored(a.s("owner_secret")?),
+        expires_at: a.n(EXPIRES_AT)?,
+    })
+}
+
+/// A rate-limit counter starting a window with one attempt.
+pub(super) fn counter_item(key: &str, window_start: Millis, window_end: Millis) -> Item {
+    let key = keys::rate_counter(key);
+    ItemBuilder::new(&key)
+        .n(WINDOW_START, window_start)
+        .n(COUNT, 1)
+        .expiry(&key, window_end, true)
+        .n(REV, 1)
+        .build()
+}
+
 pub(super) fn chunk_item(c: &Chunk) -> StoreResult<Item> {
     Ok(ItemBuilder::new(&keys::chunk(c.message.as_str(), c.seq))
         .s("message", c.message.as_str())
@@ -873,6 +973,7 @@ mod tests {
             },
             default_model: full.then(model),
             version: full.then(|| "1".into()),
+            source: full.then(|| "203.0.113.7".into()),
             created_at: -5,
         }
     }
@@ -993,6 +1094,55 @@ mod tests {
         w.value.pairing_code = None;
         assert_eq!(w.entries().len(), 2, "credential and owner");
         assert!(w.entries()[0].unique);
+    }
+
+    #[test]
+    fn a_pending_worker_expires_with_its_code() {
+        let pending = Rec::new(Worker {
+            owner: None,
+            ..worker(true)
+        });
+        let item = pending.to_item(1).expect("encode");
+        assert_eq!(item.get(TTL), Some(&n(ttl_seconds(T0 + 5))));
+        assert!(item.contains_key(EXPIRY_SHARD), "the purge finds it");
+        for e in pending.entries() {
+            assert_eq!(e.item.get(TTL), Some(&n(ttl_seconds(T0 + 5))), "{:?}", e.key);
+            assert!(!e.item.contains_key(EXPIRY_SHARD), "{:?}", e.key);
+        }
+        let approved = Rec::new(Worker {
+            status: WorkerStatus::Approved,
+            pairing_code: None,
+            pairing_expires_at: None,
+            ..worker(true)
+        });
+        let item = approved.to_item(2).expect("encode");
+        assert!(!item.contains_key(TTL) && !item.contains_key(EXPIRY_SHARD));
+        assert!(approved.entries().iter().all(|e| !e.item.contains_key(TTL)));
+
+        let source = SourceRecord {
+            source: "2001:db8::/64".into(),
+            pending: [("wkr_a".to_owned(), T0), ("wkr_b".to_owned(), T0 + 9)].into(),
+            rev: 4,
+        };
+        round_trip(source.clone());
+        let item = source.to_item(4).expect("encode");
+        assert_eq!(item.get(TTL), Some(&n(ttl_seconds(T0 + 9))), "outlives its last worker");
+    }
+
+    #[test]
+    fn pairing_tokens_and_counters_expire() {
+        let token = PairingToken {
+            owner: UserId::random(),
+            owner_secret: SecretHash::from_stored("s"),
+            expires_at: T0,
+        };
+        let item = pairing_token_item(&SecretHash::from_stored("h"), &token);
+        assert_eq!(pairing_token_from_item(&item).expect("decode"), token);
+        assert!(item.contains_key(TTL) && item.contains_key(EXPIRY_SHARD));
+        let counter = counter_item("pairing:usr_1", T0, T0 + 60_000);
+        assert_eq!(counter.get(COUNT), Some(&n(1)));
+        assert_eq!(counter.get(EXPIRES_AT), Some(&n(T0 + 60_000)));
+        assert!(counter.contains_key(TTL) && counter.contains_key(EXPIRY_SHARD));
     }
 
     #[test]

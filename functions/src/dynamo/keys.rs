@@ -63,6 +63,26 @@ pub(super) fn ticket(hash: &str) -> Key {
 
 pub(super) const TICKET_PREFIX: &str = "TICKET#";
 
+pub(super) fn pairing_token(hash: &str) -> Key {
+    Key::new(format!("{PAIRING_TOKEN_PREFIX}{hash}"), "PAIRTOKEN")
+}
+
+pub(super) const PAIRING_TOKEN_PREFIX: &str = "PAIRTOKEN#";
+
+/// A rate-limit counter (`count_attempt`).
+pub(super) fn rate_counter(key: &str) -> Key {
+    Key::new(format!("{RATE_PREFIX}{key}"), "RATE")
+}
+
+pub(super) const RATE_PREFIX: &str = "RATE#";
+
+/// The pending workers of one source address (`create_pending_worker`).
+pub(super) fn pending_source(source: &str) -> Key {
+    Key::new(format!("PENDINGSRC#{source}"), "PENDINGSRC")
+}
+
+pub(super) const WORKER_PREFIX: &str = "WORKER#";
+
 pub(super) fn worker(wid: &str) -> Key {
     Key::new(format!("WORKER#{wid}"), "WORKER")
 }
@@ -120,7 +140,11 @@ pub(super) fn owner_worker(uid: &str, created: Millis, wid: &str) -> Key {
 pub(super) const PENDING: &str = "PENDING";
 
 pub(super) fn pending_worker(created: Millis, wid: &str) -> Key {
-    Key::new(PENDING, format!("{}#{wid}", time(created)))
+    Key::new(PENDING, pending_worker_sk(created, wid))
+}
+
+pub(super) fn pending_worker_sk(created: Millis, wid: &str) -> String {
+    format!("{}#{wid}", time(created))
 }
 
 pub(super) fn pairing_code_pk(code: &str) -> String {

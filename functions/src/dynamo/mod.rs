@@ -349,11 +349,13 @@ fn key_item(key: &Key) -> HashMap<String, AttributeValue> {
     ])
 }
 
-/// One `UpdateItem`: `SET`s, `REMOVE`s and `ADD rev :1`, with a condition.
+/// One `UpdateItem`: `SET`s, `REMOVE`s, `ADD`s and `ADD rev :1`, with a
+/// condition.
 struct Update {
     key: Key,
     set: Vec<(&'static str, AttributeValue)>,
     remove: Vec<&'static str>,
+    add: Vec<(&'static str, AttributeValue)>,
     cond: Cond,
 }
 
@@ -363,8 +365,15 @@ impl Update {
             key,
             set: Vec::new(),
             remove: Vec::new(),
+            add: Vec::new(),
             cond,
         }
+    }
+
+    /// `ADD attr :v` (a number is incremented by `v`).
+    fn add(mut self, attr: &'static str, v: AttributeValue) -> Self {
+        self.add.push((attr, v));
+        self
     }
 
     fn set(mut self, attr: &'static str, v: AttributeValue) -> Self {
@@ -426,6 +435,15 @@ impl QuerySpec {
         q.names.push(("#q_sk".into(), SK.into()));
         q.values.push((":q_from".into(), items::s(from)));
         q.values.push((":q_to".into(), items::s(to)));
+        q
+    }
+
+    /// Items of partition `pk` whose sort key sorts after `sk`.
+    fn after(pk: &str, sk: &str) -> Self {
+        let mut q = Self::partition(pk);
+        q.key_cond.push_str(" AND #q_sk > :q_sk");
+        q.names.push(("#q_sk".into(), SK.into()));
+        q.values.push((":q_sk".into(), items::s(sk)));
         q
     }
 
@@ -604,6 +622,11 @@ impl DynamoStore {
         names.insert("#u_rev".into(), REV.into());
         values.insert(":u_one".into(), items::n(1));
         expr.push_str("ADD #u_rev :u_one");
+        for (i, (attr, v)) in u.add.into_iter().enumerate() {
+            names.insert(format!("#u_a{i}"), attr.to_owned());
+            values.insert(format!(":u_a{i}"), v);
+            expr.push_str(&format!(", #u_a{i} :u_a{i}"));
+        }
         let result = self
             .client
             .update_item()

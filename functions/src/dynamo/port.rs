@@ -8,8 +8,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use tether_domain::auth::SecretHash;
 use tether_domain::ids::{ConnectionId, IdError, MessageId, PromptId, SessionId, UserId, WorkerId};
 use tether_domain::model::{
-    Chunk, Connection, Message, MessageStatus, Millis, Principal, Prompt, Session, SessionStatus,
-    Ticket, User, Worker, WorkerStatus,
+    Chunk, Connection, Message, MessageStatus, Millis, PairingToken, Principal, Prompt, Session,
+    SessionStatus, Ticket, User, Worker, WorkerStatus,
 };
 use tether_domain::protocol::PromptAnswer;
 use tether_domain::store::{
@@ -17,8 +17,8 @@ use tether_domain::store::{
 };
 
 use super::items::{
-    self, ConnRecord, Entity, Item, MessageRecord, Rec, CONNECTION, EXPIRES_AT, EXPIRY_SHARD,
-    LAST_SEEN, OWNER, STATUS, UPDATED_AT,
+    self, ConnRecord, Entity, Item, MessageRecord, Rec, SourceRecord, CONNECTION, COUNT,
+    EXPIRES_AT, EXPIRY_SHARD, LAST_SEEN, OWNER, PK, STATUS, UPDATED_AT, WINDOW_START,
 };
 use super::keys::{self, Key};
 use super::schema::EXPIRY_INDEX;
@@ -350,7 +350,161 @@ impl Store for DynamoStore {
         }
     }
 
+    // ---- pairing tokens ----
+
+    async fn put_pairing_token(&self, hash: &SecretHash, token: &PairingToken) -> StoreResult<()> {
+        self.put("put_pairing_token", items::pairing_token_item(hash, token))
+            .await
+    }
+
+    async fn take_pairing_token(
+        &self,
+        hash: &SecretHash,
+        now: Millis,
+    ) -> StoreResult<Option<PairingToken>> {
+        // As `take_ticket`: one DeleteItem returning the old item.
+        let old = self
+            .delete_returning("take_pairing_token", &keys::pairing_token(hash.as_str()))
+            .await?;
+        match old {
+            Some(item) => {
+                let token = items::pairing_token_from_item(&item)?;
+                Ok((token.expires_at > now).then_some(token))
+            }
+            None => Ok(None),
+        }
+    }
+
+    // ---- rate limits ----
+
+    async fn count_attempt(
+        &self,
+        key: &str,
+        window_start: Millis,
+        window_end: Millis,
+        limit: u32,
+    ) -> StoreResult<bool> {
+        const OP: &str = "count_attempt";
+        if limit == 0 {
+            return Ok(false);
+        }
+        let item_key = keys::rate_counter(key);
+        let mut retry = Retry::new(OP);
+        loop {
+            // The stored window (or a later one) has room: one more.
+            let room = Cond::new("#c_ws >= :c_ws AND #c_count < :c_limit")
+                .name("#c_ws", WINDOW_START)
+                .name("#c_count", COUNT)
+                .value(":c_ws", items::n(window_start))
+                .value(":c_limit", items::n(limit));
+            let one_more = Update::new(item_key.clone(), room).add(COUNT, items::n(1));
+            if self.update(OP, one_more).await?.is_some() {
+                return Ok(true);
+            }
+            // No counter, or one of an earlier window: this window starts.
+            let stale = Cond::new("attribute_not_exists(#c_pk) OR #c_ws < :c_ws")
+                .name("#c_pk", PK)
+                .name("#c_ws", WINDOW_START)
+                .value(":c_ws", items::n(window_start));
+            let first = items::counter_item(key, window_start, window_end);
+            if self.put_if(OP, first, stale).await? {
+                return Ok(true);
+            }
+            // Neither: the window is full, unless another attempt started
+            // it between the two writes (then count again).
+            if let Some(item) = self.get(OP, &item_key).await? {
+                let a = items::Attrs::new(&item, "rate counter");
+                let (start, count): (Millis, u32) = (a.n(WINDOW_START)?, a.n(COUNT)?);
+                if start >= window_start && count >= limit {
+                    return Ok(false);
+                }
+            }
+            retry.again().await?;
+        }
+    }
+
     // ---- workers ----
+
+    async fn create_pending_worker(
+        &self,
+        worker: &Worker,
+        max_per_source: u32,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        const OP: &str = "create_pending_worker";
+        let Some(source) = &worker.source else {
+            self.create_worker(worker).await?;
+            return Ok(true);
+        };
+        let new = Rec::new(worker.clone());
+        let source_key = keys::pending_source(source);
+        let mut retry = Retry::new(OP);
+        loop {
+            // The source's record of its pending workers, and the worker,
+            // in one transaction conditional on the record's revision: two
+            // creations from one source cannot both take the last place.
+            let old = self.get_entity::<SourceRecord>(OP, &source_key).await?;
+            let mut pending = old.as_ref().map(|r| r.pending.clone()).unwrap_or_default();
+            pending.retain(|_, expires_at| *expires_at > now);
+            if pending.len() >= max_per_source as usize {
+                // Some may have been approved, rejected or deleted since.
+                let keys = pending.keys().map(|id| keys::worker(id)).collect();
+                let still: BTreeSet<String> = self
+                    .get_many::<Rec<Worker>>(OP, keys)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.value.status == WorkerStatus::Pending && !r.value.pairing_expired(now))
+                    .map(|r| r.value.id.to_string())
+                    .collect();
+                pending.retain(|id, _| still.contains(id));
+            }
+            if pending.len() >= max_per_source as usize {
+                return Ok(false);
+            }
+            pending.insert(worker.id.to_string(), worker.pairing_expires_at.unwrap_or(now));
+            let record = SourceRecord {
+                source: source.clone(),
+                pending,
+                rev: old.as_ref().map_or(0, |r| r.rev),
+            };
+            let mut tx = Tx::default();
+            let placed = tx.entity(None, Some(&new))?;
+            tx.entity(old.as_ref(), Some(&record))?;
+            let outcome = self.commit(OP, tx).await?;
+            if outcome.failed(placed.item) {
+                return Err(StoreError::Conflict(format!("{OP}: worker {} exists", worker.id)));
+            }
+            match decide(&outcome, &placed) {
+                Decided::Done => return Ok(true),
+                Decided::Conflict => {
+                    return Err(StoreError::Conflict(format!("{OP}: the credential is taken")))
+                }
+                Decided::Retry => retry.again().await?,
+            }
+        }
+    }
+
+    async fn delete_expired_pending(&self, id: &WorkerId, now: Millis) -> StoreResult<bool> {
+        const OP: &str = "delete_expired_pending";
+        let key = keys::worker(id.as_str());
+        let mut retry = Retry::new(OP);
+        loop {
+            let Some(old) = self.get_entity::<Rec<Worker>>(OP, &key).await? else {
+                return Ok(false);
+            };
+            if !old.value.pairing_expired(now) {
+                return Ok(false);
+            }
+            // The worker with its entries (credential, code, pending), if
+            // nothing changed it since the read.
+            let mut tx = Tx::default();
+            let placed = tx.entity(Some(&old), None)?;
+            match decide(&self.commit(OP, tx).await?, &placed) {
+                Decided::Done => return Ok(true),
+                Decided::Retry | Decided::Conflict => retry.again().await?,
+            }
+        }
+    }
 
     async fn create_worker(&self, worker: &Worker) -> StoreResult<()> {
         const OP: &str = "create_worker";
@@ -398,54 +552,34 @@ impl Store for DynamoStore {
         Ok(workers.into_iter().map(|r| r.value).collect())
     }
 
-    async fn pending_workers(&self, now: Millis) -> StoreResult<Vec<Worker>> {
+    async fn pending_workers(
+        &self,
+        now: Millis,
+        after: Option<(Millis, &WorkerId)>,
+        limit: u32,
+    ) -> StoreResult<Vec<Worker>> {
         const OP: &str = "pending_workers";
-        let q = QuerySpec::partition(keys::PENDING).filter(
-            "#f_exp > :f_now",
-            &[("#f_exp", EXPIRES_AT)],
-            vec![(":f_now", items::n(now))],
-        );
+        let q = match after {
+            Some((created, id)) => {
+                QuerySpec::after(keys::PENDING, &keys::pending_worker_sk(created, id.as_str()))
+            }
+            None => QuerySpec::partition(keys::PENDING),
+        };
+        let q = q
+            .filter(
+                "#f_exp > :f_now",
+                &[("#f_exp", EXPIRES_AT)],
+                vec![(":f_now", items::n(now))],
+            )
+            .limit(limit);
         let ids = self.query_targets(OP, q).await?;
         let keys = ids.iter().map(|id| keys::worker(id)).collect();
         let workers = self.get_many::<Rec<Worker>>(OP, keys).await?;
         Ok(workers
             .into_iter()
             .map(|r| r.value)
-            .filter(|w| {
-                w.status == WorkerStatus::Pending && w.pairing_expires_at.is_some_and(|t| t > now)
-            })
+            .filter(|w| w.status == WorkerStatus::Pending && !w.pairing_expired(now))
             .collect())
-    }
-
-    async fn set_pairing_code(
-        &self,
-        id: &WorkerId,
-        code: &str,
-        expires_at: Millis,
-    ) -> StoreResult<bool> {
-        const OP: &str = "set_pairing_code";
-        let key = keys::worker(id.as_str());
-        let mut retry = Retry::new(OP);
-        loop {
-            let Some(old) = self.get_entity::<Rec<Worker>>(OP, &key).await? else {
-                return Ok(false);
-            };
-            if old.value.status != WorkerStatus::Pending {
-                return Ok(false);
-            }
-            let new = Rec {
-                value: Worker {
-                    pairing_code: Some(code.to_owned()),
-                    pairing_expires_at: Some(expires_at),
-                    ..old.value.clone()
-                },
-                rev: old.rev,
-            };
-            match self.replace(OP, &old, &new).await? {
-                Decided::Done => return Ok(true),
-                Decided::Retry | Decided::Conflict => retry.again().await?,
-            }
-        }
     }
 
     async fn transition_worker(
@@ -603,11 +737,22 @@ impl Store for DynamoStore {
             };
             for item in self.query(OP, q).await? {
                 let key = items::key_of(&item)?;
-                if key.pk.starts_with(keys::TICKET_PREFIX) {
+                let expiring = [keys::TICKET_PREFIX, keys::PAIRING_TOKEN_PREFIX, keys::RATE_PREFIX];
+                if expiring.iter().any(|prefix| key.pk.starts_with(prefix)) {
                     let cond = Cond::new("#c_exp <= :c_now")
                         .name("#c_exp", EXPIRES_AT)
                         .value(":c_now", items::n(now));
                     if self.delete_if(OP, &key, cond).await? {
+                        purged += 1;
+                    }
+                } else if let Some(wid) = key
+                    .pk
+                    .strip_prefix(keys::WORKER_PREFIX)
+                    .filter(|wid| key == keys::worker(wid))
+                {
+                    // A pending worker whose code expired, with its entries.
+                    let id: WorkerId = parse_id("worker", wid)?;
+                    if self.delete_expired_pending(&id, now).await? {
                         purged += 1;
                     }
                 } else if let Some(cid) = key.pk.strip_prefix(keys::CONNECTION_PREFIX) {

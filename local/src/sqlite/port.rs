@@ -8,8 +8,8 @@ use rusqlite::{
 use tether_domain::auth::SecretHash;
 use tether_domain::ids::{ConnectionId, MessageId, PromptId, SessionId, UserId, WorkerId};
 use tether_domain::model::{
-    Chunk, Connection, Message, MessageStatus, Millis, Prompt, Session, SessionStatus, Ticket,
-    User, Worker, WorkerStatus,
+    Chunk, Connection, Message, MessageStatus, Millis, PairingToken, Prompt, Session,
+    SessionStatus, Ticket, User, Worker, WorkerStatus,
 };
 use tether_domain::protocol::PromptAnswer;
 use tether_domain::store::{
@@ -71,15 +71,41 @@ pub(super) mod sql {
         WORKERS_OF,
         "SELECT {WORKER_COLS} FROM workers WHERE owner = ?1 ORDER BY created_at, id"
     );
+    // `(?2, ?3)` is the page's cursor; the first page passes the least
+    // time and an empty id.
     query!(
         PENDING_WORKERS,
         "SELECT {WORKER_COLS} FROM workers \
-         WHERE status = 'pending' AND pairing_expires_at > ?1 ORDER BY created_at, id"
+         WHERE status = 'pending' AND (created_at, id) > (?2, ?3) AND pairing_expires_at > ?1 \
+         ORDER BY created_at, id LIMIT ?4"
     );
     query!(
-        SET_PAIRING_CODE,
-        "UPDATE workers SET pairing_code = ?2, pairing_expires_at = ?3 \
-         WHERE id = ?1 AND status = 'pending'"
+        PENDING_FROM_SOURCE,
+        "SELECT COUNT(*) FROM workers \
+         WHERE status = 'pending' AND source = ?1 AND pairing_expires_at > ?2"
+    );
+    query!(
+        DELETE_EXPIRED_PENDING,
+        "DELETE FROM workers WHERE id = ?1 AND status = 'pending' \
+         AND (pairing_expires_at IS NULL OR pairing_expires_at <= ?2)"
+    );
+    query!(
+        TAKE_PAIRING_TOKEN,
+        "DELETE FROM pairing_tokens WHERE hash = ?1 RETURNING owner, owner_secret, expires_at"
+    );
+    // One statement, so of concurrent attempts at most `limit` (?4) per
+    // window are counted: a newer window starts the count again; an
+    // attempt of the stored window, or of an older one, adds one while
+    // under the limit; otherwise nothing changes (0 rows).
+    query!(
+        COUNT_ATTEMPT,
+        "INSERT INTO rate_limits (key, window_start, count, expires_at) VALUES (?1, ?2, 1, ?3) \
+         ON CONFLICT (key) DO UPDATE SET \
+         count = CASE WHEN excluded.window_start > rate_limits.window_start THEN 1 \
+                 ELSE rate_limits.count + 1 END, \
+         window_start = MAX(rate_limits.window_start, excluded.window_start), \
+         expires_at = MAX(rate_limits.expires_at, excluded.expires_at) \
+         WHERE excluded.window_start > rate_limits.window_start OR rate_limits.count < ?4"
     );
     query!(
         TRANSITION_WORKER,
@@ -297,7 +323,10 @@ pub(super) mod sql {
             WORKER_BY_PAIRING_CODE,
             WORKERS_OF,
             PENDING_WORKERS,
-            SET_PAIRING_CODE,
+            PENDING_FROM_SOURCE,
+            DELETE_EXPIRED_PENDING,
+            TAKE_PAIRING_TOKEN,
+            COUNT_ATTEMPT,
             TRANSITION_WORKER,
             SET_WORKER_CONNECTION,
             CLEAR_WORKER_CONNECTION,
@@ -415,6 +444,33 @@ fn status_set<T: Copy>(from: &[T], as_str: fn(T) -> &'static str) -> StoreResult
 
 fn opt_json<T: serde::Serialize>(what: &str, value: Option<&T>) -> StoreResult<Option<String>> {
     value.map(|v| to_json(what, v)).transpose()
+}
+
+/// Inserts a worker row; a taken credential hash is a `Conflict`.
+fn insert_worker(conn: &SqlConn, w: &Worker) -> StoreResult<()> {
+    let sql = format!(
+        "INSERT INTO workers ({WORKER_COLS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    );
+    let p = params![
+        w.id.as_str(),
+        w.owner.as_ref().map(UserId::as_str),
+        w.status.as_str(),
+        w.credential_hash.as_str(),
+        w.machine,
+        w.name,
+        w.workdir,
+        w.pairing_code,
+        w.pairing_expires_at,
+        w.connection.as_ref().map(ConnectionId::as_str),
+        w.last_seen,
+        to_json("models", &w.models)?,
+        opt_json("default model", w.default_model.as_ref())?,
+        w.version,
+        w.created_at,
+        w.source,
+    ];
+    exec(conn, "create_worker", &sql, p).map(drop)
 }
 
 impl Store for SqliteStore {
@@ -536,31 +592,108 @@ impl Store for SqliteStore {
 
     // ---- workers ----
 
+    async fn put_pairing_token(&self, hash: &SecretHash, token: &PairingToken) -> StoreResult<()> {
+        let (hash, t) = (hash.clone(), token.clone());
+        self.run("put_pairing_token", move |conn| {
+            let sql = "INSERT INTO pairing_tokens (hash, owner, owner_secret, expires_at) \
+                       VALUES (?1, ?2, ?3, ?4) \
+                       ON CONFLICT (hash) DO UPDATE SET owner = excluded.owner, \
+                       owner_secret = excluded.owner_secret, expires_at = excluded.expires_at";
+            let p = params![hash.as_str(), t.owner.as_str(), t.owner_secret.as_str(), t.expires_at];
+            exec(conn, "put_pairing_token", sql, p).map(drop)
+        })
+        .await
+    }
+
+    async fn take_pairing_token(
+        &self,
+        hash: &SecretHash,
+        now: Millis,
+    ) -> StoreResult<Option<PairingToken>> {
+        let hash = hash.clone();
+        self.run("take_pairing_token", move |conn| {
+            // One DELETE ... RETURNING, as `take_ticket`.
+            let taken: Option<(String, String, Millis)> = one(
+                conn,
+                "take_pairing_token",
+                &sql::TAKE_PAIRING_TOKEN,
+                [hash.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            match taken {
+                Some((owner, owner_secret, expires_at)) if expires_at > now => {
+                    let owner = UserId::parse(owner)
+                        .map_err(|e| StoreError::Corrupt(format!("pairing token owner: {e}")))?;
+                    Ok(Some(PairingToken {
+                        owner,
+                        owner_secret: SecretHash::from_stored(owner_secret),
+                        expires_at,
+                    }))
+                }
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn count_attempt(
+        &self,
+        key: &str,
+        window_start: Millis,
+        window_end: Millis,
+        limit: u32,
+    ) -> StoreResult<bool> {
+        let key = key.to_owned();
+        self.run("count_attempt", move |conn| {
+            let p = params![key, window_start, window_end, limit];
+            Ok(exec(conn, "count_attempt", &sql::COUNT_ATTEMPT, p)? == 1)
+        })
+        .await
+    }
+
+    // ---- workers ----
+
     async fn create_worker(&self, worker: &Worker) -> StoreResult<()> {
         let w = worker.clone();
-        self.run("create_worker", move |conn| {
-            let sql = format!(
-                "INSERT INTO workers ({WORKER_COLS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-            );
-            let p = params![
-                w.id.as_str(),
-                w.owner.as_ref().map(UserId::as_str),
-                w.status.as_str(),
-                w.credential_hash.as_str(),
-                w.machine,
-                w.name,
-                w.workdir,
-                w.pairing_code,
-                w.pairing_expires_at,
-                w.connection.as_ref().map(ConnectionId::as_str),
-                w.last_seen,
-                to_json("models", &w.models)?,
-                opt_json("default model", w.default_model.as_ref())?,
-                w.version,
-                w.created_at,
-            ];
-            exec(conn, "create_worker", &sql, p).map(drop)
+        self.run("create_worker", move |conn| insert_worker(conn, &w)).await
+    }
+
+    async fn create_pending_worker(
+        &self,
+        worker: &Worker,
+        max_per_source: u32,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let w = worker.clone();
+        self.run("create_pending_worker", move |conn| {
+            // Count and insert in one transaction: the connection's single
+            // writer makes the cap hold against concurrent pairings.
+            let tx = immediate(conn, "create_pending_worker")?;
+            if let Some(source) = &w.source {
+                let pending: u32 = one(
+                    &tx,
+                    "create_pending_worker",
+                    &sql::PENDING_FROM_SOURCE,
+                    params![source, now],
+                    |r| r.get(0),
+                )?
+                .unwrap_or(0);
+                if pending >= max_per_source {
+                    return Ok(false);
+                }
+            }
+            insert_worker(&tx, &w)?;
+            commit(tx, "create_pending_worker")?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn delete_expired_pending(&self, id: &WorkerId, now: Millis) -> StoreResult<bool> {
+        let id = id.clone();
+        self.run("delete_expired_pending", move |conn| {
+            let p = params![id.as_str(), now];
+            Ok(exec(conn, "delete_expired_pending", &sql::DELETE_EXPIRED_PENDING, p)? == 1)
         })
         .await
     }
@@ -617,29 +750,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn pending_workers(&self, now: Millis) -> StoreResult<Vec<Worker>> {
-        self.run("pending_workers", move |conn| {
-            all(
-                conn,
-                "pending_workers",
-                &sql::PENDING_WORKERS,
-                [now],
-                worker_row,
-            )
-        })
-        .await
-    }
-
-    async fn set_pairing_code(
+    async fn pending_workers(
         &self,
-        id: &WorkerId,
-        code: &str,
-        expires_at: Millis,
-    ) -> StoreResult<bool> {
-        let (id, code) = (id.clone(), code.to_owned());
-        self.run("set_pairing_code", move |conn| {
-            let p = params![id.as_str(), code, expires_at];
-            Ok(exec(conn, "set_pairing_code", &sql::SET_PAIRING_CODE, p)? == 1)
+        now: Millis,
+        after: Option<(Millis, &WorkerId)>,
+        limit: u32,
+    ) -> StoreResult<Vec<Worker>> {
+        let (after_time, after_id) = match after {
+            Some((t, id)) => (t, id.as_str().to_owned()),
+            None => (Millis::MIN, String::new()),
+        };
+        self.run("pending_workers", move |conn| {
+            let p = params![now, after_time, after_id, limit];
+            all(conn, "pending_workers", &sql::PENDING_WORKERS, p, worker_row)
         })
         .await
     }
@@ -809,6 +932,17 @@ impl Store for SqliteStore {
             let connections = tx
                 .execute("DELETE FROM connections WHERE expires_at <= ?1", [now])
                 .map_err(|e| db_err("purge_expired", e))?;
+            let mut pairing = 0;
+            for sql in [
+                "DELETE FROM pairing_tokens WHERE expires_at <= ?1",
+                "DELETE FROM rate_limits WHERE expires_at <= ?1",
+                // A pending worker's code expired: it is gone for good (the
+                // same credential pairs afresh). It has no sessions.
+                "DELETE FROM workers WHERE status = 'pending' \
+                 AND (pairing_expires_at IS NULL OR pairing_expires_at <= ?1)",
+            ] {
+                pairing += tx.execute(sql, [now]).map_err(|e| db_err("purge_expired", e))?;
+            }
             tx.execute(
                 "UPDATE workers SET connection = NULL WHERE connection IS NOT NULL \
                  AND connection NOT IN (SELECT id FROM connections)",
@@ -816,7 +950,7 @@ impl Store for SqliteStore {
             )
             .map_err(|e| db_err("purge_expired", e))?;
             tx.commit().map_err(|e| db_err("purge_expired", e))?;
-            Ok((tickets + connections) as u64)
+            Ok((tickets + connections + pairing) as u64)
         })
         .await
     }

@@ -73,7 +73,7 @@ pub(super) fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
 
 pub(super) const WORKER_COLS: &str = "id, owner, status, credential_hash, machine, name, \
      workdir, pairing_code, pairing_expires_at, connection, last_seen, models, default_model, \
-     version, created_at";
+     version, created_at, source";
 
 pub(super) fn worker_row(row: &Row<'_>) -> rusqlite::Result<Worker> {
     Ok(Worker {
@@ -91,6 +91,7 @@ pub(super) fn worker_row(row: &Row<'_>) -> rusqlite::Result<Worker> {
         models: json(row, 11)?,
         default_model: opt_json(row, 12)?,
         version: row.get(13)?,
+        source: row.get(15)?,
         created_at: row.get(14)?,
     })
 }

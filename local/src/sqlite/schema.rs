@@ -209,6 +209,32 @@ CREATE INDEX sessions_by_owner_worker ON sessions (owner, worker, created_at, id
 CREATE INDEX sessions_starting ON sessions (worker, created_at, id)
     WHERE status = 'starting';
 "#,
+    // 3: pairing is bounded. A pending worker records the address it asked
+    // from (at most a few pending per address), the admins' list of pending
+    // workers is paged in age order, a user's pairing attempts are counted
+    // per minute, and a headless worker pairs with a one-time token (kept
+    // hashed, as tickets are).
+    r#"
+ALTER TABLE workers ADD COLUMN source TEXT;
+CREATE INDEX workers_pending_by_source ON workers (source, pairing_expires_at)
+    WHERE status = 'pending';
+CREATE INDEX workers_pending_by_age ON workers (created_at, id)
+    WHERE status = 'pending';
+
+CREATE TABLE pairing_tokens (
+    hash         TEXT PRIMARY KEY,
+    owner        TEXT NOT NULL,
+    owner_secret TEXT NOT NULL,
+    expires_at   INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE rate_limits (
+    key          TEXT PRIMARY KEY,
+    window_start INTEGER NOT NULL,
+    count        INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -61,7 +61,7 @@ fn request_queries_use_indexes() {
         }
         let paged = matches!(
             name,
-            "SESSIONS_OF" | "SESSIONS_OF_WORKER" | "MESSAGES_OF" | "CHUNKS"
+            "SESSIONS_OF" | "SESSIONS_OF_WORKER" | "MESSAGES_OF" | "CHUNKS" | "PENDING_WORKERS"
         );
         if paged {
             assert!(

@@ -363,7 +363,7 @@ async fn abort_and_end_session() {
 async fn pair_worker(user: &mut UserClient) -> WorkerId {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let reply = user.call(Request::PairingList {}).await;
+        let reply = user.call(Request::PairingList { after: None, limit: None }).await;
         let pending: Vec<WorkerView> = reply.field("workers");
         if let Some(w) = pending.first() {
             let code = w.pairing_code.clone().expect("a pending worker shows its code");

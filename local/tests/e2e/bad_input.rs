@@ -645,7 +645,8 @@ pub async fn refused_connections(mode: Mode) {
             matches!(
                 e,
                 ServerFrame::PairingStatus {
-                    status: WorkerStatus::Rejected
+                    status: WorkerStatus::Rejected,
+                    ..
                 }
             )
         })
@@ -674,7 +675,8 @@ pub async fn refused_connections(mode: Mode) {
             matches!(
                 e,
                 ServerFrame::PairingStatus {
-                    status: WorkerStatus::Revoked
+                    status: WorkerStatus::Revoked,
+                    ..
                 }
             )
         })
@@ -788,4 +790,66 @@ pub async fn refused_connections(mode: Mode) {
     assert_refused(expired, 401, ErrorCode::Unauthorized, "an expired ticket");
     let fresh = UserClient::connect(&short, &judy).await;
     fresh.assert_usable("connecting with a fresh ticket").await;
+}
+
+/// Scenario 10b: pairing is bounded. A user's pairing attempts (code
+/// look-ups, approvals, rejections, tokens minted) are limited per minute,
+/// refused with `rate_limited` saying when to retry, counted in the store
+/// (so across every Lambda on AWS); another user is not affected. One
+/// source address may have 3 workers waiting for approval; a fourth gets
+/// 429 `too_many_pending`, another address is free, and an address a
+/// client writes into `X-Forwarded-For` itself does not count.
+pub async fn pairing_limits(mode: Mode) {
+    let server = Server::start(mode).await;
+    let ada_account = server.add_user("ada").await;
+    let ada = UserClient::connect(&server, &ada_account).await;
+    // Codes nobody holds. The limit is per fixed minute: should the
+    // attempts straddle a minute's end, a few more get through first.
+    let mut allowed = 0;
+    let refused = loop {
+        let guess = format!("ZZZZ-{:04}", 2222 + allowed).replace(['0', '1'], "Z");
+        let reply = ada.call(Request::PairingLookup { code: guess }).await;
+        match &reply.error {
+            Some((code, _)) if code == ErrorCode::NotFound.as_str() => allowed += 1,
+            _ => break reply,
+        }
+        assert!(allowed <= 20, "no limit after {allowed} look-ups");
+    };
+    refused.expect_err(ErrorCode::RateLimited);
+    let message = &refused.error.as_ref().expect("error").1;
+    assert!(message.contains("try again in"), "says when: {message}");
+    assert!(allowed >= 10, "10 a minute are allowed, {allowed} were");
+    ada.call(Request::PairingTokenCreate {})
+        .await
+        .expect_err(ErrorCode::RateLimited);
+    let bob_account = server.add_user("bob").await;
+    let bob = UserClient::connect(&server, &bob_account).await;
+    bob.call(Request::PairingLookup {
+        code: "ZZZZ-ZZZZ".into(),
+    })
+    .await
+    .expect_err(ErrorCode::NotFound);
+
+    // Workers asking to pair, as a proxy on the host's machine forwards
+    // them: the last X-Forwarded-For entry is the proxy's own hop.
+    let body = json!({"machine": "m", "workdir": "/w"});
+    let ask = |from: &'static str| {
+        let credential = Secret::generate("twk_").expose().to_owned();
+        let body = body.clone();
+        let addr = server.addr;
+        async move {
+            http_post_with(addr, "/api/pair", Some(&credential), Some(&body), &[("X-Forwarded-For", from)]).await
+        }
+    };
+    for i in 0..3 {
+        let res = ask("203.0.113.7").await;
+        assert_eq!(res.status, 200, "pending worker {i}: {res:?}");
+    }
+    let fourth = ask("203.0.113.7").await;
+    assert_eq!(fourth.status, 429, "a fourth from one address: {fourth:?}");
+    assert_eq!(fourth.json()["code"], "too_many_pending");
+    let forged = ask("198.51.100.9, 203.0.113.7").await;
+    assert_eq!(forged.status, 429, "a made-up earlier entry does not help: {forged:?}");
+    let elsewhere = ask("198.51.100.9").await;
+    assert_eq!(elsewhere.status, 200, "another address: {elsewhere:?}");
 }

@@ -435,6 +435,18 @@ pub async fn http_post(
     bearer: Option<&str>,
     body: Option<&Value>,
 ) -> HttpResponse {
+    http_post_with(addr, path, bearer, body, &[]).await
+}
+
+/// [`http_post`] with more headers (e.g. `X-Forwarded-For`, as a proxy on
+/// the host's machine sends it).
+pub async fn http_post_with(
+    addr: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
     let fut = async {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let mut req = format!(
@@ -446,6 +458,9 @@ pub async fn http_post(
         }
         if let Some(token) = bearer {
             let _ = write!(req, "Authorization: Bearer {token}\r\n");
+        }
+        for (name, value) in headers {
+            let _ = write!(req, "{name}: {value}\r\n");
         }
         req.push_str("\r\n");
         req.push_str(&body);
@@ -1630,7 +1645,8 @@ pub async fn paired(server: &Server, user_name: &str) -> Paired {
             matches!(
                 e,
                 ServerFrame::PairingStatus {
-                    status: WorkerStatus::Approved
+                    status: WorkerStatus::Approved,
+                    ..
                 }
             )
         })

@@ -2,6 +2,7 @@
 
 use serde_json::json;
 use tether_domain::model::WorkerStatus;
+use tether_domain::auth::Secret;
 use tether_domain::protocol::{MeData, PairData, Request, Role, ServerFrame, WorkerView};
 use tether_domain::ErrorCode;
 
@@ -83,16 +84,21 @@ pub async fn pair_and_approve(mode: Mode) {
     assert_eq!(approved.status, WorkerStatus::Approved);
     assert_eq!(approved.name, "main");
 
-    worker
+    let status = worker
         .next_event("pairing_status approved", |e| {
             matches!(
                 e,
                 ServerFrame::PairingStatus {
-                    status: WorkerStatus::Approved
+                    status: WorkerStatus::Approved,
+                    ..
                 }
             )
         })
         .await;
+    assert!(
+        matches!(&status, ServerFrame::PairingStatus { approved_by: Some(by), .. } if by == "alice"),
+        "the worker hears who approved it: {status:?}"
+    );
     let id = identity.worker_id.clone();
     user.worker_updated(&id, "approved", |w| w.status == WorkerStatus::Approved)
         .await;
@@ -154,6 +160,82 @@ pub async fn pair_and_approve(mode: Mode) {
     let after: PairData = after.parse();
     assert_eq!(after.status, WorkerStatus::Approved);
     assert_eq!(after.code, None);
+    assert_eq!(after.approved_by.as_deref(), Some("alice"), "and who approved it");
+}
+
+/// Scenario 1b: a headless machine pairs with a token its owner minted: no
+/// code, approved for her at once; the token works once, and a second user
+/// can neither reject nor revoke her worker, while an admin can revoke it.
+pub async fn pair_with_a_token(mode: Mode) {
+    let server = Server::start(mode).await;
+    let alice = server.add_user("alice").await;
+    let mut user = UserClient::connect(&server, &alice).await;
+    let minted = user.call(Request::PairingTokenCreate {}).await;
+    let token: String = minted.field("token");
+    assert!(token.starts_with("tpt_"), "{}", minted.raw);
+
+    let credential = Secret::generate("twk_").expose().to_owned();
+    let body = json!({"machine": "buildbox", "workdir": "/srv/app", "token": token});
+    let res = http_post(server.addr, "/api/pair", Some(&credential), Some(&body)).await;
+    assert_eq!(res.status, 200, "POST /api/pair with a token: {res:?}");
+    let paired: PairData = res.parse();
+    assert_eq!(paired.status, WorkerStatus::Approved, "no code to type: {res:?}");
+    assert_eq!(paired.code, None);
+    assert_eq!(paired.approved_by.as_deref(), Some("alice"));
+    let identity = WorkerIdentity {
+        credential: credential.clone(),
+        worker_id: paired.worker_id.clone(),
+        code: None,
+        machine: "buildbox".into(),
+        workdir: "/srv/app".into(),
+    };
+    let worker = WorkerClient::connect(&server, &identity).await;
+    let view: WorkerView = worker.hello(&[]).await.field("worker");
+    assert_eq!(view.status, WorkerStatus::Approved);
+    user.worker_updated(&identity.worker_id, "online", |w| w.online).await;
+
+    // The token is spent: another machine gets nothing with it.
+    let thief = Secret::generate("twk_").expose().to_owned();
+    let again = http_post(server.addr, "/api/pair", Some(&thief), Some(&body)).await;
+    assert_eq!(again.status, 401, "a used token: {again:?}");
+    assert_eq!(again.json()["code"], "unauthorized");
+    let stolen = WorkerIdentity {
+        credential: thief,
+        worker_id: identity.worker_id.clone(),
+        code: None,
+        machine: "buildbox".into(),
+        workdir: "/srv/app".into(),
+    };
+    assert_refused(
+        WorkerClient::try_connect(&server, &stolen).await,
+        401,
+        ErrorCode::Unauthorized,
+        "no worker was made for the used token",
+    );
+
+    // Bob can neither revoke it nor reject it; an admin can revoke it.
+    let bob_account = server.add_user("bob").await;
+    let bob = UserClient::connect(&server, &bob_account).await;
+    bob.call(Request::WorkerRevoke {
+        worker_id: identity.worker_id.clone(),
+    })
+    .await
+    .expect_err(ErrorCode::NotFound);
+    assert!(user.worker_view(&identity.worker_id).await.online, "untouched");
+    worker.assert_usable("another user's revoke").await;
+    let root_account = server.add_user_with("root", true).await;
+    let root = UserClient::connect(&server, &root_account).await;
+    let revoked: WorkerView = root
+        .call(Request::WorkerRevoke {
+            worker_id: identity.worker_id.clone(),
+        })
+        .await
+        .field("worker");
+    assert_eq!(revoked.status, WorkerStatus::Revoked);
+    user.worker_updated(&identity.worker_id, "revoked by an admin", |w| {
+        w.status == WorkerStatus::Revoked
+    })
+    .await;
 }
 
 /// Scenario 2: a worker that disconnects (closing, or losing its connection) goes

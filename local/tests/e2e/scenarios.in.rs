@@ -30,6 +30,7 @@ macro_rules! scenarios {
 
 scenarios! {
     pairing::pair_and_approve,
+    pairing::pair_with_a_token,
     pairing::online_offline,
     pairing::presence_lapses,
     chat::chat_flow,
@@ -42,4 +43,5 @@ scenarios! {
     bad_input::bad_frames,
     bad_input::answer_rules,
     bad_input::refused_connections,
+    bad_input::pairing_limits,
 }

@@ -13,6 +13,10 @@
 //!   effect; a restarted host forgets the sockets of the one before.
 //! - [`files`]: the data directory and the database are private; the page's
 //!   content security policy talks to its own origin only.
+//! - [`pairing`]: pairing is bound to whoever approves it: a real worker
+//!   prints (and keeps) its approver; another user can neither reject nor
+//!   revoke it; code guessing is rate-limited per user and pending workers
+//!   capped per address; a headless worker pairs once with a token.
 //! - [`revocation`]: `tether user reset` and `tether user remove` close the
 //!   user's open websockets (and the removed user's workers') within a
 //!   second, and the old secret's tickets are refused.
@@ -28,6 +32,7 @@ mod bounds;
 mod caps;
 mod exposure;
 mod files;
+mod pairing;
 mod raw_http;
 mod revocation;
 mod tls;

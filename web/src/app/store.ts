@@ -10,6 +10,7 @@ import type {
   MeData,
   MessageView,
   ModelRef,
+  PairingTokenData,
   PromptAnswer,
   SessionView,
   WorkerView,
@@ -295,10 +296,19 @@ export function usePendingPoll(open: boolean): void {
   }, [open]);
 }
 
+/** Pages of `pairing_list` read at most: a screenful of pending workers. */
+const PENDING_PAGES = 4;
+
 export async function loadPending(): Promise<void> {
   try {
-    const data = await client.request({ action: "pairing_list" });
-    pendingPairings.value = data.workers;
+    const workers: WorkerView[] = [];
+    let page = await client.request({ action: "pairing_list" });
+    workers.push(...page.workers);
+    for (let i = 1; page.next && i < PENDING_PAGES; i++) {
+      page = await client.request({ action: "pairing_list", after: page.next });
+      workers.push(...page.workers);
+    }
+    pendingPairings.value = workers;
   } catch (e) {
     // `forbidden`: not an admin, who sees only pairings they have a code for.
     pendingPairings.value = null;
@@ -593,6 +603,19 @@ export async function decidePairing(code: string, approve: boolean, name?: strin
     pendingPairings.value = pendingPairings.value.filter((p) => p.worker_id !== data.worker.worker_id);
   }
   return data.worker;
+}
+
+/**
+ * A one-time pairing token for a headless worker, shown once: the worker
+ * started with it is approved for this user at once.
+ */
+export async function createPairingToken(): Promise<PairingTokenData> {
+  return client.request({ action: "pairing_token_create" });
+}
+
+/** The command that pairs a headless machine with `token` to this host. */
+export function headlessCommand(token: string): string {
+  return `tether-worker --server ${location.origin} --token ${token}`;
 }
 
 export async function revokeWorker(w: WorkerView): Promise<void> {

@@ -6,6 +6,8 @@ import type {
   MachineView,
   MeData,
   MessageView,
+  PairingListData,
+  PairingTokenData,
   Request,
   ServerFrame,
   SessionView,
@@ -16,10 +18,11 @@ export interface ReplyData {
   ping: { now: number; heartbeat_ms: number };
   me: MeData;
   machine_list: { machines: MachineView[] };
-  pairing_list: { workers: WorkerView[] };
+  pairing_list: PairingListData;
   pairing_lookup: { worker: WorkerView };
   pairing_approve: { worker: WorkerView };
   pairing_reject: { worker: WorkerView };
+  pairing_token_create: PairingTokenData;
   worker_revoke: { worker: WorkerView };
   session_start: { session: SessionView };
   session_list: { sessions: SessionView[] };

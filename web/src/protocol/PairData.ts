@@ -9,4 +9,8 @@ export type PairData = { worker_id: WorkerId, status: WorkerStatus,
 /**
  * Set while pending: the code the owner approves.
  */
-code: string | null, expires_at: number | null, };
+code: string | null, expires_at: number | null, 
+/**
+ * Set once approved: the name of the user who approved the worker.
+ */
+approved_by?: string | null, };

@@ -4,4 +4,10 @@
  * `POST /api/pair` body: a new worker asks to be paired. Its credential goes
  * in the `Authorization: Bearer` header, never in the body or URL.
  */
-export type PairRequest = { machine: string, name: string | null, workdir: string, };
+export type PairRequest = { machine: string, name: string | null, workdir: string, 
+/**
+ * A pairing token its owner minted (`pairing_token_create`): the
+ * worker is approved for that owner at once, no code to type. In the
+ * body, never in the URL.
+ */
+token?: string | null, };

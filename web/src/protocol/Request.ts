@@ -5,6 +5,7 @@ import type { MessageId } from "./MessageId";
 import type { ModelInfo } from "./ModelInfo";
 import type { ModelRef } from "./ModelRef";
 import type { Outcome } from "./Outcome";
+import type { PendingCursor } from "./PendingCursor";
 import type { PromptAnswer } from "./PromptAnswer";
 import type { PromptId } from "./PromptId";
 import type { SessionId } from "./SessionId";
@@ -13,7 +14,11 @@ import type { WorkerId } from "./WorkerId";
 /**
  * Every action a client may send, tagged by `action`.
  */
-export type Request = { "action": "ping", } | { "action": "me", } | { "action": "machine_list", } | { "action": "pairing_list", } | { "action": "pairing_lookup", code: string, } | { "action": "pairing_approve", code: string, name?: string, } | { "action": "pairing_reject", code: string, } | { "action": "worker_revoke", worker_id: WorkerId, } | { "action": "session_start", session_id: SessionId, worker_id: WorkerId, model: ModelRef, title?: string, } | { "action": "session_list", worker_id?: WorkerId, 
+export type Request = { "action": "ping", } | { "action": "me", } | { "action": "machine_list", } | { "action": "pairing_list", 
+/**
+ * Where the page starts: the previous page's `next`.
+ */
+after?: PendingCursor, limit?: number, } | { "action": "pairing_lookup", code: string, } | { "action": "pairing_approve", code: string, name?: string, } | { "action": "pairing_reject", code: string, } | { "action": "pairing_token_create", } | { "action": "worker_revoke", worker_id: WorkerId, } | { "action": "session_start", session_id: SessionId, worker_id: WorkerId, model: ModelRef, title?: string, } | { "action": "session_list", worker_id?: WorkerId, 
 /**
  * Only sessions created before this time (paging).
  */

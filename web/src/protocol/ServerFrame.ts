@@ -16,4 +16,9 @@ import type { JsonValue } from "./serde_json/JsonValue";
 /**
  * Every frame the server sends, tagged by `type`.
  */
-export type ServerFrame = { "type": "reply", id: RequestId | null, ok: boolean, data?: JsonValue | null, error?: ErrorBody | null, } | { "type": "worker_updated", worker: WorkerView, } | { "type": "session_updated", session: SessionView, } | { "type": "message_updated", message: MessageView, } | { "type": "chunks", session_id: SessionId, message_id: MessageId, chunks: Array<ChunkView>, } | { "type": "pairing_status", status: WorkerStatus, } | { "type": "session_start", session_id: SessionId, model: ModelRef, title: string, } | { "type": "message_dispatch", session_id: SessionId, agent_session_id: string | null, message_id: MessageId, number: number, text: string, model: ModelRef, } | { "type": "message_abort", session_id: SessionId, message_id: MessageId, } | { "type": "session_end", session_id: SessionId, } | { "type": "prompt_answer", prompt_id: PromptId, session_id: SessionId, message_id: MessageId, answer: PromptAnswer, };
+export type ServerFrame = { "type": "reply", id: RequestId | null, ok: boolean, data?: JsonValue | null, error?: ErrorBody | null, } | { "type": "worker_updated", worker: WorkerView, } | { "type": "session_updated", session: SessionView, } | { "type": "message_updated", message: MessageView, } | { "type": "chunks", session_id: SessionId, message_id: MessageId, chunks: Array<ChunkView>, } | { "type": "pairing_status", status: WorkerStatus, 
+/**
+ * With `approved`: the name of the user who approved the worker
+ * (its owner from now on), for the worker to show.
+ */
+approved_by?: string | null, } | { "type": "session_start", session_id: SessionId, model: ModelRef, title: string, } | { "type": "message_dispatch", session_id: SessionId, agent_session_id: string | null, message_id: MessageId, number: number, text: string, model: ModelRef, } | { "type": "message_abort", session_id: SessionId, message_id: MessageId, } | { "type": "session_end", session_id: SessionId, } | { "type": "prompt_answer", prompt_id: PromptId, session_id: SessionId, message_id: MessageId, answer: PromptAnswer, };

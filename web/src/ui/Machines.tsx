@@ -13,6 +13,7 @@ import {
 } from "../app/store";
 import { relativeTime } from "../lib/format";
 import { EmptyState, PendingList, PresencePill, TopBar } from "./common";
+import { HeadlessPairing } from "./Pair";
 import { IconBan, IconChat, IconLaptop, IconLink, IconPlus } from "./icons";
 
 export function MachinesPage() {
@@ -73,6 +74,7 @@ export function MachinesPage() {
             ))}
           </div>
         )}
+        <HeadlessPairing open={conn.value.status === "open"} />
       </div>
     </div>
   );

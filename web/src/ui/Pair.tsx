@@ -1,10 +1,12 @@
 import { useEffect, useState } from "preact/hooks";
 
-import type { WorkerView } from "../protocol";
+import type { PairingTokenData, WorkerView } from "../protocol";
 import {
   conn,
+  createPairingToken,
   decidePairing,
   errorMessage,
+  headlessCommand,
   lookupCode,
   navigate,
   newSessionDialog,
@@ -15,7 +17,7 @@ import {
 import { normalizeCode, relativeTime } from "../lib/format";
 import { ApiError } from "../net/client";
 import { PendingList, TopBar } from "./common";
-import { IconCheck, IconLaptop, IconPlus, IconX } from "./icons";
+import { IconCheck, IconCopy, IconKey, IconLaptop, IconPlus, IconX } from "./icons";
 
 type Phase =
   | { kind: "idle" }
@@ -203,8 +205,98 @@ export function PairPage({ code: routeCode }: { code?: string }) {
           </div>
         ) : null}
 
+        <HeadlessPairing open={open} />
+
         {pending && pending.length > 0 ? <PendingList workers={pending} /> : null}
       </div>
     </div>
+  );
+}
+
+type Minted =
+  | { kind: "idle" }
+  | { kind: "minting" }
+  | { kind: "minted"; token: PairingTokenData; copied: boolean }
+  | { kind: "error"; message: string };
+
+/**
+ * A machine nobody can type a code on (a server, a container): mint a
+ * one-time token and run the worker with it; it is approved for you at
+ * once. The token is shown here once; the host keeps only its hash.
+ */
+export function HeadlessPairing({ open }: { open: boolean }) {
+  const [state, setState] = useState<Minted>({ kind: "idle" });
+
+  async function mint() {
+    setState({ kind: "minting" });
+    try {
+      setState({ kind: "minted", token: await createPairingToken(), copied: false });
+    } catch (e) {
+      setState({ kind: "error", message: errorMessage(e) });
+    }
+  }
+
+  const command = state.kind === "minted" ? headlessCommand(state.token.token) : "";
+
+  async function copy() {
+    if (state.kind !== "minted") return;
+    try {
+      await navigator.clipboard.writeText(command);
+      setState({ ...state, copied: true });
+    } catch {
+      // No clipboard (a plain-HTTP page on another host): select it instead.
+      const el = document.querySelector<HTMLElement>(".headless-command code");
+      if (el) window.getSelection()?.selectAllChildren(el);
+    }
+  }
+
+  return (
+    <section class="card headless" aria-label="Pair a headless machine">
+      <header class="card-head">
+        <span class="machine-icon">
+          <IconKey size={18} />
+        </span>
+        <h2>Pair a headless machine</h2>
+      </header>
+      <p class="muted small">
+        For a machine without a browser at hand: run the worker there with a one-time token and it is paired to you
+        at once, with no code to type.
+      </p>
+      {state.kind === "minted" ? (
+        <>
+          <div class="headless-command">
+            <code>{command}</code>
+            <button
+              type="button"
+              class="btn btn-small btn-secondary"
+              aria-label="Copy the command"
+              onClick={() => void copy()}
+            >
+              {state.copied ? <IconCheck size={14} /> : <IconCopy size={14} />} {state.copied ? "Copied" : "Copy"}
+            </button>
+          </div>
+          <p class="muted small">
+            Works once, until {new Date(state.token.expires_at).toLocaleTimeString()} (10 minutes). It is shown only
+            now. The machine prints who approved it when it pairs.
+          </p>
+        </>
+      ) : null}
+      {state.kind === "error" ? (
+        <div class="callout callout-error" role="alert">
+          {state.message}
+        </div>
+      ) : null}
+      <div class="row-actions start">
+        <button
+          type="button"
+          class="btn btn-secondary"
+          disabled={!open || state.kind === "minting"}
+          onClick={() => void mint()}
+        >
+          {state.kind === "minting" ? <span class="spinner" aria-hidden="true" /> : <IconKey size={16} />}
+          {state.kind === "minted" ? "Mint another token" : "Pair a headless machine"}
+        </button>
+      </div>
+    </section>
   );
 }

@@ -132,10 +132,12 @@ async function startFakeLlm(logFile) {
 /**
  * Starts a worker that has asked to pair with the host at `baseUrl`.
  * `machine` names the machine; the project directory is named after the
- * last part of `workdir` (default "project").
- * Returns { code, workerId, machine, workdir, goOffline(), goOnline(), ready(), logs(), stop() }.
+ * last part of `workdir` (default "project"). With `token` (a pairing
+ * token, passed as `TETHER_PAIRING_TOKEN`) it is approved at once and
+ * shows no code: `approvedBy` is the name it printed.
+ * Returns { code, approvedBy, workerId, machine, workdir, goOffline(), goOnline(), ready(), logs(), stop() }.
  */
-export async function startWorker(baseUrl, { machine = "testbox", workdir = "project" } = {}) {
+export async function startWorker(baseUrl, { machine = "testbox", workdir = "project", token } = {}) {
   const root = mkdtempSync(join(tmpdir(), "tether-web-worker-"));
   const project = join(root, basename(workdir));
   const configDir = join(root, "worker-config");
@@ -173,6 +175,7 @@ export async function startWorker(baseUrl, { machine = "testbox", workdir = "pro
     XDG_STATE_HOME: join(xdg, "state"),
     XDG_CACHE_HOME: join(homedir(), ".cache/tether/test-opencode-cache"),
     OPENCODE_DISABLE_AUTOUPDATE: "1",
+    ...(token ? { TETHER_PAIRING_TOKEN: token } : {}),
   });
   const args = [
     "worker",
@@ -216,8 +219,13 @@ export async function startWorker(baseUrl, { machine = "testbox", workdir = "pro
 
   const first = spawnWorker();
   let code;
+  let approvedBy;
   try {
-    code = (await first.waitFor(/#\/pair\/([A-Z0-9]{4}-[A-Z0-9]{4})/, "tether worker's pairing code"))[1];
+    if (token) {
+      approvedBy = (await first.waitFor(/approved by ([^:\s]+)/, "tether worker's approval with its token"))[1];
+    } else {
+      code = (await first.waitFor(/#\/pair\/([A-Z0-9]{4}-[A-Z0-9]{4})/, "tether worker's pairing code"))[1];
+    }
   } catch (e) {
     await kill(child);
     await llm.stop();
@@ -237,6 +245,7 @@ export async function startWorker(baseUrl, { machine = "testbox", workdir = "pro
 
   return {
     code,
+    approvedBy,
     workerId,
     machine,
     workdir: project,
