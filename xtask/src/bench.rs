@@ -284,8 +284,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(watch_opencode(port, password.clone(), direct_tx));
 
     println!(
-        "\n{:>7} | {:>8} {:>8} | {:>8} {:>9} | {:>8} {:>9} | {:>16} | {:>7}",
-        "tokens", "frames", "naive", "writes", "naive/20c", "p50 ms", "p95 ms", "p99 ms", "stream s"
+        "\n{:>7} | {:>8} {:>8} | {:>8} {:>9} | {:>8} {:>9} | {:>16} | {:>8} {:>10} | {:>7}",
+        "tokens", "frames", "naive", "writes", "naive/20c", "p50 ms", "p95 ms", "p99 ms", "first ms", "steady p50", "stream s"
     );
     let mut rows = Vec::new();
     for (i, &n) in args.tokens.iter().enumerate() {
@@ -372,12 +372,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             })
             .collect();
         latencies.sort_by(|a, b| a.total_cmp(b));
+        // The first delta of the answer (it should go out at once), and the
+        // steady stream: every token after the first tenth of the answer.
+        let latency_of = |tok: &str| {
+            let (tw, td) = (watched.get(tok)?, direct.seen.get(tok)?);
+            Some(tw.saturating_duration_since(*td).as_secs_f64() * 1000.0)
+        };
+        let first = latency_of("w0").unwrap_or(f64::NAN);
+        let mut steady: Vec<f64> = (n / 10..n).filter_map(|i| latency_of(&format!("w{i}"))).collect();
+        steady.sort_by(|a, b| a.total_cmp(b));
         // Store writes: every chunk, plus the message's insert and its three
         // transitions, plus the session's busy/ready pair.
         let writes = chunks + 6;
         let naive_writes = direct.chars.div_ceil(20) + 6;
         let row = format!(
-            "{:>7} | {:>8} {:>8} | {:>8} {:>9} | {:>8.1} {:>9.1} | {:>16.1} | {:>7.2}",
+            "{:>7} | {:>8} {:>8} | {:>8} {:>9} | {:>8.1} {:>9.1} | {:>16.1} | {:>8.1} {:>10.1} | {:>7.2}",
             n,
             frames,
             direct.deltas,
@@ -386,6 +395,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.95),
             percentile(&latencies, 0.99),
+            first,
+            percentile(&steady, 0.5),
             elapsed.as_secs_f64()
         );
         println!("{row}");
@@ -395,7 +406,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "\nframes: chunk frames per answer (worker to host, each pushed once to the watcher); naive: one frame per opencode delta.\n\
          writes: store writes per answer; naive/20c: one write per 20 characters.\n\
-         latency: from a delta on opencode's own event stream to the watcher receiving it, per token.\n\
+         latency: from a delta on opencode's own event stream to the watcher receiving it, per token;\n\
+         first: the answer's first token; steady p50: the tokens after the answer's first tenth.\n\
          fake model: {} ms between tokens; {} build.",
         args.delay_ms,
         if args.debug { "debug" } else { "release" }
