@@ -41,6 +41,12 @@ pub enum ErrorCode {
     /// The user, worker or source address already has as many open
     /// websockets as it may (`$connect`, HTTP 429).
     TooManyConnections,
+    /// The user already has as many sessions that are not ended or failed
+    /// as they may (`session_start`); ending one frees a slot.
+    TooManySessions,
+    /// The user already has as many messages waiting for an answer
+    /// (queued, dispatched or streaming) as they may (`message_send`).
+    QueueFull,
     /// The pairing code (or pairing token) has expired.
     Expired,
     /// Too many attempts of this kind in a short time; the message says when
@@ -74,6 +80,8 @@ impl ErrorCode {
             Self::AlreadyAnswered => "already_answered",
             Self::InvalidState => "invalid_state",
             Self::TooManyConnections => "too_many_connections",
+            Self::TooManySessions => "too_many_sessions",
+            Self::QueueFull => "queue_full",
             Self::Expired => "expired",
             Self::RateLimited => "rate_limited",
             Self::TooManyPending => "too_many_pending",
@@ -91,7 +99,7 @@ impl ErrorCode {
             Self::Conflict | Self::AlreadyComplete | Self::AlreadyAnswered => 409,
             Self::Expired => 410,
             Self::FrameTooLarge | Self::MessageTooLarge => 413,
-            Self::TooManyConnections => 429,
+            Self::TooManyConnections | Self::TooManySessions | Self::QueueFull => 429,
             Self::RateLimited | Self::TooManyPending => 429,
             Self::UnsupportedVersion => 426,
             Self::Internal => 500,

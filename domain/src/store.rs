@@ -43,6 +43,22 @@ pub enum Inserted<T> {
     Existing(T),
 }
 
+/// What an insert under a per-user cap did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Capped<T> {
+    /// Stored now, or stored before under that id (a retry, whatever the
+    /// count): as [`Inserted`].
+    Done(Inserted<T>),
+    /// Not stored: the owner already holds as many as the cap allows.
+    Full,
+}
+
+impl<T> From<Inserted<T>> for Capped<T> {
+    fn from(inserted: Inserted<T>) -> Self {
+        Self::Done(inserted)
+    }
+}
+
 /// Fields a message transition may set (each only if `Some`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MessagePatch {
@@ -280,10 +296,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<ConnectionId>>> + Send;
 
     // ---- sessions ----
+    /// Stores a session unless its owner already has `max_live` sessions
+    /// that are not ended or failed (a session stored ended or failed counts
+    /// against nothing). If the id exists, returns what is stored, whatever
+    /// the count. Atomic: concurrent inserts never pass the cap.
     fn insert_session(
         &self,
         session: &Session,
-    ) -> impl Future<Output = StoreResult<Inserted<Session>>> + Send;
+        max_live: u32,
+    ) -> impl Future<Output = StoreResult<Capped<Session>>> + Send;
     fn session(&self, id: &SessionId)
         -> impl Future<Output = StoreResult<Option<Session>>> + Send;
     /// An owner's sessions, newest first, optionally of one worker, created
@@ -313,11 +334,16 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- messages ----
     /// Stores a message, assigning `number` = the session's message count
-    /// (and bumping it). If the id exists, returns what is stored.
+    /// (and bumping it), unless its owner already has `max_open` messages
+    /// that are not final (queued, dispatched or streaming; a message stored
+    /// final counts against nothing). If the id exists, returns what is
+    /// stored, whatever the count. Atomic: concurrent inserts never pass
+    /// the cap. A missing session is `Conflict`.
     fn insert_message(
         &self,
         message: &Message,
-    ) -> impl Future<Output = StoreResult<Inserted<Message>>> + Send;
+        max_open: u32,
+    ) -> impl Future<Output = StoreResult<Capped<Message>>> + Send;
     fn message(&self, id: &MessageId)
         -> impl Future<Output = StoreResult<Option<Message>>> + Send;
     /// A session's messages with `number >= from`, in order.

@@ -163,7 +163,7 @@ async fn the_largest_message_fits_in_an_item() {
         text: "x".repeat(30 * 1024),
         ..testkit::message(&session, "")
     };
-    let m = testkit::assert_new(store.insert_message(&m).await.expect("insert"));
+    let m = testkit::assert_new(store.insert_message(&m, testkit::NO_CAP).await.expect("insert"));
     let patch = MessagePatch {
         chunk_count: Some(1),
         final_text: Some("y".repeat(128 * 1024)),

@@ -151,6 +151,14 @@ pub struct Tuning {
     /// Open websockets one user may have [default: 32].
     #[arg(long, env = "TETHER_MAX_USER_CONNECTIONS", value_name = "N", value_parser = parse_cap, hide = true)]
     pub max_user_connections: Option<u32>,
+
+    /// Sessions one user may have that are not ended or failed [default: 1000].
+    #[arg(long, env = "TETHER_MAX_LIVE_SESSIONS", value_name = "N", value_parser = parse_cap, hide = true)]
+    pub max_live_sessions: Option<u32>,
+
+    /// Messages of one user that may wait for an answer [default: 100].
+    #[arg(long, env = "TETHER_MAX_OPEN_MESSAGES", value_name = "N", value_parser = parse_cap, hide = true)]
+    pub max_open_messages: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -372,6 +380,12 @@ impl Tuning {
         if let Some(n) = self.max_user_connections {
             config.max_user_connections = n;
         }
+        if let Some(n) = self.max_live_sessions {
+            config.max_live_sessions = n;
+        }
+        if let Some(n) = self.max_open_messages {
+            config.max_open_messages = n;
+        }
         config
     }
 }
@@ -427,7 +441,10 @@ mod tests {
 
     #[test]
     fn caps_come_from_flags_and_the_file() {
-        let cli = Cli::parse_from(["tether", "serve", "--max-user-connections", "3"]);
+        let cli = Cli::parse_from([
+            "tether", "serve", "--max-user-connections", "3", "--max-live-sessions", "2",
+            "--max-open-messages", "4",
+        ]);
         let file: FileConfig =
             serde_json::from_str(r#"{"max_connections_per_address": 5}"#).expect("file");
         let Command::Serve(args) = &cli.command else {
@@ -436,10 +453,13 @@ mod tests {
         let gateway = args.tuning.gateway(&file);
         assert_eq!(gateway.max_connections_per_address, 5);
         let domain = args.tuning.domain(&file, &gateway);
-        assert_eq!(domain.max_user_connections, 3);
+        assert_eq!(
+            (domain.max_user_connections, domain.max_live_sessions, domain.max_open_messages),
+            (3, 2, 4)
+        );
         let defaults = tether_domain::Config::default();
         assert_eq!(domain.max_worker_connections, defaults.max_worker_connections);
-        assert!(Cli::try_parse_from(["tether", "serve", "--max-user-connections", "0"]).is_err());
+        assert!(Cli::try_parse_from(["tether", "serve", "--max-live-sessions", "0"]).is_err());
     }
 
     #[test]

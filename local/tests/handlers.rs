@@ -766,12 +766,14 @@ async fn a_connect_racing_a_reset_leaves_no_usable_connection() {
 }
 
 
-// ---- caps: open connections ----
+// ---- caps: connections, live sessions, messages waiting for an answer ----
 
 /// Small caps, so the tests reach them quickly.
 fn small_caps() -> Config {
     Config {
         max_user_connections: 3,
+        max_live_sessions: 2,
+        max_open_messages: 2,
         ..Config::default()
     }
 }
@@ -871,6 +873,77 @@ async fn racing_connects_never_pass_the_cap() {
         h.connect_user(secret.expose()).await.expect("within the cap");
     }
     assert_eq!(h.connect_user(secret.expose()).await, Err(ErrorCode::TooManyConnections));
+}
+
+/// `session_start` past the cap of live sessions is refused with
+/// `too_many_sessions`, stores nothing and tells nobody; a retry of a
+/// stored one is still answered; ending a session frees a slot.
+#[tokio::test]
+async fn live_sessions_are_capped_and_ending_one_frees_a_slot() {
+    let h = Harness::with_config(small_caps());
+    let owner = h.user("ada").await;
+    let (wid, wconn, _) = h.worker(&owner).await;
+    let start = |sid: &str| json!({"action": "session_start", "session_id": sid, "worker_id": wid,
+        "model": {"provider_id": "p", "model_id": "m"}});
+    h.ok(&owner, start("ses_cap_1")).await;
+    h.ok(&owner, start("ses_cap_2")).await;
+    h.push.take(&owner);
+    h.push.take(&wconn);
+
+    let (code, message) = h.send(&owner, start("ses_cap_3")).await.expect_err("over the cap");
+    assert_eq!(code, ErrorCode::TooManySessions);
+    assert!(message.contains('2'), "the message says the cap: {message}");
+    assert!(h.push.take(&wconn).is_empty(), "the worker was told nothing");
+    assert!(h.push.take(&owner).is_empty(), "nothing was announced");
+    let list = h.ok(&owner, json!({"action": "session_list"})).await;
+    assert_eq!(list["sessions"].as_array().expect("sessions").len(), 2);
+    assert_eq!(h.code(&owner, json!({"action": "session_history", "session_id": "ses_cap_3"})).await, ErrorCode::NotFound);
+    // A retry of a stored start is answered as before.
+    h.ok(&owner, start("ses_cap_1")).await;
+
+    h.ok(&owner, json!({"action": "session_end", "session_id": "ses_cap_1"})).await;
+    h.ok(&owner, start("ses_cap_3")).await;
+    assert_eq!(h.code(&owner, start("ses_cap_4")).await, ErrorCode::TooManySessions);
+}
+
+/// `message_send` past the cap of messages waiting for an answer (queued
+/// here: the sessions are still starting) is refused with `queue_full`,
+/// across sessions, and stores nothing; a retry of a stored message is
+/// answered; an abort or an answer frees a slot.
+#[tokio::test]
+async fn messages_waiting_for_an_answer_are_capped() {
+    let h = Harness::with_config(small_caps());
+    let owner = h.user("ada").await;
+    let (wid, wconn, _) = h.worker(&owner).await;
+    for sid in ["ses_q1", "ses_q2"] {
+        h.ok(&owner, json!({"action": "session_start", "session_id": sid, "worker_id": wid,
+            "model": {"provider_id": "p", "model_id": "m"}})).await;
+    }
+    let send = |sid: &str, mid: &str| json!({"action": "message_send", "session_id": sid, "message_id": mid, "text": "hi"});
+    let m = h.ok(&owner, send("ses_q1", "msg_q1")).await;
+    assert_eq!(m["message"]["status"], "queued");
+    h.ok(&owner, send("ses_q1", "msg_q2")).await;
+    h.push.take(&wconn);
+
+    let (code, message) = h.send(&owner, send("ses_q2", "msg_q3")).await.expect_err("over the cap");
+    assert_eq!(code, ErrorCode::QueueFull);
+    assert!(message.contains('2'), "the message says the cap: {message}");
+    let hist = h.history(&owner, "ses_q2").await;
+    assert_eq!(hist["messages"].as_array().expect("messages").len(), 0);
+    assert_eq!(hist["session"]["message_count"], 0, "the refused message took no number");
+    assert_eq!(h.code(&owner, json!({"action": "message_abort", "message_id": "msg_q3"})).await, ErrorCode::NotFound);
+    h.ok(&owner, send("ses_q1", "msg_q1")).await;
+
+    h.ok(&owner, json!({"action": "message_abort", "message_id": "msg_q1"})).await;
+    h.ok(&owner, send("ses_q2", "msg_q3")).await;
+    assert_eq!(h.code(&owner, send("ses_q2", "msg_q4")).await, ErrorCode::QueueFull);
+
+    // Dispatched and answered: the answer's end frees its slot.
+    h.ok(&wconn, json!({"action": "session_ready", "session_id": "ses_q1", "agent_session_id": "ag1"})).await;
+    h.ok(&wconn, json!({"action": "message_started", "message_id": "msg_q2"})).await;
+    assert_eq!(h.code(&owner, send("ses_q2", "msg_q4")).await, ErrorCode::QueueFull, "streaming still waits");
+    h.ok(&wconn, json!({"action": "message_complete", "message_id": "msg_q2", "outcome": "complete", "chunk_count": 0})).await;
+    h.ok(&owner, send("ses_q2", "msg_q4")).await;
 }
 
 // ---------------------------------------------------------------------------

@@ -25,6 +25,14 @@ pub struct Config {
     pub max_worker_connections: u32,
     /// Open websockets of a worker waiting for approval.
     pub max_pending_worker_connections: u32,
+    /// Sessions one user may have that are not ended or failed; more are
+    /// refused with `too_many_sessions`.
+    pub max_live_sessions: u32,
+    /// Messages of one user, across their sessions, that may wait for an
+    /// answer (queued, dispatched or streaming); more are refused with
+    /// `queue_full`. This bounds the offline queue while a worker is away,
+    /// and what a worker is sent to hold while it is busy.
+    pub max_open_messages: u32,
     /// Pairing-code look-ups, approvals and rejections, and pairing tokens
     /// minted, that one user may make per [`Config::pairing_window_ms`]
     /// (see `handlers/pairing.rs` for what this gives a code guesser).
@@ -50,6 +58,10 @@ impl Default for Config {
             max_user_connections: 32,
             max_worker_connections: 2,
             max_pending_worker_connections: 1,
+            // Ending a session is optional in the UI, so a user who starts one
+            // per task keeps hundreds open: the cap is far above that.
+            max_live_sessions: 1_000,
+            max_open_messages: 100,
             pairing_attempts: 10,
             pairing_window_ms: 60_000,
             pending_per_source: 3,

@@ -12,7 +12,7 @@ use crate::protocol::{
     PROTOCOL_VERSION,
 };
 use crate::push::Push;
-use crate::store::{Inserted, MessagePatch, SessionPatch, Store};
+use crate::store::{Capped, Inserted, MessagePatch, SessionPatch, Store};
 
 use super::entry::{clean_label, Caller};
 use super::support::{json, machines, message_view, session_view, worker_view};
@@ -264,8 +264,13 @@ impl<S: Store, P: Push> Domain<S, P> {
             created_at: now,
             updated_at: now,
         };
-        match self.store.insert_session(&session).await? {
-            Inserted::New(s) => {
+        let cap = self.config.max_live_sessions;
+        match self.store.insert_session(&session, cap).await? {
+            Capped::Full => Err(ApiError::new(
+                ErrorCode::TooManySessions,
+                format!("you have {cap} sessions open; end one to start another"),
+            )),
+            Capped::Done(Inserted::New(s)) => {
                 let frame = ServerFrame::SessionStart {
                     session_id: s.id.clone(),
                     model: s.model.clone(),
@@ -275,7 +280,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 self.announce_session(&s, now).await;
                 Ok(json!({ "session": session_view(&s) }))
             }
-            Inserted::Existing(s) => {
+            Capped::Done(Inserted::Existing(s)) => {
                 if s.owner == session.owner && s.worker == session.worker && s.model == session.model {
                     Ok(json!({ "session": session_view(&s) }))
                 } else {
@@ -361,9 +366,19 @@ impl<S: Store, P: Push> Domain<S, P> {
             created_at: now,
             updated_at: now,
         };
-        let stored = match self.store.insert_message(&message).await? {
-            Inserted::New(m) => m,
-            Inserted::Existing(m) => {
+        let cap = self.config.max_open_messages;
+        let stored = match self.store.insert_message(&message, cap).await? {
+            Capped::Full => {
+                return Err(ApiError::new(
+                    ErrorCode::QueueFull,
+                    format!(
+                        "{cap} of your messages are waiting for an answer; wait for one to \
+                         finish or stop one, then send again"
+                    ),
+                ))
+            }
+            Capped::Done(Inserted::New(m)) => m,
+            Capped::Done(Inserted::Existing(m)) => {
                 return if m.session == message.session && m.owner == message.owner && m.text == message.text {
                     Ok(json!({ "message": message_view(&m) }))
                 } else {

@@ -14,7 +14,7 @@ use crate::model::{
 };
 use crate::protocol::PromptAnswer;
 use crate::store::{
-    Inserted, MessagePatch, SessionPatch, Store, StoreResult, WorkerProfile,
+    Capped, Inserted, MessagePatch, SessionPatch, Store, StoreResult, WorkerProfile,
 };
 
 /// Wraps a store; each call first sleeps 0 to `max_pause` (or just yields).
@@ -225,9 +225,9 @@ impl<S: Store> Store for Jitter<S> {
         self.inner.watchers(session).await
     }
 
-    async fn insert_session(&self, session: &Session,) -> StoreResult<Inserted<Session>> {
+    async fn insert_session(&self, session: &Session, max_live: u32) -> StoreResult<Capped<Session>> {
         self.pause().await;
-        self.inner.insert_session(session).await
+        self.inner.insert_session(session, max_live).await
     }
 
     async fn session(&self, id: &SessionId) -> StoreResult<Option<Session>> {
@@ -250,9 +250,9 @@ impl<S: Store> Store for Jitter<S> {
         self.inner.transition_session(id, from, to, patch, now).await
     }
 
-    async fn insert_message(&self, message: &Message,) -> StoreResult<Inserted<Message>> {
+    async fn insert_message(&self, message: &Message, max_open: u32) -> StoreResult<Capped<Message>> {
         self.pause().await;
-        self.inner.insert_message(message).await
+        self.inner.insert_message(message, max_open).await
     }
 
     async fn message(&self, id: &MessageId) -> StoreResult<Option<Message>> {

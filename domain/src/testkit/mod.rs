@@ -29,7 +29,9 @@ use crate::model::{
     SessionStatus, Ticket, User, Worker, WorkerStatus,
 };
 use crate::protocol::{ChunkBody, ModelInfo, ModelRef, PermissionReply, PromptAnswer};
-use crate::store::{Inserted, MessagePatch, SessionPatch, Store, StoreError, WorkerProfile};
+use crate::store::{
+    Capped, Inserted, MessagePatch, SessionPatch, Store, StoreError, WorkerProfile,
+};
 
 // ---------------------------------------------------------------------------
 // Builders
@@ -40,6 +42,8 @@ use crate::store::{Inserted, MessagePatch, SessionPatch, Store, StoreError, Work
 pub const T0: Millis = 1_700_000_000_000;
 /// How long test connections and tickets live.
 pub const HOUR: Millis = 3_600_000;
+/// The cap of an insert that must not be refused for its count.
+pub const NO_CAP: u32 = u32::MAX;
 
 /// The hash of a fresh random secret.
 pub fn secret_hash() -> SecretHash {
@@ -247,7 +251,7 @@ pub async fn seed<S: Store>(store: &S) -> Seed {
 /// Stores a session of the seed's user on the seed's worker.
 pub async fn seed_session<S: Store>(store: &S, seed: &Seed, created_at: Millis) -> Session {
     let s = session(&seed.user.id, &seed.worker.id, created_at);
-    assert_new(store.insert_session(&s).await.expect("insert seed session"));
+    assert_new(store.insert_session(&s, NO_CAP).await.expect("insert seed session"));
     s
 }
 
@@ -255,25 +259,31 @@ pub async fn seed_session<S: Store>(store: &S, seed: &Seed, created_at: Millis) 
 pub async fn seed_message<S: Store>(store: &S, session: &Session, text: &str) -> Message {
     assert_new(
         store
-            .insert_message(&message(session, text))
+            .insert_message(&message(session, text), NO_CAP)
             .await
             .expect("insert seed message"),
     )
 }
 
-/// The value of an insert that must have stored something.
-pub fn assert_new<T: Debug>(inserted: Inserted<T>) -> T {
-    match inserted {
-        Inserted::New(v) => v,
-        Inserted::Existing(v) => panic!("expected a new record, found existing {v:?}"),
+/// The value of an insert (capped or not) that must have stored something.
+pub fn assert_new<T: Debug>(inserted: impl Into<Capped<T>>) -> T {
+    match inserted.into() {
+        Capped::Done(Inserted::New(v)) => v,
+        Capped::Done(Inserted::Existing(v)) => {
+            panic!("expected a new record, found existing {v:?}")
+        }
+        Capped::Full => panic!("expected a new record, the cap refused it"),
     }
 }
 
-/// The value of an insert that must have found its key taken.
-pub fn assert_existing<T: Debug>(inserted: Inserted<T>) -> T {
-    match inserted {
-        Inserted::Existing(v) => v,
-        Inserted::New(v) => panic!("expected the existing record, stored a new {v:?}"),
+/// The value of an insert (capped or not) that must have found its key taken.
+pub fn assert_existing<T: Debug>(inserted: impl Into<Capped<T>>) -> T {
+    match inserted.into() {
+        Capped::Done(Inserted::Existing(v)) => v,
+        Capped::Done(Inserted::New(v)) => {
+            panic!("expected the existing record, stored a new {v:?}")
+        }
+        Capped::Full => panic!("expected the existing record, the cap refused it"),
     }
 }
 
@@ -361,6 +371,10 @@ where
         chunks_idempotent_and_ordered,
         prompts_idempotent_and_answered_once,
         concurrent_prompt_answers_have_one_winner,
+        live_sessions_are_capped_per_user,
+        concurrent_session_inserts_stay_within_the_cap,
+        open_messages_are_capped_per_user,
+        concurrent_message_inserts_stay_within_the_cap,
     );
     tracing::info!(passed, failed = failed.len(), "store contract");
     assert!(
@@ -1155,7 +1169,7 @@ pub async fn session_round_trip_and_idempotent_insert<S: Store>(s: S) {
         ..session(&seed.user.id, &seed.worker.id, T0)
     };
     assert_eq!(
-        assert_new(s.insert_session(&original).await.expect("insert")),
+        assert_new(s.insert_session(&original, NO_CAP).await.expect("insert")),
         original
     );
     assert_eq!(
@@ -1169,7 +1183,7 @@ pub async fn session_round_trip_and_idempotent_insert<S: Store>(s: S) {
         ..original.clone()
     };
     assert_eq!(
-        assert_existing(s.insert_session(&retry).await.expect("insert again")),
+        assert_existing(s.insert_session(&retry, NO_CAP).await.expect("insert again")),
         original
     );
     assert_eq!(
@@ -1210,11 +1224,11 @@ pub async fn sessions_of_order_filter_and_paging<S: Store>(s: S) {
             &seed.worker.id
         };
         let sess = session(uid, w, T0 + t);
-        s.insert_session(&sess).await.expect("insert");
+        s.insert_session(&sess, NO_CAP).await.expect("insert");
         made.push(sess);
     }
     let bobs = session(&bob.id, &bobs_worker.id, T0 + 3);
-    s.insert_session(&bobs).await.expect("insert");
+    s.insert_session(&bobs, NO_CAP).await.expect("insert");
 
     let times = |v: Vec<Session>| v.into_iter().map(|x| x.created_at - T0).collect::<Vec<_>>();
     let list = |w: Option<WorkerId>, before: Option<Millis>, limit: u32| {
@@ -1263,8 +1277,8 @@ pub async fn sessions_of_order_filter_and_paging<S: Store>(s: S) {
     // Sessions created in the same millisecond are all listed.
     let twin_a = session(&bob.id, &bobs_worker.id, T0 + 9);
     let twin_b = session(&bob.id, &bobs_worker.id, T0 + 9);
-    s.insert_session(&twin_a).await.expect("insert");
-    s.insert_session(&twin_b).await.expect("insert");
+    s.insert_session(&twin_a, NO_CAP).await.expect("insert");
+    s.insert_session(&twin_b, NO_CAP).await.expect("insert");
     let ids: Vec<_> = s
         .sessions_of(&bob.id, None, None, 2)
         .await
@@ -1289,7 +1303,7 @@ pub async fn starting_sessions<S: Store>(s: S) {
     };
     let elsewhere = session(uid, &other.id, T0);
     for sess in [&later, &earlier, &ready, &elsewhere] {
-        s.insert_session(sess).await.expect("insert");
+        s.insert_session(sess, NO_CAP).await.expect("insert");
     }
 
     assert_eq!(
@@ -1464,7 +1478,7 @@ pub async fn concurrent_session_transitions_have_one_winner<S: Store + Clone>(s:
 pub async fn a_message_needs_its_session<S: Store>(s: S) {
     let seed = seed(&s).await;
     let unsaved = session(&seed.user.id, &seed.worker.id, T0);
-    let result = s.insert_message(&message(&unsaved, "orphan")).await;
+    let result = s.insert_message(&message(&unsaved, "orphan"), NO_CAP).await;
     assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
     assert!(s.messages_of(&unsaved.id, 0, 10).await.expect("list").is_empty());
 }
@@ -1481,7 +1495,7 @@ pub async fn message_numbering_and_idempotent_insert<S: Store>(s: S) {
             number: 99,
             ..message(&sess, text)
         };
-        let got = assert_new(s.insert_message(&m).await.expect("insert"));
+        let got = assert_new(s.insert_message(&m, NO_CAP).await.expect("insert"));
         assert_eq!(
             got,
             Message {
@@ -1498,7 +1512,7 @@ pub async fn message_numbering_and_idempotent_insert<S: Store>(s: S) {
     }
     assert_eq!(
         assert_new(
-            s.insert_message(&message(&other, "elsewhere"))
+            s.insert_message(&message(&other, "elsewhere"), NO_CAP)
                 .await
                 .expect("insert")
         )
@@ -1512,7 +1526,7 @@ pub async fn message_numbering_and_idempotent_insert<S: Store>(s: S) {
         ..stored[0].clone()
     };
     assert_eq!(
-        assert_existing(s.insert_message(&retry).await.expect("insert again")),
+        assert_existing(s.insert_message(&retry, NO_CAP).await.expect("insert again")),
         stored[0]
     );
     let after = s.session(&sess.id).await.expect("get").expect("exists");
@@ -1531,7 +1545,7 @@ pub async fn concurrent_message_inserts_number_contiguously<S: Store + Clone>(s:
 
     let results = race(&s, N, |s, i| {
         let m = message(&sess, &format!("message {i}"));
-        async move { assert_new(s.insert_message(&m).await.expect("insert")) }
+        async move { assert_new(s.insert_message(&m, NO_CAP).await.expect("insert")) }
     })
     .await;
     let numbers = sorted(results.iter().map(|m| m.number).collect());
@@ -1560,16 +1574,18 @@ pub async fn concurrent_inserts_of_one_message_store_it_once<S: Store + Clone>(s
 
     let results = race(&s, 5, |s, _| {
         let m = m.clone();
-        async move { s.insert_message(&m).await.expect("insert") }
+        async move { s.insert_message(&m, NO_CAP).await.expect("insert") }
     })
     .await;
     let new = results
         .iter()
-        .filter(|r| matches!(r, Inserted::New(_)))
+        .filter(|r| matches!(r, Capped::Done(Inserted::New(_))))
         .count();
     assert_eq!(new, 1, "stored once: {results:?}");
     for r in results {
-        let (Inserted::New(got) | Inserted::Existing(got)) = r;
+        let Capped::Done(Inserted::New(got) | Inserted::Existing(got)) = r else {
+            panic!("no cap, yet refused");
+        };
         assert_eq!(got.number, 0);
     }
     let after = s.session(&sess.id).await.expect("get").expect("exists");
@@ -1617,7 +1633,7 @@ pub async fn open_messages_order<S: Store>(s: S) {
     let newer = seed_session(&s, &seed, T0 + 10).await;
     let older = seed_session(&s, &seed, T0 + 5).await;
     let elsewhere = session(&seed.user.id, &other.id, T0);
-    s.insert_session(&elsewhere).await.expect("insert");
+    s.insert_session(&elsewhere, NO_CAP).await.expect("insert");
 
     let n0 = seed_message(&s, &newer, "n0").await;
     let n1 = seed_message(&s, &newer, "n1").await;
@@ -1861,7 +1877,7 @@ pub async fn prompts_idempotent_and_answered_once<S: Store>(s: S) {
     let sess = seed_session(&s, &seed, T0).await;
     let m = seed_message(&s, &sess, "hello").await;
     let elsewhere_sess = session(&seed.user.id, &other_worker.id, T0);
-    s.insert_session(&elsewhere_sess).await.expect("insert");
+    s.insert_session(&elsewhere_sess, NO_CAP).await.expect("insert");
     let elsewhere_msg = seed_message(&s, &elsewhere_sess, "hi").await;
 
     let asked = prompt(&m);

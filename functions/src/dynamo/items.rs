@@ -36,6 +36,10 @@ pub(super) const LAST_SEEN: &str = "last_seen";
 pub(super) const CONNECTION: &str = "connection";
 pub(super) const OWNER: &str = "owner";
 pub(super) const WATCHING: &str = "watching";
+/// On a user's counters item: sessions not ended or failed.
+pub(super) const LIVE_SESSIONS: &str = "live_sessions";
+/// On a user's counters item: messages not final.
+pub(super) const OPEN_MESSAGES: &str = "open_messages";
 pub(super) const SOURCE: &str = "source";
 pub(super) const WINDOW_START: &str = "window_start";
 pub(super) const COUNT: &str = "count";

@@ -113,6 +113,13 @@ pub(super) fn prompt(pid: &str) -> Key {
     Key::new(format!("PROMPT#{pid}"), "PROMPT")
 }
 
+/// A user's counters of what the per-user caps limit (live sessions, open
+/// messages): one item in the user's partition, changed in the same
+/// transaction as what it counts.
+pub(super) fn user_counts(uid: &str) -> Key {
+    Key::new(user_pk(uid), "COUNTS")
+}
+
 // ---- entries ----
 
 /// All user-name entries live in one partition, in name order.

@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, Select, TransactWriteItem,
+    ReturnValuesOnConditionCheckFailure, Select, TransactWriteItem, Update as TxUpdate,
 };
 use aws_sdk_dynamodb::Client;
 use rand::Rng;
@@ -232,6 +232,9 @@ impl Cond {
 enum Action {
     Put(Item, Cond),
     Delete(Key, Cond),
+    /// `ADD` a number to one attribute (a counter; the item is made if
+    /// missing), if the condition holds.
+    Add(Key, &'static str, i64, Cond),
 }
 
 /// The item writes of one transaction, in order; outcomes are reported by
@@ -257,6 +260,20 @@ impl Tx {
 
     fn delete(&mut self, key: Key, cond: Cond) -> usize {
         self.actions.push(Action::Delete(key, cond));
+        self.actions.len() - 1
+    }
+
+    /// Moves counter `attr` of the item at `key` by `delta`; with `below`,
+    /// only while the counter (absent: 0) is below it (the action then
+    /// fails its condition, and the transaction with it).
+    fn count(&mut self, key: Key, attr: &'static str, delta: i64, below: Option<u32>) -> usize {
+        let cond = match below {
+            Some(cap) => Cond::new("attribute_not_exists(#c_n) OR #c_n < :c_cap")
+                .name("#c_n", attr)
+                .value(":c_cap", items::n(cap)),
+            None => Cond::none(),
+        };
+        self.actions.push(Action::Add(key, attr, delta, cond));
         self.actions.len() - 1
     }
 
@@ -726,6 +743,9 @@ impl DynamoStore {
                 let done = match actions.pop() {
                     Some(Action::Put(item, cond)) => self.put_if(op, item, cond).await?,
                     Some(Action::Delete(key, cond)) => self.delete_if(op, &key, cond).await?,
+                    Some(Action::Add(key, attr, delta, cond)) => {
+                        self.add_if(op, &key, attr, delta, cond).await?
+                    }
                     None => true,
                 };
                 return Ok(if done {
@@ -789,6 +809,30 @@ impl DynamoStore {
             }
             _ => Err(sdk_err(op, err)),
         }
+    }
+
+    /// `ADD attr :delta` to one item if `cond` holds; true if it did.
+    async fn add_if(
+        &self,
+        op: &'static str,
+        key: &Key,
+        attr: &'static str,
+        delta: i64,
+        cond: Cond,
+    ) -> StoreResult<bool> {
+        let (expr, names, values) = add_expression(attr, delta, &cond);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&*self.table)
+            .set_key(Some(key_item(key)))
+            .update_expression(expr)
+            .set_condition_expression(cond.expression())
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        Ok(unless_condition_failed(op, result)?.is_some())
     }
 
     /// How many items a query matches (`Select=COUNT`, all pages). Read
@@ -866,9 +910,35 @@ impl DynamoStore {
                 .map_err(|e| build_err(op, e))?;
                 TransactWriteItem::builder().delete(delete).build()
             }
+            Action::Add(key, attr, delta, cond) => {
+                let (expr, names, values) = add_expression(attr, delta, &cond);
+                let update = TxUpdate::builder()
+                    .table_name(&*self.table)
+                    .set_key(Some(key_item(&key)))
+                    .update_expression(expr)
+                    .set_condition_expression(cond.expression())
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values))
+                    .build()
+                    .map_err(|e| build_err(op, e))?;
+                TransactWriteItem::builder().update(update).build()
+            }
         };
         Ok(built)
     }
+}
+
+/// `ADD #u_n :u_d` with the condition's own placeholders.
+fn add_expression(
+    attr: &'static str,
+    delta: i64,
+    cond: &Cond,
+) -> (String, HashMap<String, String>, HashMap<String, AttributeValue>) {
+    let mut names = cond.names().unwrap_or_default();
+    let mut values = cond.values().unwrap_or_default();
+    names.insert("#u_n".into(), attr.to_owned());
+    values.insert(":u_d".into(), items::n(delta));
+    ("ADD #u_n :u_d".to_owned(), names, values)
 }
 
 fn build_err(op: &str, e: impl Display) -> StoreError {

@@ -13,12 +13,13 @@ use tether_domain::model::{
 };
 use tether_domain::protocol::PromptAnswer;
 use tether_domain::store::{
-    Inserted, MessagePatch, SessionPatch, Store, StoreError, StoreResult, WorkerProfile,
+    Capped, Inserted, MessagePatch, SessionPatch, Store, StoreError, StoreResult, WorkerProfile,
 };
 
 use super::items::{
     self, ConnRecord, Entity, Item, MessageRecord, Rec, SourceRecord, CONNECTION, COUNT,
-    EXPIRES_AT, EXPIRY_SHARD, LAST_SEEN, OWNER, PK, STATUS, UPDATED_AT, WINDOW_START,
+    EXPIRES_AT, EXPIRY_SHARD, LAST_SEEN, LIVE_SESSIONS, OPEN_MESSAGES, OWNER, PK, STATUS,
+    UPDATED_AT, WINDOW_START,
 };
 use super::keys::{self, Key};
 use super::schema::EXPIRY_INDEX;
@@ -77,6 +78,26 @@ impl DynamoStore {
     async fn replace<E: Entity>(&self, op: &'static str, old: &E, new: &E) -> StoreResult<Decided> {
         let mut tx = Tx::default();
         let placed = tx.entity(Some(old), Some(new))?;
+        Ok(decide(&self.commit(op, tx).await?, &placed))
+    }
+
+    /// Writes `new` over `old` (as [`Self::replace`]) and, in the same
+    /// transaction, moves counter `attr` of the owner's counters item at
+    /// `counts` by `delta` (no write when 0).
+    async fn replace_counted<E: Entity>(
+        &self,
+        op: &'static str,
+        old: &E,
+        new: &E,
+        counts: Key,
+        attr: &'static str,
+        delta: i64,
+    ) -> StoreResult<Decided> {
+        let mut tx = Tx::default();
+        let placed = tx.entity(Some(old), Some(new))?;
+        if delta != 0 {
+            tx.count(counts, attr, delta, None);
+        }
         Ok(decide(&self.commit(op, tx).await?, &placed))
     }
 
@@ -837,16 +858,33 @@ impl Store for DynamoStore {
 
     // ---- sessions ----
 
-    async fn insert_session(&self, session: &Session) -> StoreResult<Inserted<Session>> {
-        Ok(
-            match self
-                .insert_or_existing("insert_session", Rec::new(session.clone()))
-                .await?
-            {
-                Inserted::New(r) => Inserted::New(r.value),
-                Inserted::Existing(r) => Inserted::Existing(r.value),
-            },
-        )
+    async fn insert_session(&self, session: &Session, max_live: u32) -> StoreResult<Capped<Session>> {
+        const OP: &str = "insert_session";
+        let new = Rec::new(session.clone());
+        let mut retry = Retry::new(OP);
+        loop {
+            // The session, its entries and (if it is live) the owner's count
+            // of live sessions, conditional on the count being below the cap.
+            let mut tx = Tx::default();
+            let placed = tx.entity(None, Some(&new))?;
+            let counts = keys::user_counts(session.owner.as_str());
+            let counted = (!session.status.is_closed())
+                .then(|| tx.count(counts, LIVE_SESSIONS, 1, Some(max_live)));
+            let outcome = self.commit(OP, tx).await?;
+            if let Outcome::Done = outcome {
+                return Ok(Inserted::New(session.clone()).into());
+            }
+            if outcome.failed(placed.item) || outcome.failed(counted) {
+                // A stored id answers a retry whatever the count.
+                if let Some(stored) = self.get_entity::<Rec<Session>>(OP, &new.key()).await? {
+                    return Ok(Inserted::Existing(stored.value).into());
+                }
+                if outcome.failed(counted) {
+                    return Ok(Capped::Full);
+                }
+            }
+            retry.again().await?;
+        }
     }
 
     async fn session(&self, id: &SessionId) -> StoreResult<Option<Session>> {
@@ -906,8 +944,10 @@ impl Store for DynamoStore {
         }
         let key = keys::session(id.as_str());
         let starting = SessionStatus::Starting;
-        if !from.contains(&starting) && to != starting {
-            // The starting entry stays as it is: one conditional update.
+        let closing = from.iter().any(|s| s.is_closed() != to.is_closed());
+        if !from.contains(&starting) && to != starting && !closing {
+            // The starting entry and the owner's count of live sessions stay
+            // as they are: one conditional update.
             let statuses: Vec<&'static str> = from.iter().map(|s| s.as_str()).collect();
             let u = Update::new(key, status_in(&statuses))
                 .set(STATUS, items::s(to.as_str()))
@@ -944,7 +984,12 @@ impl Store for DynamoStore {
                 },
                 rev: old.rev,
             };
-            match self.replace(OP, &old, &new).await? {
+            let delta = i64::from(!to.is_closed()) - i64::from(!s.status.is_closed());
+            let counts = keys::user_counts(s.owner.as_str());
+            match self
+                .replace_counted(OP, &old, &new, counts, LIVE_SESSIONS, delta)
+                .await?
+            {
                 Decided::Done => return Ok(Some(new.value)),
                 Decided::Retry | Decided::Conflict => retry.again().await?,
             }
@@ -953,14 +998,14 @@ impl Store for DynamoStore {
 
     // ---- messages ----
 
-    async fn insert_message(&self, message: &Message) -> StoreResult<Inserted<Message>> {
+    async fn insert_message(&self, message: &Message, max_open: u32) -> StoreResult<Capped<Message>> {
         const OP: &str = "insert_message";
         let message_key = keys::message(message.id.as_str());
         let session_key = keys::session(message.session.as_str());
         let mut retry = Retry::new(OP);
         loop {
             if let Some(stored) = self.get_entity::<MessageRecord>(OP, &message_key).await? {
-                return Ok(Inserted::Existing(stored.message));
+                return Ok(Inserted::Existing(stored.message).into());
             }
             let Some(session) = self.get_entity::<Rec<Session>>(OP, &session_key).await? else {
                 return Err(StoreError::Conflict(format!(
@@ -986,11 +1031,26 @@ impl Store for DynamoStore {
             };
             // The count and the message in one transaction: the count moves
             // only if this message is stored, and only from what was read.
+            // So does the owner's count of open messages, and only while it
+            // is below the cap.
             let mut tx = Tx::default();
             tx.entity(Some(&session), Some(&bumped))?;
             tx.entity(None, Some(&record))?;
+            let counts = keys::user_counts(message.owner.as_str());
+            let counted = (!message.status.is_final())
+                .then(|| tx.count(counts, OPEN_MESSAGES, 1, Some(max_open)));
             match self.commit(OP, tx).await? {
-                Outcome::Done => return Ok(Inserted::New(record.message)),
+                Outcome::Done => return Ok(Inserted::New(record.message).into()),
+                outcome if outcome.failed(counted) => {
+                    // At the cap, unless a retry of this very message
+                    // stored it meanwhile.
+                    return Ok(
+                        match self.get_entity::<MessageRecord>(OP, &message_key).await? {
+                            Some(stored) => Inserted::Existing(stored.message).into(),
+                            None => Capped::Full,
+                        },
+                    );
+                }
                 // Stored by a concurrent insert of the same id, or the count
                 // moved: read again.
                 Outcome::Cancelled(_) => retry.again().await?,
@@ -1047,7 +1107,8 @@ impl Store for DynamoStore {
         }
         let key = keys::message(id.as_str());
         if from.iter().all(|s| s.is_final() == to.is_final()) {
-            // The open entry stays as it is: one conditional update.
+            // The open entry and the owner's count of open messages stay as
+            // they are: one conditional update.
             let statuses: Vec<&'static str> = from.iter().map(|s| s.as_str()).collect();
             let u = Update::new(key, status_in(&statuses))
                 .set(STATUS, items::s(to.as_str()))
@@ -1080,7 +1141,14 @@ impl Store for DynamoStore {
                 },
                 ..old.clone()
             };
-            match self.replace(OP, &old, &new).await? {
+            // The open entry and the owner's count of open messages move
+            // together.
+            let delta = i64::from(!to.is_final()) - i64::from(!m.status.is_final());
+            let counts = keys::user_counts(m.owner.as_str());
+            match self
+                .replace_counted(OP, &old, &new, counts, OPEN_MESSAGES, delta)
+                .await?
+            {
                 Decided::Done => return Ok(Some(new.message)),
                 Decided::Retry | Decided::Conflict => retry.again().await?,
             }

@@ -13,7 +13,7 @@ use tether_domain::model::{
 };
 use tether_domain::protocol::PromptAnswer;
 use tether_domain::store::{
-    Inserted, MessagePatch, SessionPatch, Store, StoreError, StoreResult, WorkerProfile,
+    Capped, Inserted, MessagePatch, SessionPatch, Store, StoreError, StoreResult, WorkerProfile,
 };
 
 use super::rows::{
@@ -172,6 +172,19 @@ pub(super) mod sql {
         COUNT_CONNECTIONS,
         "SELECT COUNT(*) FROM connections \
          WHERE principal_kind = ?1 AND principal_id = ?2 AND expires_at > ?3"
+    );
+    // The status lists repeat the conditions of the partial indexes
+    // `sessions_live` and `messages_open_by_owner`, so that the planner
+    // counts from them.
+    query!(
+        COUNT_LIVE_SESSIONS,
+        "SELECT COUNT(*) FROM sessions \
+         WHERE owner = ?1 AND status IN ('starting', 'ready', 'busy')"
+    );
+    query!(
+        COUNT_OPEN_MESSAGES,
+        "SELECT COUNT(*) FROM messages \
+         WHERE owner = ?1 AND status IN ('queued', 'dispatched', 'streaming')"
     );
     query!(
         CONNECTION_EXISTS,
@@ -340,6 +353,8 @@ pub(super) mod sql {
             SET_CONNECTIONS_OWNER,
             WORKER_CONNECTIONS,
             COUNT_CONNECTIONS,
+            COUNT_LIVE_SESSIONS,
+            COUNT_OPEN_MESSAGES,
             CONNECTION_EXISTS,
             WATCH,
             UNWATCH,
@@ -1063,14 +1078,21 @@ impl Store for SqliteStore {
 
     // ---- sessions ----
 
-    async fn insert_session(&self, session: &Session) -> StoreResult<Inserted<Session>> {
+    async fn insert_session(&self, session: &Session, max_live: u32) -> StoreResult<Capped<Session>> {
         let s = session.clone();
         self.run("insert_session", move |conn| {
             let model = to_json("model", &s.model)?;
+            // One writer at a time from here: the count holds until commit.
             let tx = immediate(conn, "insert_session")?;
             let by_id = &sql::SESSION_BY_ID;
             if let Some(stored) = one(&tx, "insert_session", by_id, [s.id.as_str()], session_row)? {
-                return Ok(Inserted::Existing(stored));
+                return Ok(Inserted::Existing(stored).into());
+            }
+            if !s.status.is_closed() {
+                let live = &sql::COUNT_LIVE_SESSIONS;
+                if count(&tx, "insert_session", live, [s.owner.as_str()])? >= max_live {
+                    return Ok(Capped::Full);
+                }
             }
             let p = params![
                 s.id.as_str(),
@@ -1087,7 +1109,7 @@ impl Store for SqliteStore {
             ];
             exec(&tx, "insert_session", &sql::INSERT_SESSION, p)?;
             commit(tx, "insert_session")?;
-            Ok(Inserted::New(s))
+            Ok(Inserted::New(s).into())
         })
         .await
     }
@@ -1183,19 +1205,25 @@ impl Store for SqliteStore {
 
     // ---- messages ----
 
-    async fn insert_message(&self, message: &Message) -> StoreResult<Inserted<Message>> {
+    async fn insert_message(&self, message: &Message, max_open: u32) -> StoreResult<Capped<Message>> {
         let mut m = message.clone();
         self.run("insert_message", move |conn| {
             const OP: &str = "insert_message";
             let tx = immediate(conn, OP)?;
             if let Some(stored) = one(&tx, OP, &sql::MESSAGE_BY_ID, [m.id.as_str()], message_row)? {
-                return Ok(Inserted::Existing(stored));
+                return Ok(Inserted::Existing(stored).into());
             }
             let bump = &sql::BUMP_MESSAGE_COUNT;
             m.number =
                 one(&tx, OP, bump, [m.session.as_str()], |r| r.get(0))?.ok_or_else(|| {
                     StoreError::Conflict(format!("{OP}: session {} does not exist", m.session))
                 })?;
+            // Refused: dropping the transaction rolls the bump back.
+            if !m.status.is_final()
+                && count(&tx, OP, &sql::COUNT_OPEN_MESSAGES, [m.owner.as_str()])? >= max_open
+            {
+                return Ok(Capped::Full);
+            }
             let p = params![
                 m.id.as_str(),
                 m.session.as_str(),
@@ -1212,7 +1240,7 @@ impl Store for SqliteStore {
             ];
             exec(&tx, OP, &sql::INSERT_MESSAGE, p)?;
             commit(tx, OP)?;
-            Ok(Inserted::New(m))
+            Ok(Inserted::New(m).into())
         })
         .await
     }

@@ -235,6 +235,16 @@ CREATE TABLE rate_limits (
     expires_at   INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 "#,
+    // 4: the counts behind the per-user caps (live sessions, messages
+    // waiting for an answer) read partial indexes of just what they count,
+    // so a count costs the rows it counts, never the history (with
+    // `status` in the index, it reads no table row).
+    r#"
+CREATE INDEX sessions_live ON sessions (owner, status)
+    WHERE status IN ('starting', 'ready', 'busy');
+CREATE INDEX messages_open_by_owner ON messages (owner, status)
+    WHERE status IN ('queued', 'dispatched', 'streaming');
+"#,
 ];
 
 /// The schema version this build writes.

@@ -72,6 +72,33 @@ fn request_queries_use_indexes() {
     }
 }
 
+/// The counts behind the per-user caps read just the rows they count
+/// (partial indexes of live sessions and open messages), so their cost does
+/// not grow with a user's history.
+#[test]
+fn cap_counts_read_their_own_indexes() {
+    let store = SqliteStore::open_in_memory().expect("open store");
+    let conn = store.inner.lock();
+    for (query, index) in [
+        (&*sql::COUNT_CONNECTIONS, "connections_by_principal"),
+        (&*sql::COUNT_LIVE_SESSIONS, "sessions_live"),
+        (&*sql::COUNT_OPEN_MESSAGES, "messages_open_by_owner"),
+    ] {
+        let mut st = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+            .expect("prepare");
+        let nulls = vec![Value::Null; st.parameter_count()];
+        let plan: Vec<String> = st
+            .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
+            .and_then(|rows| rows.collect())
+            .expect("plan");
+        assert!(
+            plan.iter().any(|step| step.contains(&format!("COVERING INDEX {index} "))),
+            "{query} does not count from {index}: {plan:#?}"
+        );
+    }
+}
+
 /// A database of the first schema (foreign keys from workers, sessions and
 /// tickets to users) migrates with its data; references into the rebuilt
 /// tables still hold and are enforced; a user with workers and sessions can
@@ -147,7 +174,7 @@ async fn the_first_schema_migrates_and_its_users_can_be_removed() {
     testkit::seed_message(&store, &kept, "after the migration").await;
     let orphan = testkit::session(&user.id, &tether_domain::ids::WorkerId::random(), T0);
     assert!(matches!(
-        store.insert_session(&orphan).await,
+        store.insert_session(&orphan, testkit::NO_CAP).await,
         Err(StoreError::Conflict(_))
     ));
 

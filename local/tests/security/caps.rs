@@ -1,16 +1,19 @@
 //! Caps on what one principal or one address holds: open websockets per
-//! user, per worker (one while pending) and per source address. Each
-//! refusal carries its own code and leaves the state as it was, so the next
-//! call within the cap works. The caps are set small with `tether serve`'s
-//! flags.
+//! user, per worker (one while pending) and per source address, a user's
+//! live sessions and their messages waiting for an answer. Each refusal
+//! carries its own code and leaves the state as it was, so the next call
+//! within the cap works. The caps are set small with `tether serve`'s flags.
 
 use std::time::Duration;
 
+use tether_domain::ids::{MessageId, SessionId};
+use tether_domain::model::MessageStatus;
+use tether_domain::protocol::{Request, ServerFrame};
 use tether_domain::ErrorCode;
 
 use crate::helpers::{
-    assert_refused, open_ws, pair, paired, Mode, Server, UserClient, WorkerClient, WorkerIdentity,
-    WAIT,
+    assert_refused, open_ws, pair, paired, ready_session, Mode, Server, UserClient, WorkerClient,
+    WorkerIdentity, WAIT,
 };
 
 /// Connects a worker, retrying while the server still counts a socket that
@@ -156,4 +159,88 @@ async fn one_address_holds_at_most_its_cap_of_websockets() {
         }
     };
     fourth.assert_usable("a slot freed").await;
+}
+
+#[tokio::test]
+async fn sessions_past_the_cap_are_refused_and_change_nothing() {
+    let server = Server::start_with(Mode::Sequential, &["--max-live-sessions", "2"]).await;
+    let mut pair = paired(&server, "ada").await;
+    let first = ready_session(&pair.user, &mut pair.worker).await;
+    ready_session(&pair.user, &mut pair.worker).await;
+
+    let third = SessionId::random();
+    let worker_id = pair.worker.id().clone();
+    let start = |session: &SessionId| Request::SessionStart {
+        session_id: session.clone(),
+        worker_id: worker_id.clone(),
+        model: crate::helpers::test_model(),
+        title: None,
+    };
+    pair.user
+        .call(start(&third))
+        .await
+        .expect_err(ErrorCode::TooManySessions);
+    let sessions = pair.user.sessions().await;
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert!(sessions.iter().all(|s| s.session_id != third));
+    // The worker was sent nothing for it.
+    let events = pair.worker.received_events().await;
+    assert!(
+        !events.iter().any(|e| matches!(e, ServerFrame::SessionStart { session_id, .. } if *session_id == third)),
+        "{events:?}"
+    );
+
+    // Ending one makes room.
+    pair.user
+        .call(Request::SessionEnd { session_id: first })
+        .await
+        .ok();
+    pair.user.call(start(&third)).await.ok();
+    pair.user
+        .call(start(&SessionId::random()))
+        .await
+        .expect_err(ErrorCode::TooManySessions);
+}
+
+#[tokio::test]
+async fn queued_messages_past_the_cap_are_refused_and_change_nothing() {
+    let server = Server::start_with(Mode::Sequential, &["--max-open-messages", "2"]).await;
+    let mut pair = paired(&server, "ada").await;
+    let session = ready_session(&pair.user, &mut pair.worker).await;
+    let identity = pair.worker.identity.clone();
+    // The worker goes away: messages queue.
+    pair.worker.close().await;
+
+    let queued = [MessageId::random(), MessageId::random()];
+    for (i, id) in queued.iter().enumerate() {
+        let m = pair.user.send_message(&session, id, &format!("while away {i}")).await;
+        assert_eq!(m.status, MessageStatus::Queued);
+    }
+    let refused = MessageId::random();
+    let send = |id: &MessageId| Request::MessageSend {
+        session_id: session.clone(),
+        message_id: id.clone(),
+        text: "one too many".into(),
+    };
+    pair.user.call(send(&refused)).await.expect_err(ErrorCode::QueueFull);
+    let history = pair.user.history(&session).await;
+    assert_eq!(history.messages.len(), 2, "{:?}", history.messages);
+    assert_eq!(history.session.message_count, 2);
+
+    // Stopping one makes room; the queue is then exactly what was accepted.
+    pair.user
+        .call(Request::MessageAbort { message_id: queued[0].clone() })
+        .await
+        .ok();
+    let m = pair.user.call(send(&refused)).await.field::<tether_domain::protocol::MessageView>("message");
+    assert_eq!(m.status, MessageStatus::Queued);
+    pair.user
+        .call(send(&MessageId::random()))
+        .await
+        .expect_err(ErrorCode::QueueFull);
+
+    let mut worker = connect_worker_soon(&server, &identity).await;
+    worker.hello(&[]).await;
+    worker.dispatched(&queued[1]).await;
+    worker.dispatched(&refused).await;
 }

@@ -9,8 +9,8 @@
 //!   host's memory stays bounded; half-open connections are closed within
 //!   the header timeout.
 //! - [`caps`]: open websockets per user, per worker (one while pending) and
-//!   per source address are capped, a refusal with its own code and no
-//!   effect; a restarted host forgets the sockets of the one before.
+//!   per source address, a user's live sessions and messages waiting for an
+//!   answer are capped, each refusal with its own code and no effect.
 //! - [`files`]: the data directory and the database are private; the page's
 //!   content security policy talks to its own origin only.
 //! - [`pairing`]: pairing is bound to whoever approves it: a real worker
