@@ -62,6 +62,34 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of the protocol's table (`docs/PROTOCOL.md`,
+    /// checked by `domain/tests/protocol_doc.rs`).
+    pub const ALL: [ErrorCode; 23] = [
+        Self::BadJson,
+        Self::BadRequest,
+        Self::UnknownAction,
+        Self::FrameTooLarge,
+        Self::MessageTooLarge,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::Conflict,
+        Self::WorkerNotApproved,
+        Self::SessionClosed,
+        Self::MessageFinal,
+        Self::AlreadyComplete,
+        Self::AlreadyAnswered,
+        Self::InvalidState,
+        Self::TooManyConnections,
+        Self::TooManySessions,
+        Self::QueueFull,
+        Self::Expired,
+        Self::RateLimited,
+        Self::TooManyPending,
+        Self::UnsupportedVersion,
+        Self::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadJson => "bad_json",
@@ -134,5 +162,43 @@ impl ApiError {
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` holds every code once. Its length is the number of variants: the
+    /// match below has no wildcard, so a new variant does not compile until
+    /// it is named there, and its count (the array's length) goes up with it.
+    #[test]
+    fn all_holds_every_code_once_with_its_wire_name() {
+        fn named(code: ErrorCode) -> ErrorCode {
+            use ErrorCode::*;
+            match code {
+                BadJson | BadRequest | UnknownAction | FrameTooLarge | MessageTooLarge
+                | Unauthorized | Forbidden | NotFound | Conflict | WorkerNotApproved
+                | SessionClosed | MessageFinal | AlreadyComplete | AlreadyAnswered
+                | InvalidState | TooManyConnections | TooManySessions | QueueFull | Expired
+                | RateLimited | TooManyPending | UnsupportedVersion | Internal => code,
+            }
+        }
+        let names: std::collections::HashSet<&str> =
+            ErrorCode::ALL.iter().map(|c| named(*c).as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "a code is listed twice");
+        for code in ErrorCode::ALL {
+            let wire = serde_json::to_string(&code).expect("serializes");
+            assert_eq!(wire, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&wire).expect("parses"), code);
+        }
+    }
+
+    /// What a cap refuses answers 429, over HTTP (`$connect`) as elsewhere.
+    #[test]
+    fn the_caps_answer_too_many_requests() {
+        for code in [ErrorCode::TooManyConnections, ErrorCode::TooManySessions, ErrorCode::QueueFull] {
+            assert_eq!(code.http_status(), 429, "{}", code.as_str());
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 use tether_domain::protocol::{ClientFrame, PairData, PairRequest, ServerFrame, ACTIONS};
+use tether_domain::ErrorCode;
 
 const DOC: &str = include_str!("../../docs/PROTOCOL.md");
 
@@ -72,6 +73,31 @@ fn every_example_parses_and_round_trips() {
     ];
     let missing: Vec<_> = all_events.iter().filter(|e| !events.contains(**e)).collect();
     assert!(missing.is_empty(), "events without an example: {missing:?}");
+}
+
+/// The table of error codes lists exactly the codes there are.
+#[test]
+fn the_error_table_lists_every_code() {
+    let table = DOC
+        .split("### Error codes")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("an \"### Error codes\" section");
+    let mut listed = BTreeSet::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let first = row.split('|').nth(1).unwrap_or_default();
+        for code in first.split('`').skip(1).step_by(2) {
+            let parsed: ErrorCode = serde_json::from_value(Value::String(code.to_owned()))
+                .unwrap_or_else(|e| panic!("the table lists `{code}`, which is no code ({e})"));
+            listed.insert(parsed.as_str());
+        }
+    }
+    let missing: Vec<_> = ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .filter(|c| !listed.contains(c))
+        .collect();
+    assert!(missing.is_empty(), "codes missing from the table: {missing:?}");
 }
 
 #[test]
