@@ -178,7 +178,15 @@ async fn the_worker_shows_and_keeps_who_approved_it() {
         .line_where("approval notice", |l| l.contains("approved by"))
         .await;
     assert!(line.contains("approved by alice"), "{line}");
-    let kept = worker.credential_file();
+    // The worker writes its file after it prints the notice: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let kept = loop {
+        let kept = worker.credential_file();
+        if kept["approved_by"].is_string() || std::time::Instant::now() > deadline {
+            break kept;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(kept["approved_by"], "alice", "kept beside the credential: {kept}");
     assert_eq!(kept["worker_id"], approved.worker_id.as_str());
     drop(worker);
