@@ -983,6 +983,15 @@ async fn the_worker_learns_who_approved_it() {
     assert_eq!(pairing_statuses(&h, &conn), vec![("rejected".to_owned(), None)]);
     let refused = h.pair(&other, SOURCE, None).await.expect("pair after rejection");
     assert_eq!((refused.status.as_str(), refused.approved_by), ("rejected", None));
+
+    // Approved while not connected, a worker hears no pairing_status: the
+    // reply to its hello says who approved it.
+    let absent = h.credential();
+    let code = h.pair(&absent, SOURCE, None).await.expect("pair").code;
+    h.ok(&ada, json!({"action": "pairing_approve", "code": code})).await;
+    let conn = h.connect_worker(&absent).await.expect("connects approved");
+    let hello = h.ok(&conn, json!({"action": "worker_hello"})).await;
+    assert_eq!((hello["worker"]["status"].as_str(), hello["approved_by"].as_str()), (Some("approved"), Some("ada")));
 }
 
 /// Only a worker's owner, or an admin, may revoke it; anyone else's revoke

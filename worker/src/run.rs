@@ -144,33 +144,33 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
         paired = pairing::request_pairing(&http, &endpoints, &credential, &request) => paired?,
         () = &mut shutdown => return Ok(()),
     };
-    // Until when a pending worker waits for its approval.
-    let mut pending_until = None;
-    match paired.status {
-        WorkerStatus::Approved => {
-            let newly = stored.worker_id.as_deref() != Some(paired.worker_id.as_str());
-            if paired.approved_by.is_some() {
-                stored.approved_by = paired.approved_by.clone();
-            }
-            if newly {
-                pairing::print_approved(stored.approved_by.as_deref());
-            }
-            info!(
-                worker_id = %paired.worker_id,
-                approved_by = %stored.approved_by.as_deref().unwrap_or("?"),
-                "paired"
-            );
-        }
-        WorkerStatus::Pending => {
-            if let Some(code) = &paired.code {
-                pairing::print_pending(&endpoints, code);
-            }
-            pending_until = paired.expires_at;
-        }
-        status => bail!(pairing::refusal(status, &path)),
+    if !matches!(paired.status, WorkerStatus::Approved | WorkerStatus::Pending) {
+        bail!(pairing::refusal(paired.status, &path));
+    }
+    let newly = stored.worker_id.as_deref() != Some(paired.worker_id.as_str());
+    if paired.approved_by.is_some() {
+        stored.approved_by = paired.approved_by.clone();
     }
     stored.worker_id = Some(paired.worker_id.to_string());
+    // Kept before it is shown: once the notice is out, the file says it too.
     pairing::save(&path, &stored)?;
+    // Until when a pending worker waits for its approval.
+    let mut pending_until = None;
+    if paired.status == WorkerStatus::Approved {
+        if newly {
+            pairing::print_approved(stored.approved_by.as_deref());
+        }
+        info!(
+            worker_id = %paired.worker_id,
+            approved_by = %stored.approved_by.as_deref().unwrap_or("?"),
+            "paired"
+        );
+    } else {
+        if let Some(code) = &paired.code {
+            pairing::print_pending(&endpoints, code);
+        }
+        pending_until = paired.expires_at;
+    }
 
     let binary = tokio::select! {
         binary = process::locate(config.opencode.as_deref(), &config.cache_dir) => binary?,
@@ -192,17 +192,27 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
     tokio::spawn(async move {
         while let Some(event) = relay_events.recv().await {
             // The approval, with who gave it: shown, and kept beside the
-            // credential for later starts.
-            if let RelayEvent::Frame(ServerFrame::PairingStatus {
-                status: WorkerStatus::Approved,
-                approved_by,
-            }) = &event
-            {
-                pairing::print_approved(approved_by.as_deref());
+            // credential for later starts. It comes as `pairing_status`, or,
+            // for a worker approved while it was not connected, in the reply
+            // to its hello (the one reply that carries its own view).
+            let approval = match &event {
+                RelayEvent::Frame(ServerFrame::PairingStatus {
+                    status: WorkerStatus::Approved,
+                    approved_by,
+                }) => Some(approved_by.clone()),
+                RelayEvent::Frame(ServerFrame::Reply { ok: true, data: Some(data), .. })
+                    if data["worker"]["status"] == "approved" && data.get("heartbeat_ms").is_some() =>
+                {
+                    Some(data["approved_by"].as_str().map(str::to_owned))
+                }
+                _ => None,
+            };
+            if let Some(approved_by) = approval.filter(|_| !*approved_tx.borrow()) {
                 stored.approved_by = approved_by.clone();
                 if let Err(e) = pairing::save(&approval_file, &stored) {
                     warn!(error = %format!("{e:#}"), "could not record who approved this worker");
                 }
+                pairing::print_approved(approved_by.as_deref());
                 approved_tx.send_replace(true);
             }
             if forward.send(Input::Relay(event)).is_err() {

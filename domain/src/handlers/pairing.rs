@@ -354,7 +354,7 @@ impl<S: Store, P: Push> Domain<S, P> {
     }
 
     /// The name of a worker's owner (who approved it).
-    async fn user_name(&self, owner: Option<&UserId>) -> Result<Option<String>, ApiError> {
+    pub(crate) async fn user_name(&self, owner: Option<&UserId>) -> Result<Option<String>, ApiError> {
         Ok(match owner {
             Some(id) => self.store.user(id).await?.map(|u| u.name),
             None => None,

@@ -205,8 +205,11 @@ impl<S: Store, P: Push> Domain<S, P> {
             }
         }
         info!(worker_id = %worker.id, dispatched, failed, prompts, "worker hello");
+        // Who approved it, also here: a worker approved while it was not
+        // connected never got its `pairing_status`.
         Ok(json!({
             "worker": worker_view(&worker, now, self.config.presence_timeout_ms),
+            "approved_by": self.user_name(worker.owner.as_ref()).await?,
             "heartbeat_ms": self.config.heartbeat_ms,
         }))
     }
