@@ -178,7 +178,8 @@ async fn the_worker_shows_and_keeps_who_approved_it() {
         .line_where("approval notice", |l| l.contains("approved by"))
         .await;
     assert!(line.contains("approved by alice"), "{line}");
-    // The worker writes its file after it prints the notice: wait for it.
+    // The worker writes its file before it prints the notice; waiting a
+    // little costs nothing if that ever changes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let kept = loop {
         let kept = worker.credential_file();
