@@ -82,6 +82,15 @@ async fn posts_gets_and_deletes_through_the_hub() {
     assert_eq!(deleted.status(), 204);
     let closed = timeout(PATIENCE, ws.next()).await.expect("a close").expect("open");
     assert!(matches!(closed, Ok(Message::Close(Some(ref f))) if u16::from(f.code) == 1000), "{closed:?}");
+    // Answer the close (reading on sends tungstenite's half of the
+    // handshake), then wait until the gateway has let the connection go.
+    while let Ok(Some(_)) = timeout(PATIENCE, ws.next()).await {}
+    let hub = gateway.hub().clone();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while hub.is_open(id.as_str()) {
+        assert!(std::time::Instant::now() < deadline, "the connection stayed open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     for method in [reqwest::Method::POST, reqwest::Method::GET, reqwest::Method::DELETE] {
         let gone = http.request(method.clone(), url("")).send().await.expect("call");
