@@ -303,11 +303,6 @@ fn certified_key(files: &TlsFiles) -> anyhow::Result<CertifiedKey> {
     Ok(certified)
 }
 
-/// Whether serving plain HTTP on `addr` keeps traffic on this machine.
-pub fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
