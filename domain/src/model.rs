@@ -115,6 +115,18 @@ impl Worker {
             && self.connection.is_some()
             && self.last_seen.is_some_and(|t| now - t <= presence_timeout_ms)
     }
+
+    /// Offline for longer than `lease_ms`: gone, as far as its answers go.
+    /// A worker whose connection ended was last there when it was last
+    /// seen; one whose connection went silent, when its presence lapsed.
+    pub fn lease_lapsed(&self, now: Millis, presence_timeout_ms: i64, lease_ms: i64) -> bool {
+        if self.online(now, presence_timeout_ms) {
+            return false;
+        }
+        let Some(seen) = self.last_seen else { return true };
+        let offline_since = if self.connection.is_some() { seen + presence_timeout_ms } else { seen };
+        now - offline_since > lease_ms
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,4 +307,49 @@ pub struct Connection {
     pub last_seen: Millis,
     /// After this the record is stale whatever happened ($disconnect is best effort).
     pub expires_at: Millis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(connection: bool, last_seen: Option<Millis>) -> Worker {
+        Worker {
+            id: WorkerId::random(),
+            owner: Some(UserId::random()),
+            status: WorkerStatus::Approved,
+            credential_hash: SecretHash::from_stored("h"),
+            machine: "m".into(),
+            name: "w".into(),
+            workdir: "/w".into(),
+            pairing_code: None,
+            pairing_expires_at: None,
+            connection: connection.then(ConnectionId::random),
+            last_seen,
+            models: Vec::new(),
+            default_model: None,
+            version: None,
+            source: None,
+            created_at: 0,
+        }
+    }
+
+    const PRESENCE: i64 = 150;
+    const LEASE: i64 = 120;
+
+    #[test]
+    fn the_lease_counts_from_when_the_worker_went_offline() {
+        // Connected and heard from: never lapsed, however long ago it started.
+        assert!(!worker(true, Some(1_000)).lease_lapsed(1_100, PRESENCE, LEASE));
+        // Its connection ended when it was last seen: lapsed a lease later.
+        let gone = worker(false, Some(1_000));
+        assert!(!gone.lease_lapsed(1_000 + LEASE, PRESENCE, LEASE));
+        assert!(gone.lease_lapsed(1_000 + LEASE + 1, PRESENCE, LEASE));
+        // Its connection went silent: offline once presence lapses, then a lease.
+        let silent = worker(true, Some(1_000));
+        assert!(!silent.lease_lapsed(1_000 + PRESENCE + LEASE, PRESENCE, LEASE));
+        assert!(silent.lease_lapsed(1_000 + PRESENCE + LEASE + 1, PRESENCE, LEASE));
+        // Never seen at all: nothing to wait for.
+        assert!(worker(false, None).lease_lapsed(0, PRESENCE, LEASE));
+    }
 }

@@ -6,7 +6,7 @@
 //! | `TETHER_MANAGEMENT_ENDPOINT` | the Management API endpoint, e.g. `http://127.0.0.1:8787/local`; default: `https://{requestContext.domainName}/{requestContext.stage}` of each event |
 //! | `TETHER_DYNAMODB_ENDPOINT` | a DynamoDB endpoint other than AWS's (moto in tests); the SDK's own `AWS_ENDPOINT_URL_DYNAMODB` works too |
 //! | `TETHER_PUSH_CONCURRENCY` | pushes in flight per fan-out (default 16) |
-//! | `TETHER_TICKET_TTL_MS`, `TETHER_PAIRING_TTL_MS`, `TETHER_HEARTBEAT_MS`, `TETHER_PRESENCE_TIMEOUT_MS`, `TETHER_CONNECTION_TTL_MS` | the domain's timings (default: `tether_domain::Config::default()`) |
+//! | `TETHER_TICKET_TTL_MS`, `TETHER_PAIRING_TTL_MS`, `TETHER_HEARTBEAT_MS`, `TETHER_PRESENCE_TIMEOUT_MS`, `TETHER_WORKER_LEASE_MS`, `TETHER_CONNECTION_TTL_MS` | the domain's timings (default: `tether_domain::Config::default()`) |
 //! | `TETHER_ORIGIN_SECRET` | **required by `tether-connect` and `tether-http`**: the value CloudFront puts in the [`ORIGIN_HEADER`] of every request it forwards to the APIs (32 to 256 visible ASCII characters); requests without it are refused |
 //!
 //! Region and credentials come from the standard AWS variables, which
@@ -50,6 +50,7 @@ pub const TICKET_TTL_VAR: &str = "TETHER_TICKET_TTL_MS";
 pub const PAIRING_TTL_VAR: &str = "TETHER_PAIRING_TTL_MS";
 pub const HEARTBEAT_VAR: &str = "TETHER_HEARTBEAT_MS";
 pub const PRESENCE_TIMEOUT_VAR: &str = "TETHER_PRESENCE_TIMEOUT_MS";
+pub const WORKER_LEASE_VAR: &str = "TETHER_WORKER_LEASE_MS";
 pub const CONNECTION_TTL_VAR: &str = "TETHER_CONNECTION_TTL_MS";
 pub const ORIGIN_SECRET_VAR: &str = "TETHER_ORIGIN_SECRET";
 
@@ -99,6 +100,7 @@ impl FunctionConfig {
             (PAIRING_TTL_VAR, &mut domain.pairing_ttl_ms),
             (HEARTBEAT_VAR, &mut domain.heartbeat_ms),
             (PRESENCE_TIMEOUT_VAR, &mut domain.presence_timeout_ms),
+            (WORKER_LEASE_VAR, &mut domain.worker_lease_ms),
             (CONNECTION_TTL_VAR, &mut domain.connection_ttl_ms),
         ] {
             if let Some(v) = get(name) {
@@ -258,6 +260,7 @@ mod tests {
             (PUSH_CONCURRENCY_VAR, "4"),
             (TICKET_TTL_VAR, "1000"),
             (PRESENCE_TIMEOUT_VAR, "1500"),
+            (WORKER_LEASE_VAR, "3000"),
         ]))
         .expect("config");
         assert_eq!(
@@ -268,6 +271,7 @@ mod tests {
         assert_eq!(c.push_concurrency, 4);
         assert_eq!(c.domain.ticket_ttl_ms, 1000);
         assert_eq!(c.domain.presence_timeout_ms, 1500);
+        assert_eq!(c.domain.worker_lease_ms, 3000);
     }
 
     const SECRET: &str = "2b9e4c1a-7f3d-11f0-9a2b-0a1b2c3d4e5f.tether-Table-1ABCDEF234567";

@@ -129,6 +129,11 @@ pub struct Tuning {
     #[arg(long, env = "TETHER_PRESENCE_TIMEOUT_SECS", value_name = "SECS", value_parser = parse_secs)]
     pub presence_timeout_secs: Option<f64>,
 
+    /// A worker offline this long has gone away: answers it was giving end
+    /// failed and their sessions take messages again [default: 120].
+    #[arg(long, env = "TETHER_WORKER_LEASE_SECS", value_name = "SECS", value_parser = parse_secs)]
+    pub worker_lease_secs: Option<f64>,
+
     /// How long a websocket ticket stays valid [default: 60].
     #[arg(long, env = "TETHER_TICKET_TTL_SECS", value_name = "SECS", value_parser = parse_secs)]
     pub ticket_ttl_secs: Option<f64>,
@@ -220,6 +225,7 @@ pub struct FileConfig {
     pub concurrent_frames: Option<bool>,
     pub heartbeat_secs: Option<f64>,
     pub presence_timeout_secs: Option<f64>,
+    pub worker_lease_secs: Option<f64>,
     pub ticket_ttl_secs: Option<f64>,
     pub header_read_timeout_secs: Option<f64>,
     pub tls_cert: Option<PathBuf>,
@@ -242,6 +248,7 @@ impl FileConfig {
             ("max_connection_age_secs", config.max_connection_age_secs),
             ("heartbeat_secs", config.heartbeat_secs),
             ("presence_timeout_secs", config.presence_timeout_secs),
+            ("worker_lease_secs", config.worker_lease_secs),
             ("ticket_ttl_secs", config.ticket_ttl_secs),
             ("header_read_timeout_secs", config.header_read_timeout_secs),
         ] {
@@ -369,6 +376,9 @@ impl Tuning {
         }
         if let Some(d) = secs(self.presence_timeout_secs, file.presence_timeout_secs) {
             config.presence_timeout_ms = millis(d);
+        }
+        if let Some(d) = secs(self.worker_lease_secs, file.worker_lease_secs) {
+            config.worker_lease_ms = millis(d);
         }
         if let Some(d) = secs(self.ticket_ttl_secs, file.ticket_ttl_secs) {
             config.ticket_ttl_ms = millis(d);

@@ -14,6 +14,11 @@ pub struct Config {
     pub heartbeat_ms: i64,
     /// A worker not heard from for this long is offline.
     pub presence_timeout_ms: i64,
+    /// A worker offline for longer than this has gone away: the answers it
+    /// left dispatched or streaming end `failed`, and their sessions take
+    /// new messages again. Applied when a busy session is next read or
+    /// written to (no timer, so it costs nothing while nobody looks).
+    pub worker_lease_ms: i64,
     /// A connection record expires this long after it was made (API Gateway's 2 h cap, plus slack).
     pub connection_ttl_ms: i64,
     /// Open websockets one user may have (browser tabs and devices). More
@@ -52,6 +57,7 @@ impl Default for Config {
             pairing_ttl_ms: 15 * 60_000,
             heartbeat_ms: 60_000,
             presence_timeout_ms: 150_000,
+            worker_lease_ms: 120_000,
             connection_ttl_ms: 2 * 3_600_000 + 10 * 60_000,
             // Limits a real user never meets, each one a bound on what a
             // hostile or broken client can make the host keep.

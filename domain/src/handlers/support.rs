@@ -1,15 +1,15 @@
 //! What the action handlers share: entity views, fan-out, history pages.
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::ApiError;
 use crate::ids::{ConnectionId, SessionId, UserId, WorkerId};
-use crate::model::{Chunk, Message, Millis, Session, Worker, WorkerStatus};
+use crate::model::{Chunk, Message, MessageStatus, Millis, Session, SessionStatus, Worker, WorkerStatus};
 use crate::protocol::{
     ChunkView, Cursor, HistoryPage, MachineView, MessageView, ServerFrame, SessionView, WorkerView,
 };
 use crate::push::{Push, PushError};
-use crate::store::{Store, StoreError};
+use crate::store::{SessionPatch, Store, StoreError};
 
 use super::admin::Disconnected;
 use super::Domain;
@@ -20,6 +20,9 @@ const PAGE_MESSAGES: u32 = 20;
 const PAGE_CHUNKS: u32 = 200;
 /// API Gateway's integration timeout bounds how long a `$connect` can run.
 const CONNECT_GRACE_MS: i64 = 30_000;
+/// Why an answer ended when its worker stayed away past the lease.
+pub(crate) const WORKER_WENT_AWAY: &str =
+    "the worker went away while answering (it has been offline too long); send the message again when it is back";
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
@@ -156,8 +159,22 @@ impl<S: Store, P: Push> Domain<S, P> {
             ..
         }) = removed
         {
+            // A worker that was there until now was last seen now: its
+            // lease counts from here, not from its last heartbeat. (One
+            // whose connection had gone silent keeps its older time.)
+            let was_online = match self.store.worker(&worker).await {
+                Ok(w) => w.is_some_and(|w| w.online(now, self.config.presence_timeout_ms)),
+                Err(_) => false,
+            };
             match self.store.clear_worker_connection(&worker, conn).await {
-                Ok(true) => self.announce_worker(&worker, None, now).await,
+                Ok(true) => {
+                    if was_online {
+                        if let Err(e) = self.store.touch_worker(&worker, now).await {
+                            warn!(worker_id = %worker, error = %e, "could not record when it left");
+                        }
+                    }
+                    self.announce_worker(&worker, None, now).await
+                }
                 Ok(false) => {}
                 Err(e) => warn!(worker_id = %worker, error = %e, "could not clear presence"),
             }
@@ -272,11 +289,10 @@ impl<S: Store, P: Push> Domain<S, P> {
         &self,
         worker: &WorkerId,
         session: &SessionId,
-        status: crate::model::MessageStatus,
+        status: MessageStatus,
         why: &str,
         now: Millis,
     ) -> Result<(), ApiError> {
-        use crate::model::MessageStatus;
         use crate::store::MessagePatch;
         for m in self.store.open_messages(worker).await? {
             if &m.session != session || !m.status.is_pending() {
@@ -296,6 +312,83 @@ impl<S: Store, P: Push> Domain<S, P> {
             }
         }
         Ok(())
+    }
+
+    /// A busy session with no running answer is ready again. Each message
+    /// writes its own status before it looks at the session's others, so
+    /// of two racing messages at least one sees the other.
+    pub(crate) async fn settle_session(
+        &self,
+        worker: &crate::ids::WorkerId,
+        session: &SessionId,
+        now: Millis,
+    ) -> Result<(), ApiError> {
+        let running = self
+            .store
+            .open_messages(worker)
+            .await?
+            .iter()
+            .any(|m| &m.session == session && m.status == MessageStatus::Streaming);
+        if running {
+            return Ok(());
+        }
+        if let Some(s) = self
+            .store
+            .transition_session(session, &[SessionStatus::Busy], SessionStatus::Ready, &SessionPatch::default(), now)
+            .await?
+        {
+            self.announce_session(&s, now).await;
+        }
+        Ok(())
+    }
+
+    /// Ends the answers a worker left dispatched or streaming when it has
+    /// been offline past the lease, and readies their sessions. True if it
+    /// ended any. Hosts have no timer for this: it runs when a busy session
+    /// is read or written to, so a worker that went away costs nothing
+    /// until someone looks (and then one query).
+    pub(crate) async fn end_if_worker_gone(&self, worker: &Worker, now: Millis) -> Result<bool, ApiError> {
+        use crate::store::MessagePatch;
+        if !worker.lease_lapsed(now, self.config.presence_timeout_ms, self.config.worker_lease_ms) {
+            return Ok(false);
+        }
+        let mut ended = false;
+        for m in self.store.open_messages(&worker.id).await? {
+            if !matches!(m.status, MessageStatus::Dispatched | MessageStatus::Streaming) {
+                continue;
+            }
+            let patch = MessagePatch {
+                error: Some(WORKER_WENT_AWAY.into()),
+                ..MessagePatch::default()
+            };
+            let from = [MessageStatus::Dispatched, MessageStatus::Streaming];
+            if let Some(m) = self
+                .store
+                .transition_message(&m.id, &from, MessageStatus::Failed, &patch, now)
+                .await?
+            {
+                info!(worker_id = %worker.id, message_id = %m.id, "answer ended: its worker went away");
+                ended = true;
+                self.announce_message(&m, now).await;
+                self.settle_session(&m.worker, &m.session, now).await?;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// [`Domain::end_if_worker_gone`] for a busy session's worker; returns
+    /// the session as it is now.
+    pub(crate) async fn settle_if_worker_gone(&self, session: Session, now: Millis) -> Result<Session, ApiError> {
+        if session.status != SessionStatus::Busy {
+            return Ok(session);
+        }
+        let Some(worker) = self.store.worker(&session.worker).await? else {
+            return Ok(session);
+        };
+        if !self.end_if_worker_gone(&worker, now).await? {
+            return Ok(session);
+        }
+        Ok(self.store.session(&session.id).await?.unwrap_or(session))
     }
 
     /// One page of history from `after`, within [`PAGE_BUDGET_BYTES`].

@@ -115,11 +115,13 @@ impl<S: Store, P: Push> Domain<S, P> {
                     .store
                     .sessions_of(user, worker_id.as_ref(), before, limit)
                     .await?;
+                let sessions = self.settle_busy(sessions, now).await?;
                 let views: Vec<_> = sessions.iter().map(session_view).collect();
                 Ok(json!({ "sessions": views }))
             }
             Request::SessionWatch { session_id, after } => {
                 let session = self.owned_session(user, &session_id).await?;
+                let session = self.settle_if_worker_gone(session, now).await?;
                 // Watch first, then read: whatever the read misses is stored
                 // later, and its fan-out finds this watch.
                 if !self.store.watch(&session.id, &conn.id).await? {
@@ -135,6 +137,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             }
             Request::SessionHistory { session_id, after } => {
                 let session = self.owned_session(user, &session_id).await?;
+                let session = self.settle_if_worker_gone(session, now).await?;
                 let page = self.history_page(&session, after.unwrap_or_default()).await?;
                 Ok(json(&page))
             }
@@ -352,6 +355,9 @@ impl<S: Store, P: Push> Domain<S, P> {
         if worker.status != WorkerStatus::Approved {
             return Err(ApiError::new(ErrorCode::WorkerNotApproved, "this session's worker is not approved"));
         }
+        if session.status == SessionStatus::Busy {
+            self.end_if_worker_gone(&worker, now).await?;
+        }
         let message = Message {
             id: message_id,
             session: session.id.clone(),
@@ -448,6 +454,32 @@ impl<S: Store, P: Push> Domain<S, P> {
         if message.status.is_final() {
             return Ok(json!({ "message": message_view(&message) }));
         }
+        let worker = self.store.worker(&message.worker).await?;
+        let offline = !worker
+            .as_ref()
+            .is_some_and(|w| w.online(now, self.config.presence_timeout_ms));
+        if offline && message.status == MessageStatus::Streaming {
+            // Nobody is there to stop it: it ends here, with the chunks the
+            // host has. The worker, when it is back, hears of it in its
+            // hello's reply and stops the agent.
+            let patch = MessagePatch {
+                error: Some("stopped while the worker was offline".into()),
+                ..MessagePatch::default()
+            };
+            let current = match self
+                .store
+                .transition_message(&message.id, &[MessageStatus::Streaming], MessageStatus::Aborted, &patch, now)
+                .await?
+            {
+                Some(m) => {
+                    self.announce_message(&m, now).await;
+                    self.settle_session(&m.worker, &m.session, now).await?;
+                    m
+                }
+                None => self.store.message(&message.id).await?.unwrap_or(message),
+            };
+            return Ok(json!({ "message": message_view(&current) }));
+        }
         let was_queued = message.status == MessageStatus::Queued;
         // Not yet with the agent: it ends here. The worker is told as well,
         // in case a dispatch is on its way.
@@ -475,7 +507,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         };
         // A worker told of a message it never got ignores the abort.
         if !was_queued || current.status == MessageStatus::Streaming {
-            if let Some(worker) = self.store.worker(&current.worker).await? {
+            if let Some(worker) = worker {
                 let frame = ServerFrame::MessageAbort {
                     session_id: current.session.clone(),
                     message_id: current.id.clone(),
@@ -486,4 +518,25 @@ impl<S: Store, P: Push> Domain<S, P> {
         Ok(json!({ "message": message_view(&current) }))
     }
 
+    /// Applies the worker lease to the busy sessions of a list, reading
+    /// each of their workers once.
+    async fn settle_busy(&self, mut sessions: Vec<Session>, now: Millis) -> Result<Vec<Session>, ApiError> {
+        let mut checked: Vec<WorkerId> = Vec::new();
+        for i in 0..sessions.len() {
+            if sessions[i].status != SessionStatus::Busy || checked.contains(&sessions[i].worker) {
+                continue;
+            }
+            checked.push(sessions[i].worker.clone());
+            let Some(worker) = self.store.worker(&sessions[i].worker).await? else { continue };
+            if !self.end_if_worker_gone(&worker, now).await? {
+                continue;
+            }
+            for s in sessions.iter_mut().filter(|s| s.worker == worker.id && s.status == SessionStatus::Busy) {
+                if let Some(fresh) = self.store.session(&s.id).await? {
+                    *s = fresh;
+                }
+            }
+        }
+        Ok(sessions)
+    }
 }

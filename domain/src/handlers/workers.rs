@@ -23,6 +23,9 @@ use super::Domain;
 
 /// Most chunks one `chunks` frame may carry.
 const MAX_CHUNKS_PER_FRAME: usize = 256;
+/// A hello names the answers its worker is running; at most this many are
+/// looked up (a worker runs one per session, and far fewer at once).
+const MAX_ACTIVE_CHECKED: usize = 64;
 
 impl<S: Store, P: Push> Domain<S, P> {
     pub(crate) async fn worker_action(
@@ -136,7 +139,9 @@ impl<S: Store, P: Push> Domain<S, P> {
         let active: HashSet<MessageId> = active.into_iter().collect();
         let mut sessions: Vec<Session> = Vec::new();
         let (mut dispatched, mut failed) = (0u32, 0u32);
-        for message in self.store.open_messages(&worker.id).await? {
+        let open_messages = self.store.open_messages(&worker.id).await?;
+        let open: HashSet<MessageId> = open_messages.iter().map(|m| m.id.clone()).collect();
+        for message in open_messages {
             match message.status {
                 MessageStatus::Streaming if !active.contains(&message.id) => {
                     // The worker lost it (crashed or restarted): end it plainly.
@@ -190,6 +195,23 @@ impl<S: Store, P: Push> Domain<S, P> {
                 _ => {}
             }
         }
+        // Answers the worker is still running that ended here while it was
+        // away (aborted by the user, or past the lease): stop them.
+        let mut stopped = 0u32;
+        for id in active.iter().filter(|id| !open.contains(id)).take(MAX_ACTIVE_CHECKED) {
+            let Some(m) = self.store.message(id).await?.filter(|m| m.worker == worker.id) else {
+                continue;
+            };
+            if m.status.is_final() {
+                let frame = ServerFrame::MessageAbort {
+                    session_id: m.session.clone(),
+                    message_id: m.id.clone(),
+                };
+                if self.to_worker(&worker, &frame, now).await {
+                    stopped += 1;
+                }
+            }
+        }
         let mut prompts = 0u32;
         for prompt in self.store.undelivered_prompts(&worker.id).await? {
             if let Some(answer) = prompt.answer.clone() {
@@ -204,7 +226,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 }
             }
         }
-        info!(worker_id = %worker.id, dispatched, failed, prompts, "worker hello");
+        info!(worker_id = %worker.id, dispatched, failed, stopped, prompts, "worker hello");
         // Who approved it, also here: a worker approved while it was not
         // connected never got its `pairing_status`.
         Ok(json!({
@@ -503,34 +525,6 @@ impl<S: Store, P: Push> Domain<S, P> {
         self.announce_message(&done, now).await;
         self.settle_session(&done.worker, &done.session, now).await?;
         Ok(json!({ "message": message_view(&done) }))
-    }
-
-    /// A busy session with no running answer is ready again. Each message
-    /// writes its own status before it looks at the session's others, so
-    /// of two racing messages at least one sees the other.
-    async fn settle_session(
-        &self,
-        worker: &crate::ids::WorkerId,
-        session: &SessionId,
-        now: Millis,
-    ) -> Result<(), ApiError> {
-        let running = self
-            .store
-            .open_messages(worker)
-            .await?
-            .iter()
-            .any(|m| &m.session == session && m.status == MessageStatus::Streaming);
-        if running {
-            return Ok(());
-        }
-        if let Some(s) = self
-            .store
-            .transition_session(session, &[SessionStatus::Busy], SessionStatus::Ready, &SessionPatch::default(), now)
-            .await?
-        {
-            self.announce_session(&s, now).await;
-        }
-        Ok(())
     }
 }
 

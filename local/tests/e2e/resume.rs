@@ -358,3 +358,97 @@ pub async fn sigkill_and_restart(mode: Mode) {
     assert_eq!(answer_text(&history.chunks, &second), full);
     assert_eq!(history.session.status, SessionStatus::Ready);
 }
+
+/// A worker gone for good mid-answer (killed, its machine off): aborting
+/// one of its answers ends it at once, the lease ends the other, both
+/// sessions take messages again, and when the worker does come back it is
+/// told to stop both and may add nothing to them.
+pub async fn worker_gone_for_good(mode: Mode) {
+    use tether_domain::protocol::{MessageView, Request, ServerFrame};
+    use tether_domain::ErrorCode;
+    let server = Server::start_with(mode, &["--worker-lease-secs", "1"]).await;
+    let Paired {
+        mut user,
+        mut worker,
+    } = paired(&server, "gwen").await;
+    let first = ready_session(&user, &mut worker).await;
+    let second = ready_session(&user, &mut worker).await;
+    user.watch(&first, None).await;
+    user.watch(&second, None).await;
+    let (m1, m2) = (MessageId::random(), MessageId::random());
+    let d = deltas(4);
+    for (session, message) in [(&first, &m1), (&second, &m2)] {
+        user.send_message(session, message, "Answer slowly").await;
+        worker.dispatched(message).await;
+        worker.started(message).await;
+        let ack = worker.chunks(message, &[(0, &d[0]), (1, &d[1])]).await;
+        assert_eq!(ack.stored, vec![0, 1]);
+    }
+    let identity = worker.identity.clone();
+    let id = worker.id().clone();
+    worker.drop_abruptly().await;
+    user.worker_updated(&id, "offline", |w| !w.online).await;
+
+    // Nobody is there to stop the first answer: the abort ends it here.
+    let aborted: MessageView = user
+        .call(Request::MessageAbort {
+            message_id: m1.clone(),
+        })
+        .await
+        .field("message");
+    assert_eq!(aborted.status, MessageStatus::Aborted, "{aborted:?}");
+    let history = user.history(&first).await;
+    assert_eq!(history.session.status, SessionStatus::Ready, "{:?}", history.session);
+    assert_eq!(
+        answer_text(&history.chunks, &m1),
+        d[..2].concat(),
+        "the chunks it had are kept"
+    );
+
+    // The second is left alone: past the lease (time itself is awaited
+    // here), the next look at the session ends it.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let listed = user.sessions().await;
+    let view = listed
+        .iter()
+        .find(|s| s.session_id == second)
+        .expect("the session is listed");
+    assert_eq!(view.status, SessionStatus::Ready, "session_list applies the lease: {view:?}");
+    let history = user.history(&second).await;
+    let ended = &history.messages[0];
+    assert_eq!(ended.status, MessageStatus::Failed, "{ended:?}");
+    assert!(
+        ended.error.as_deref().is_some_and(|e| e.contains("went away")),
+        "says why: {ended:?}"
+    );
+    assert_eq!(answer_text(&history.chunks, &m2), d[..2].concat());
+    let m = m2.clone();
+    user.next_event("message_updated (failed)", |e| {
+        matches!(e, ServerFrame::MessageUpdated { message } if message.message_id == m && message.status == MessageStatus::Failed)
+    })
+    .await;
+
+    // The session takes a new message, queued for the worker's return.
+    let m3 = MessageId::random();
+    let queued = user.send_message(&second, &m3, "Are you back?").await;
+    assert_eq!(queued.status, MessageStatus::Queued);
+
+    // Back, still running both: it is told to stop them, what it still
+    // sends of them is refused, and the new message reaches it.
+    let mut worker = WorkerClient::connect(&server, &identity).await;
+    worker.hello(&[m1.clone(), m2.clone()]).await.ok();
+    for m in [&m1, &m2] {
+        worker
+            .next_event(&format!("message_abort of {m}"), |e| {
+                matches!(e, ServerFrame::MessageAbort { message_id, .. } if message_id == m)
+            })
+            .await;
+    }
+    worker
+        .send(WorkerClient::chunks_request(&m2, &[(2, &d[2])]))
+        .await
+        .get()
+        .await
+        .expect_err(ErrorCode::MessageFinal);
+    worker.dispatched(&m3).await;
+}

@@ -40,6 +40,7 @@ scenarios! {
     resume::worker_reconnect_resends_unacked,
     isolation::second_user_isolation,
     resume::sigkill_and_restart,
+    resume::worker_gone_for_good,
     bad_input::bad_frames,
     bad_input::answer_rules,
     bad_input::refused_connections,

@@ -475,6 +475,25 @@ async function watch(c: ChatState, resumed: boolean): Promise<void> {
   for (const [id, text] of c.outbox) void deliver(c, id, text);
 }
 
+/**
+ * Reads the open chat's history from its cursor once more. While an answer
+ * runs with its worker offline nothing else would come: the host ends such
+ * an answer when the worker stays away past its lease, on the next read.
+ */
+export async function recheckChat(): Promise<void> {
+  const c = chat.value;
+  if (!c || !client.isOpen || c.status !== "ready") return;
+  try {
+    const page = await client.request({ action: "session_history", session_id: c.sessionId, after: c.transcript.cursor() });
+    if (chat.value !== c) return;
+    c.transcript.applyPage(page);
+    upsertSessions([page.session]);
+    bump();
+  } catch {
+    // The next tick, or the reconnect's watch, tries again.
+  }
+}
+
 async function deliver(c: ChatState, messageId: string, text: string): Promise<void> {
   try {
     const data = await client.request({

@@ -2,10 +2,23 @@ import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 
 import { setBaseTitle } from "../app/attention";
 import { href } from "../app/route";
-import { abortRunning, chat, chatVersion, endSession, newSessionDialog, openChat, sendMessage, workers } from "../app/store";
+import {
+  abortRunning,
+  chat,
+  chatVersion,
+  endSession,
+  newSessionDialog,
+  openChat,
+  recheckChat,
+  sendMessage,
+  workers,
+} from "../app/store";
 import { EmptyState, SessionStatusPill, TopBar, modelLabel } from "./common";
 import { IconAlert, IconChat, IconPlus, IconSend, IconStop } from "./icons";
 import { TurnView, turnStamp, type TurnContext } from "./Turn";
+
+/** How often a stalled answer is looked at again (the lease is minutes). */
+const RECHECK_MS = 15_000;
 
 export function ChatPage({ sessionId }: { sessionId: string }) {
   useEffect(() => {
@@ -57,6 +70,16 @@ export function ChatPage({ sessionId }: { sessionId: string }) {
     document.addEventListener("keydown", onKey);
     return () => document.removeEventListener("keydown", onKey);
   }, []);
+
+  // An answer running on an offline worker gets no events: look again now
+  // and then, so the host can end it once the worker's lease is over.
+  const stalledWorker = session ? workers.value.get(session.worker_id) : undefined;
+  const stalled = !!c?.transcript.running() && !!stalledWorker && !stalledWorker.online;
+  useEffect(() => {
+    if (!stalled) return;
+    const t = setInterval(() => void recheckChat(), RECHECK_MS);
+    return () => clearInterval(t);
+  }, [stalled]);
 
   if (!c || c.sessionId !== sessionId || (c.status === "loading" && !session)) {
     return (

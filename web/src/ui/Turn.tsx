@@ -121,14 +121,14 @@ function TurnBody({ turn, index, ctx }: { turn: Turn; index: number; ctx: TurnCo
               {status === "dispatched" ? "Waiting for the agent…" : "Thinking…"}
             </div>
           ) : null}
-          <AnswerFoot turn={turn} running={running} />
+          <AnswerFoot turn={turn} running={running} workerOnline={ctx.workerOnline} />
         </section>
       ) : null}
     </article>
   );
 }
 
-function AnswerFoot({ turn, running }: { turn: Turn; running: boolean }) {
+function AnswerFoot({ turn, running, workerOnline }: { turn: Turn; running: boolean; workerOnline: boolean }) {
   const v = turn.view;
   if (!v) return null;
   const u = turn.usage;
@@ -145,9 +145,15 @@ function AnswerFoot({ turn, running }: { turn: Turn; running: boolean }) {
   if (running) {
     return (
       <footer class="answer-foot">
-        <span class="working">
-          <span class="spinner" aria-hidden="true" /> Working…
-        </span>
+        {workerOnline ? (
+          <span class="working">
+            <span class="spinner" aria-hidden="true" /> Working…
+          </span>
+        ) : (
+          <span class="working tone-warn" role="status" data-state="worker-offline">
+            <IconClock size={13} /> The worker is offline. The answer goes on if it is back soon; Stop ends it now.
+          </span>
+        )}
         {figures}
       </footer>
     );

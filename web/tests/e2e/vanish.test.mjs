@@ -1,0 +1,76 @@
+// The worker dies for good in the middle of an answer (SIGKILL, opencode with
+// it): the answer says its worker is offline; Stop ends it at once; left
+// alone, the host ends it once the worker's lease is over; and a message
+// sent meanwhile waits for the worker and is answered when it is back.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import { launch, newPage, screenshotAll } from "../support/browser.mjs";
+import { startServer } from "../support/server.mjs";
+import { FAKE_MODEL_LABEL, startWorker } from "../support/worker.mjs";
+import { WAIT, answer, approveByLink, assertNoPageErrors, send, signIn, startSession, turn, waitComplete } from "./flows.mjs";
+
+let server;
+let browser;
+let worker;
+
+before(async () => {
+  // A two-second lease, so the test need not wait minutes.
+  [server, browser] = await Promise.all([startServer({ extraArgs: ["--worker-lease-secs", "2"] }), launch()]);
+});
+
+after(async () => {
+  await worker?.stop().catch(() => {});
+  await browser?.close();
+  await server?.stop();
+});
+
+test("a worker that vanishes mid-answer: Stop ends it at once, the lease ends it otherwise", async () => {
+  const secret = await server.addUser("vera");
+  worker = await startWorker(server.url);
+  const { context, page } = await newPage(browser);
+  await signIn(page, server.url, secret);
+  await approveByLink(page, server.url, worker.code);
+  await worker.ready();
+  await startSession(page, { model: FAKE_MODEL_LABEL, title: "Vanishing" });
+  await page.locator(".topbar").getByText("Ready").waitFor({ timeout: 30_000 });
+
+  // A slow answer (800 words, 50 ms apart), and the worker dies in it.
+  await send(page, "[tokens 800] [delay 50]");
+  await answer(page, 1).getByText(/\bw10\b/).waitFor({ timeout: 30_000 });
+  await worker.goOffline();
+  const note = answer(page, 1).locator('[data-state="worker-offline"]');
+  await note.waitFor({ timeout: WAIT });
+  assert.match((await note.textContent()) ?? "", /The worker is offline/);
+  await screenshotAll(page, "answer-worker-offline");
+
+  // Nobody can stop it on the worker: Stop ends it here, keeping what came.
+  await page.getByRole("button", { name: "Abort answer" }).click();
+  await answer(page, 1).getByText("Stopped").waitFor({ timeout: WAIT });
+  assert.match((await answer(page, 1).textContent()) ?? "", /\bw10\b/, "what had come is kept");
+  await page.locator(".topbar").getByText("Ready").waitFor({ timeout: WAIT });
+
+  // Back, then gone again mid-answer; this time nobody stops it.
+  await worker.goOnline();
+  await send(page, "[tokens 800] [delay 50]");
+  await answer(page, 2).getByText(/\bw10\b/).waitFor({ timeout: 30_000 });
+  await worker.goOffline();
+  await answer(page, 2).locator('[data-state="worker-offline"]').waitFor({ timeout: WAIT });
+  // Past the lease, the next look at the session ends the answer.
+  await page.waitForTimeout(2_500);
+  await page.reload();
+  const failed = answer(page, 2).getByRole("alert");
+  await failed.waitFor({ timeout: WAIT });
+  assert.match((await failed.textContent()) ?? "", /The answer failed: the worker went away/);
+  await page.locator(".topbar").getByText("Ready").waitFor({ timeout: WAIT });
+
+  // A message sent now waits for the worker, and is answered once it is back.
+  await send(page, "Are you back?");
+  await turn(page, 3).getByText("Queued · the worker is offline").waitFor({ timeout: WAIT });
+  await worker.goOnline();
+  await waitComplete(page, 3, 60_000);
+
+  assertNoPageErrors(page);
+  await context.close();
+});
