@@ -205,12 +205,17 @@ impl<S: Store, P: Push> Domain<S, P> {
         now: Millis,
     ) -> Result<serde_json::Value, ApiError> {
         let caller = self.caller(conn, now).await?;
+        // The actions' futures are boxed: each holds its store calls' (the
+        // DynamoDB SDK's are large), and a frame's whole future otherwise
+        // sits on the caller's stack.
         match (&caller, request) {
             (_, Request::Ping {}) => self.ping(&caller, now).await,
             (_, Request::Me {}) => self.me(&caller).await,
-            (Caller::User { conn, user }, request) => self.user_action(conn, user, request, now).await,
+            (Caller::User { conn, user }, request) => {
+                Box::pin(self.user_action(conn, user, request, now)).await
+            }
             (Caller::Worker { conn, worker }, request) => {
-                self.worker_action(conn, worker, request, now).await
+                Box::pin(self.worker_action(conn, worker, request, now)).await
             }
         }
     }
