@@ -12,11 +12,15 @@
 //!   the two HTTP endpoints (ticket, pairing). They keep no state between
 //!   calls: everything lives in the store, because the AWS host runs each
 //!   frame as its own Lambda invocation, possibly concurrently and out of order.
+//! - [`edge`]: what a host does between its request and the domain (bearer
+//!   headers, connection ids, the HTTP routes, error bodies, the clock),
+//!   written once, so the hosts only translate event shapes.
 //! - [`error`]: the protocol's stable error codes.
 //!
 //! No AWS, SQL or HTTP crate is a dependency of this crate.
 
 pub mod auth;
+pub mod edge;
 pub mod error;
 pub mod handlers;
 pub mod ids;

@@ -22,15 +22,13 @@ use aws_lambda_events::apigw::{
 use std::net::IpAddr;
 
 use aws_lambda_events::encodings::Body;
-use http::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, Method};
-use tether_domain::handlers::ConnectRequest;
-use tether_domain::ids::ConnectionId;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::HeaderMap;
+use tether_domain::edge::{error_body, now_millis, ConnectParts, HttpRequest, HTTP_HEADERS};
 use tether_domain::model::Millis;
-use tether_domain::protocol::{peek_request_id, ErrorBody, PairRequest, ServerFrame};
 use tether_domain::store::Store;
 use tether_domain::{ApiError, Domain, ErrorCode};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::config::{OriginSecret, ORIGIN_HEADER};
 use crate::push::{NoEndpoint, Origin, PushSource};
@@ -128,31 +126,22 @@ pub async fn connect<S: Store + Clone, P: PushSource>(
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
     if !deps.through_cloudfront(&event.headers) {
         info!("connection refused: not through CloudFront");
-        return Ok(refusal(not_through_cloudfront()));
+        let error = not_through_cloudfront();
+        return Ok(ws_response(error.code.http_status(), Some(error_body(error))));
     }
     let ctx = &event.request_context;
-    let connection = connection_id(ctx)?;
-    let request = match connection {
-        Ok(connection_id) => ConnectRequest {
-            connection_id,
-            ticket: event.query_string_parameters.first("ticket").map(str::to_owned),
-            bearer: bearer_token(&event.headers).map(str::to_owned),
-            version: event.query_string_parameters.first("v").map(str::to_owned),
-            now: request_time(ctx),
-        },
-        Err(error) => return Ok(refusal(error)),
+    let connection = raw_connection_id(ctx)?;
+    let parts = ConnectParts {
+        connection_id: connection,
+        ticket: event.query_string_parameters.first("ticket"),
+        version: event.query_string_parameters.first("v"),
+        authorization: authorization(&event.headers),
+        now: request_time(ctx),
     };
-    let domain = deps.domain(origin(ctx))?;
-    match domain.connect(request).await {
-        Ok(principal) => {
-            info!(?principal, "connected");
-            Ok(ws_response(200, None))
-        }
-        Err(error) => {
-            debug!(code = error.code.as_str(), "connection refused");
-            Ok(refusal(error))
-        }
-    }
+    Ok(match deps.domain(origin(ctx))?.connect_edge(parts).await {
+        Ok(()) => ws_response(200, None),
+        Err(refused) => ws_response(refused.status, Some(refused.body)),
+    })
 }
 
 /// `$disconnect` (best effort: API Gateway may never send it).
@@ -161,16 +150,15 @@ pub async fn disconnect<S: Store + Clone, P: PushSource>(
     deps: &Deps<S, P>,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
     let ctx = &event.request_context;
-    if let Ok(connection) = connection_id(ctx)? {
-        debug!(
-            status = ?ctx.disconnect_status_code,
-            reason = ?ctx.disconnect_reason,
-            "disconnected"
-        );
-        deps.domain(origin(ctx))?
-            .disconnect(&connection, request_time(ctx))
-            .await;
-    }
+    let connection = raw_connection_id(ctx)?;
+    debug!(
+        status = ?ctx.disconnect_status_code,
+        reason = ?ctx.disconnect_reason,
+        "disconnected"
+    );
+    deps.domain(origin(ctx))?
+        .disconnect_edge(connection, request_time(ctx))
+        .await;
     Ok(ws_response(200, None))
 }
 
@@ -183,44 +171,30 @@ pub async fn message<S: Store + Clone, P: PushSource>(
     deps: &Deps<S, P>,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
     let ctx = &event.request_context;
+    let connection = raw_connection_id(ctx)?;
     let body = event.body.unwrap_or_default();
-    let reply = if event.is_base64_encoded {
-        // A binary frame, as the local gateway answers it.
-        ServerFrame::err(
-            None,
-            ApiError::new(ErrorCode::BadJson, "binary frames are not supported"),
-        )
-    } else {
-        match connection_id(ctx)? {
-            Ok(connection) => {
-                debug!(route = ?ctx.route_key, "frame");
-                deps.domain(origin(ctx))?
-                    .handle_frame(&connection, &body, request_time(ctx))
-                    .await
-            }
-            Err(error) => ServerFrame::err(peek_request_id(&body), error),
-        }
-    };
-    Ok(ws_response(200, Some(reply.to_json())))
+    debug!(route = ?ctx.route_key, "frame");
+    // A binary frame comes base64-encoded; it is answered as the local
+    // gateway answers it.
+    let reply = deps
+        .domain(origin(ctx))?
+        .frame_edge(connection, &body, event.is_base64_encoded, request_time(ctx))
+        .await;
+    Ok(ws_response(200, Some(reply)))
 }
 
-/// The connection id of an event. The two results keep two failures apart:
-/// no id at all is a broken event (the function fails); an id the domain
-/// does not accept is answered like any other refusal.
-fn connection_id(
-    ctx: &ApiGatewayWebsocketProxyRequestContext,
-) -> Result<Result<ConnectionId, ApiError>, HandlerError> {
-    let raw = ctx
-        .connection_id
+/// The connection id of an event: API Gateway always sends one, so an
+/// event without it is broken (the function fails).
+fn raw_connection_id(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<&str, HandlerError> {
+    ctx.connection_id
         .as_deref()
         .filter(|id| !id.is_empty())
-        .ok_or(HandlerError::MissingField("requestContext.connectionId"))?;
-    Ok(ConnectionId::parse(raw).map_err(|e| {
-        // API Gateway's ids are 16 base64 characters: a mismatch with what
-        // the domain accepts is a bug, not a client error.
-        warn!(connection_id = %tether_domain::ids::Redacted(raw), error = %e, "the domain refuses this connection id");
-        ApiError::new(ErrorCode::Internal, "connection id not accepted")
-    }))
+        .ok_or(HandlerError::MissingField("requestContext.connectionId"))
+}
+
+/// The `Authorization` header's value.
+fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get(AUTHORIZATION).map(HeaderValue::as_bytes)
 }
 
 fn origin(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Origin<'_> {
@@ -238,14 +212,6 @@ fn request_time(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Millis {
     } else {
         now_millis()
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_millis() -> Millis {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Millis::try_from(since.as_millis()).unwrap_or(Millis::MAX)
 }
 
 fn ws_response(status: u16, body: Option<String>) -> ApiGatewayProxyResponse {
@@ -266,30 +232,6 @@ fn not_through_cloudfront() -> ApiError {
         ErrorCode::Forbidden,
         "this API takes requests through its CloudFront distribution only",
     )
-}
-
-/// A refused `$connect`: the error code's status and `{"code","message"}`.
-fn refusal(error: ApiError) -> ApiGatewayProxyResponse {
-    let status = error.code.http_status();
-    ws_response(status, Some(error_body(error)))
-}
-
-/// `{"code","message"}`, the body of every HTTP error answer.
-fn error_body(error: ApiError) -> String {
-    let body = ErrorBody {
-        code: error.code,
-        message: error.message,
-    };
-    serde_json::to_string(&body).unwrap_or_else(|_| r#"{"code":"internal","message":""}"#.into())
-}
-
-/// The token of an `Authorization: Bearer <token>` header (the scheme in
-/// any case, as RFC 7235 says).
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 // ---------------------------------------------------------------------------
@@ -315,7 +257,6 @@ pub async fn http<S: Store + Clone, P: PushSource>(
     } else {
         now_millis()
     };
-    let method = &ctx.http.method;
     let path = ctx
         .http
         .path
@@ -326,39 +267,21 @@ pub async fn http<S: Store + Clone, P: PushSource>(
         domain_name: ctx.domain_name.as_deref(),
         stage: ctx.stage.as_deref(),
     })?;
-    let bearer = bearer_token(&event.headers);
-    let answer = match (method, path) {
-        (&Method::POST, "/api/ticket") => domain
-            .issue_ticket(bearer, now)
-            .await
-            .map(|ticket| json_text(&ticket)),
-        (&Method::POST, "/api/pair") => match body_text(&event) {
-            Ok(body) => match serde_json::from_str::<PairRequest>(&body) {
-                Ok(request) => domain
-                    .pair(bearer, source_address(&event), request, now)
-                    .await
-                    .map(|data| json_text(&data)),
-                Err(e) => Err(ApiError::bad_request(format!("bad pairing request: {e}"))),
-            },
-            Err(e) => Err(e),
-        },
-        (_, "/api/ticket" | "/api/pair") => {
-            return Ok(http_response(
-                405,
-                error_body(ApiError::bad_request(format!("{path} takes POST"))),
-            ))
-        }
-        _ => Err(ApiError::not_found("endpoint")),
+    let body = match body_bytes(&event) {
+        Ok(body) => body,
+        Err(error) => return Ok(http_response(error.code.http_status(), error_body(error))),
     };
-    Ok(match answer {
-        Ok(body) => http_response(200, body),
-        Err(error) => {
-            if error.code == ErrorCode::Internal {
-                warn!(message = %error.message, "internal error");
-            }
-            http_response(error.code.http_status(), error_body(error))
-        }
-    })
+    let answer = domain
+        .http(HttpRequest {
+            method: ctx.http.method.as_str(),
+            path,
+            authorization: authorization(&event.headers),
+            source: source_address(&event),
+            body: &body,
+            now,
+        })
+        .await;
+    Ok(http_response(answer.status, answer.body))
 }
 
 /// The address a request came from, for the cap on pending workers per
@@ -396,34 +319,24 @@ fn source_address(event: &ApiGatewayV2httpRequest) -> Option<IpAddr> {
     entries.next().copied().or(hop)
 }
 
-fn json_text<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
-}
-
-/// The request body as text (API Gateway base64-encodes bodies it takes
-/// for binary).
-fn body_text(event: &ApiGatewayV2httpRequest) -> Result<String, ApiError> {
-    let body = event.body.clone().unwrap_or_default();
+/// The request body (API Gateway base64-encodes bodies it takes for binary).
+fn body_bytes(event: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, ApiError> {
+    let body = event.body.as_deref().unwrap_or_default();
     if !event.is_base64_encoded {
-        return Ok(body);
+        return Ok(body.as_bytes().to_vec());
     }
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
         .decode(body.as_bytes())
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| ApiError::bad_request("the body is not UTF-8 JSON"))
+        .map_err(|_| ApiError::bad_request("the body is not valid base64"))
 }
 
 fn http_response(status: u16, body: String) -> ApiGatewayV2httpResponse {
     let mut response = ApiGatewayV2httpResponse::default();
     response.status_code = i64::from(status);
-    response
-        .headers
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-        .headers
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in HTTP_HEADERS {
+        response.headers.insert(name, HeaderValue::from_static(value));
+    }
     response.body = Some(Body::Text(body));
     response
 }
@@ -502,16 +415,5 @@ mod tests {
             source_address(&event("198.51.100.3", Some("junk, 203.0.113.7"))),
             ip("198.51.100.3")
         );
-    }
-
-    #[test]
-    fn bearer_needs_the_scheme() {
-        let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_static("bearer abc"));
-        assert_eq!(bearer_token(&h), Some("abc"));
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer_token(&h), None);
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
-        assert_eq!(bearer_token(&h), None);
     }
 }

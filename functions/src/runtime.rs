@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use tracing::info;
 
 use crate::config::{ConfigError, FunctionConfig};
-use crate::dynamo::https_client;
 use crate::handlers::Deps;
 use crate::push::{ManagementApi, NoPush};
 use crate::{DynamoStore, TableNames};
@@ -55,19 +54,11 @@ impl ColdStart {
 /// rustls-on-ring HTTP client).
 async fn load() -> Result<(FunctionConfig, SdkConfig), StartError> {
     let config = FunctionConfig::from_env()?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(https_client())
-        .load()
-        .await;
-    Ok((config, sdk))
+    Ok((config, crate::dynamo::sdk_config().await))
 }
 
 fn store(config: &FunctionConfig, sdk: &SdkConfig) -> DynamoStore {
-    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
-    if let Some(endpoint) = &config.dynamodb_endpoint {
-        builder = builder.endpoint_url(endpoint);
-    }
-    let client = aws_sdk_dynamodb::Client::from_conf(builder.build());
+    let client = crate::dynamo::client(sdk, config.dynamodb_endpoint.as_deref());
     DynamoStore::new(
         client,
         TableNames {

@@ -22,7 +22,8 @@ use tether_domain::ids::{ConnectionId, SessionId};
 use tether_domain::model::WorkerStatus;
 use tether_domain::store::Store;
 use tether_functions::config::{OriginSecret, ORIGIN_HEADER};
-use tether_functions::handlers::{self, now_millis, Deps, HandlerError};
+use tether_domain::edge::now_millis;
+use tether_functions::handlers::{self, Deps, HandlerError};
 use tether_functions::push::{FixedPush, Origin};
 use tether_functions::DynamoStore;
 

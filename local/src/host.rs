@@ -26,17 +26,17 @@ use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::routing::any;
+use axum::{Extension, Router};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use tether_domain::protocol::PairRequest;
+use tether_domain::edge::{error_body, Answer, HttpRequest, HTTP_HEADERS, HTTP_PATHS};
 use tether_domain::store::Store;
-use tether_domain::{ApiError, Domain, ErrorCode};
+use tether_domain::{ApiError, Domain};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::control::{ControlSocket, DataDir};
-use crate::gateway::{bearer_token, now_millis, DomainBackend, Gateway, GatewayConfig, Hub};
+use crate::gateway::{now_millis, DomainBackend, Gateway, GatewayConfig, Hub};
 use crate::listen::HttpOptions;
 use crate::sqlite::SqliteStore;
 
@@ -147,10 +147,11 @@ pub fn gateway<S: Store>(
 
 /// Every route of the host: `/ws`, `/api/*` and the UI (see the module doc).
 pub fn router<S: Store>(gateway: &Gateway<DomainBackend<S>>) -> Router {
-    let api = Router::new()
-        .route("/api/ticket", post(issue_ticket::<S>))
-        .route("/api/pair", post(pair::<S>))
-        .with_state(gateway.backend().domain().clone());
+    let mut api = Router::new();
+    for path in HTTP_PATHS {
+        api = api.route(path, any(http_api::<S>));
+    }
+    let api = api.with_state(gateway.backend().domain().clone());
     gateway.router(WS_PATH).merge(api).fallback(web_ui)
 }
 
@@ -224,61 +225,42 @@ async fn purge_periodically<S: Store>(domain: Arc<Domain<S, Hub>>) {
     }
 }
 
-/// An error answer to an HTTP request: the code's status and `{"code","message"}`.
-fn api_error(error: ApiError) -> Response {
-    if error.code == ErrorCode::Internal {
-        warn!(message = %error.message, "internal error");
-    }
-    let status =
-        StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = crate::gateway::error_body(error);
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// Tickets and pairing codes are credentials: no cache may keep them.
-fn no_store(response: impl IntoResponse) -> Response {
-    let mut response = response.into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
-    response
-}
-
-async fn issue_ticket<S: Store>(
-    State(domain): State<Arc<Domain<S, Hub>>>,
-    headers: HeaderMap,
-) -> Response {
-    match domain
-        .issue_ticket(bearer_token(&headers), now_millis())
-        .await
-    {
-        Ok(ticket) => no_store(Json(ticket)),
-        Err(e) => api_error(e),
-    }
-}
-
-async fn pair<S: Store>(
+/// `/api/ticket` and `/api/pair`, any method: the domain's edge answers
+/// (405 for a method other than POST), this only reads the request and
+/// writes the answer.
+async fn http_api<S: Store>(
     State(domain): State<Arc<Domain<S, Hub>>>,
     // The listener (`listen.rs`) records the peer of every request.
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // Parsed by hand so a malformed body gets the protocol's error shape
-    // rather than axum's plain-text rejection.
-    let request: PairRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(e) => return api_error(ApiError::bad_request(format!("bad pairing request: {e}"))),
-    };
     let source = peer.map(|Extension(ConnectInfo(peer))| source_address(peer.ip(), &headers));
-    match domain
-        .pair(bearer_token(&headers), source, request, now_millis())
-        .await
-    {
-        Ok(data) => no_store(Json(data)),
-        Err(e) => api_error(e),
+    let answer = domain
+        .http(HttpRequest {
+            method: method.as_str(),
+            path: uri.path(),
+            authorization: headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
+            source,
+            body: &body,
+            now: now_millis(),
+        })
+        .await;
+    api_response(answer)
+}
+
+/// An answer of the HTTP API, with its headers.
+fn api_response(answer: Answer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, answer.body).into_response();
+    for (name, value) in HTTP_HEADERS {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
     }
+    response
 }
 
 /// The address a pairing request came from, for the cap on pending workers
@@ -349,7 +331,10 @@ fn content_security_policy(headers: &HeaderMap) -> String {
 async fn web_ui(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');
     if path == "api" || path.starts_with("api/") {
-        return api_error(ApiError::not_found("endpoint"));
+        return api_response(Answer {
+            status: 404,
+            body: error_body(ApiError::not_found("endpoint")),
+        });
     }
     let name = if path.is_empty() { "index.html" } else { path };
     let Some(file) = WebUi::get(name) else {

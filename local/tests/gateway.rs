@@ -361,7 +361,7 @@ async fn connect_and_disconnect_run_once_each() {
     assert!(id.as_str().ends_with('='));
     assert_eq!(info.query_param("ticket"), Some("t+1"));
     assert_eq!(info.query_param("v"), Some("1"));
-    assert_eq!(info.bearer(), Some("cred"));
+    assert_eq!(info.authorization(), Some(&b"Bearer cred"[..]));
     assert!(h.hub.is_open(id.as_str()));
 
     ws.close(None).await.expect("close");

@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand};
 use tether_domain::handlers::Disconnected;
 use tether_domain::store::Store as _;
 use tether_domain::Domain;
-use tether_functions::handlers::now_millis;
+use tether_domain::edge::now_millis;
 use tether_functions::push::{ApiGatewayPush, NoPush};
 use tether_functions::{DynamoStore, TableNames};
 
@@ -97,15 +97,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(tether_functions::dynamo::https_client())
-        .load()
-        .await;
-    let mut builder = aws_sdk_dynamodb::config::Builder::from(&sdk);
-    if let Some(endpoint) = &cli.dynamodb_endpoint {
-        builder = builder.endpoint_url(endpoint);
-    }
-    let client = aws_sdk_dynamodb::Client::from_conf(builder.build());
+    let sdk = tether_functions::dynamo::sdk_config().await;
+    let client = tether_functions::dynamo::client(&sdk, cli.dynamodb_endpoint.as_deref());
     let tables = TableNames { main: cli.table };
     if let Command::CreateTable = cli.command {
         DynamoStore::create_tables(&client, &tables)

@@ -84,15 +84,24 @@ pub fn https_client() -> SharedHttpClient {
         .build_https()
 }
 
-/// A DynamoDB client configured from the environment as the SDK does it
-/// (region, credentials; `AWS_ENDPOINT_URL_DYNAMODB` for a local endpoint),
-/// with [`https_client`].
-pub async fn client_from_env() -> Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+/// The SDK's settings from the environment, as the SDK reads them (region,
+/// credentials), with [`https_client`].
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(https_client())
         .load()
-        .await;
-    Client::new(&config)
+        .await
+}
+
+/// A DynamoDB client on `sdk`'s settings, at `endpoint` if given (a local
+/// DynamoDB-compatible server) or AWS's otherwise. The one way the
+/// functions, `tether-admin` and the test bed make one.
+pub fn client(sdk: &aws_config::SdkConfig, endpoint: Option<&str>) -> Client {
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    Client::from_conf(builder.build())
 }
 
 // ---------------------------------------------------------------------------

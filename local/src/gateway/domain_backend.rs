@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
-use tether_domain::ids::ConnectionId;
-use tether_domain::protocol::{ErrorBody, ServerFrame};
+use tether_domain::edge::ConnectParts;
 use tether_domain::store::Store;
-use tether_domain::{handlers::ConnectRequest, ApiError, Domain, ErrorCode};
-use tracing::warn;
+use tether_domain::Domain;
 
 use super::{Accept, Backend, ConnId, ConnectInfo, Hub, Millis, Refusal};
 
@@ -36,44 +34,23 @@ impl<S: Store> DomainBackend<S> {
     }
 }
 
-/// The domain's name for a gateway connection id.
-fn domain_id(conn: &ConnId) -> Result<ConnectionId, ApiError> {
-    ConnectionId::parse(conn.as_str()).map_err(|e| {
-        // Only a mismatch between the id format the gateway mints and the
-        // one the domain accepts gets here: a bug, not a client error.
-        warn!(conn = %conn.redacted(), error = %e, "the domain refuses this connection id");
-        ApiError::new(ErrorCode::Internal, "connection id not accepted")
-    })
-}
-
-/// The JSON body of an HTTP error answer: `{"code","message"}`.
-pub(crate) fn error_body(error: ApiError) -> String {
-    let body = ErrorBody {
-        code: error.code,
-        message: error.message,
-    };
-    serde_json::to_string(&body).unwrap_or_else(|_| r#"{"code":"internal","message":""}"#.into())
-}
-
 impl<S: Store> Backend for DomainBackend<S> {
     async fn connect(&self, info: ConnectInfo) -> Result<Accept, Refusal> {
-        let refuse = |error: ApiError| Refusal {
-            status: error.code.http_status(),
-            body: error_body(error),
-        };
-        let connection_id = domain_id(&info.connection_id).map_err(refuse)?;
-        let request = ConnectRequest {
-            connection_id,
-            ticket: info.query_param("ticket").map(str::to_owned),
-            bearer: info.bearer().map(str::to_owned),
-            version: info.query_param("v").map(str::to_owned),
+        let parts = ConnectParts {
+            connection_id: info.connection_id.as_str(),
+            ticket: info.query_param("ticket"),
+            version: info.query_param("v"),
+            authorization: info.authorization(),
             now: info.now,
         };
         self.domain
-            .connect(request)
+            .connect_edge(parts)
             .await
-            .map(|_| Accept::default())
-            .map_err(refuse)
+            .map(|()| Accept::default())
+            .map_err(|refused| Refusal {
+                status: refused.status,
+                body: refused.body,
+            })
     }
 
     async fn message(
@@ -83,16 +60,11 @@ impl<S: Store> Backend for DomainBackend<S> {
         body: String,
         now: Millis,
     ) -> Option<String> {
-        let reply = match domain_id(conn) {
-            Ok(id) => self.domain.handle_frame(&id, &body, now).await,
-            Err(error) => ServerFrame::err(tether_domain::protocol::peek_request_id(&body), error),
-        };
-        Some(reply.to_json())
+        // The gateway answers binary frames itself.
+        Some(self.domain.frame_edge(conn.as_str(), &body, false, now).await)
     }
 
     async fn disconnect(&self, conn: &ConnId, _status: u16, _reason: String, now: Millis) {
-        if let Ok(id) = domain_id(conn) {
-            self.domain.disconnect(&id, now).await;
-        }
+        self.domain.disconnect_edge(conn.as_str(), now).await;
     }
 }

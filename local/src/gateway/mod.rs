@@ -38,13 +38,14 @@ use axum::Router;
 use http::HeaderMap;
 use tether_domain::protocol::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 
-pub(crate) use domain_backend::error_body;
+pub(crate) use tether_domain::edge::error_body;
 pub use domain_backend::DomainBackend;
 pub use hub::{
     ConnectionStatus, Gone, Hub, SERVER_CLOSE_CODE, SERVER_CLOSE_REASON, TOO_SLOW_CLOSE_CODE,
     TOO_SLOW_CLOSE_REASON,
 };
-pub use time::{iso8601, now_millis};
+pub use tether_domain::edge::now_millis;
+pub use time::iso8601;
 
 /// Milliseconds since the Unix epoch, as the domain counts time.
 pub type Millis = tether_domain::model::Millis;
@@ -147,19 +148,12 @@ impl ConnectInfo {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The token of an `Authorization: Bearer` header.
-    pub fn bearer(&self) -> Option<&str> {
-        bearer_token(&self.headers)
+    /// The `Authorization` header's value.
+    pub fn authorization(&self) -> Option<&[u8]> {
+        self.headers
+            .get(http::header::AUTHORIZATION)
+            .map(http::HeaderValue::as_bytes)
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` header (scheme matched
-/// without regard to case, as RFC 7235 says).
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// `$connect` accepted the connection.
@@ -368,20 +362,5 @@ mod tests {
         assert_eq!(route_key(r#"{"action":5}"#), DEFAULT_ROUTE);
         assert_eq!(route_key(r#"["action"]"#), DEFAULT_ROUTE);
         assert_eq!(route_key("not json"), DEFAULT_ROUTE);
-    }
-
-    #[test]
-    fn bearer_needs_the_scheme() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            http::header::AUTHORIZATION,
-            "bearer abc".parse().expect("header"),
-        );
-        assert_eq!(bearer_token(&h), Some("abc"));
-        h.insert(
-            http::header::AUTHORIZATION,
-            "Basic abc".parse().expect("header"),
-        );
-        assert_eq!(bearer_token(&h), None);
     }
 }

@@ -1,19 +1,7 @@
-//! Wall-clock time as the domain counts it, and the ISO 8601 form the
-//! Management API answers with.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! The ISO 8601 form of a time, as the Management API answers with it.
+//! (The clock itself is `tether_domain::edge::now_millis`.)
 
 use super::Millis;
-
-/// Milliseconds since the Unix epoch. The domain takes `now` as an argument
-/// everywhere, so this is the one place the host reads the clock.
-pub fn now_millis() -> Millis {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        // A clock set before 1970 is broken; 0 keeps the arithmetic sane.
-        Err(_) => 0,
-    }
-}
 
 /// `2026-11-24T10:15:30.123Z` for a time in milliseconds since the epoch.
 pub fn iso8601(ms: Millis) -> String {

@@ -61,31 +61,28 @@ impl TierConfig {
     /// (creating the table, adding users). Credentials are placeholders: a
     /// local DynamoDB-compatible server does not check them.
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-        let config = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(self.region.clone()))
-            .credentials_provider(Credentials::new("local", "local", None, None, "tether"))
-            .endpoint_url(&self.dynamodb_endpoint)
-            .http_client(tether_functions::dynamo::https_client())
-            .build();
-        aws_sdk_dynamodb::Client::from_conf(config)
+        tether_functions::dynamo::client(&self.sdk(), Some(&self.dynamodb_endpoint))
     }
 
-    /// The push port on a Management API endpoint of this tier (the test
-    /// bed's own, on loopback), as the functions and `tether-admin` use it
-    /// on AWS. Credentials are placeholders: the test bed checks none.
-    pub fn management_push(&self, endpoint: &str) -> tether_functions::push::ApiGatewayPush {
+    /// The SDK's settings for this tier: its region, placeholder
+    /// credentials, the functions' HTTP client.
+    fn sdk(&self) -> aws_config::SdkConfig {
         use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
-        let sdk = aws_config::SdkConfig::builder()
+        aws_config::SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(self.region.clone()))
             .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
                 "local", "local", None, None, "tether",
             )))
             .http_client(tether_functions::dynamo::https_client())
-            .build();
-        let client = tether_functions::push::ApiGatewayPush::client(&sdk, endpoint);
+            .build()
+    }
+
+    /// The push port on a Management API endpoint of this tier (the test
+    /// bed's own, on loopback), as the functions and `tether-admin` use it
+    /// on AWS. Credentials are placeholders: the test bed checks none.
+    pub fn management_push(&self, endpoint: &str) -> tether_functions::push::ApiGatewayPush {
+        let client = tether_functions::push::ApiGatewayPush::client(&self.sdk(), endpoint);
         tether_functions::push::ApiGatewayPush::new(client, 1)
     }
 }
