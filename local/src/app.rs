@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context as _};
 use tether_domain::push::Push;
 use tether_domain::store::Store;
+use tether_domain::handlers::{Operator, UserCommand as DomainUserCommand};
 use tether_domain::Domain;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -20,7 +21,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{self, Cli, Command, FileConfig, UserCommand};
 use crate::control::ControlPush;
-use crate::gateway::{iso8601, now_millis, GatewayConfig};
+use crate::gateway::{now_millis, GatewayConfig};
 use crate::host::{self, LocalDomain};
 use crate::listen::HttpOptions;
 
@@ -222,9 +223,9 @@ async fn serve(
     host::serve(domain, gateway, http, listener, shutdown_signal()).await
 }
 
+/// Whether the store has no user yet.
 pub async fn no_users<S: Store, P: Push>(domain: &Domain<S, P>) -> anyhow::Result<bool> {
-    let users = domain.store.users().await.context("reading users")?;
-    Ok(users.is_empty())
+    domain.no_users().await.map_err(|e| anyhow!("reading users: {}", e.message))
 }
 
 async fn user(command: &UserCommand, data_dir: &std::path::Path) -> anyhow::Result<()> {
@@ -243,92 +244,26 @@ pub async fn user_with<S: Store, P: Push>(
     command: &UserCommand,
     domain: &Domain<S, P>,
 ) -> anyhow::Result<()> {
-    match command {
-        UserCommand::Add { name, admin } => {
-            let (user, secret) = domain
-                .add_user(name, *admin, now_millis())
-                .await
-                .map_err(|e| anyhow!("cannot add user {name:?}: {}", e.message))?;
-            info!(user = %user.id, admin = user.admin, "user added");
-            println!("Created user \"{}\" ({}).", user.name, user.id);
-            println!("  Secret: {}", secret.expose());
-            println!(
-                "The secret is shown only this once. `tether user reset {}` makes a new one.",
-                user.name
-            );
-        }
-        UserCommand::List => {
-            let users = domain.store.users().await.context("reading users")?;
-            if users.is_empty() {
-                println!("No users. `tether user add NAME --admin` creates one.");
-                return Ok(());
-            }
-            let width = users
-                .iter()
-                .map(|u| u.name.chars().count())
-                .max()
-                .unwrap_or(4)
-                .max(4);
-            println!("{:width$}  {:28}  {:5}  CREATED", "NAME", "ID", "ADMIN");
-            for u in users {
-                println!(
-                    "{:width$}  {:28}  {:5}  {}",
-                    u.name,
-                    u.id.as_str(),
-                    if u.admin { "yes" } else { "no" },
-                    iso8601(u.created_at)
-                );
-            }
-        }
-        UserCommand::Reset { name } => {
-            let reset = domain
-                .reset_user_secret(name, now_millis())
-                .await
-                .map_err(|e| anyhow!("cannot reset the secret of {name:?}: {}", e.message))?;
-            info!(user = %name, closed = reset.browsers.closed, "secret reset");
-            println!("New secret for \"{name}\": {}", reset.secret.expose());
-            println!(
-                "The secret is shown only this once; the old one and its sign-in tickets no longer work."
-            );
-            println!(
-                "Closed {} open connection(s) of \"{name}\".",
-                reset.browsers.closed
-            );
-            all_closed(&reset.browsers)?;
-        }
-        UserCommand::Remove { name } => {
-            let removed = domain
-                .remove_user(name, now_millis())
-                .await
-                .map_err(|e| anyhow!("cannot remove the user {name:?}: {}", e.message))?;
-            info!(user = %removed.user.id, workers = removed.workers_revoked, "user removed");
-            println!(
-                "Removed the user \"{name}\" ({}); their secret and sign-in tickets no longer work.",
-                removed.user.id
-            );
-            println!(
-                "Revoked {} worker(s); closed {} connection(s) of the user and {} of their workers.",
-                removed.workers_revoked, removed.browsers.closed, removed.workers.closed
-            );
-            println!("Their sessions and messages stay in the database.");
-            let mut failed = removed.browsers;
-            failed.failed.extend(removed.workers.failed);
-            all_closed(&failed)?;
-        }
+    let command = match command {
+        UserCommand::Add { name, admin } => DomainUserCommand::Add { name, admin: *admin },
+        UserCommand::List => DomainUserCommand::List,
+        UserCommand::Reset { name } => DomainUserCommand::Reset { name },
+        UserCommand::Remove { name } => DomainUserCommand::Remove { name },
+    };
+    let op = Operator {
+        program: "tether",
+        kept_in: "the database",
+    };
+    let report = domain
+        .user_command(command, op, now_millis())
+        .await
+        .map_err(|e| anyhow!("{}", e.message))?;
+    for line in &report.lines {
+        println!("{line}");
     }
-    Ok(())
-}
-
-/// Fails the command (after what it did was printed) when some
-/// connections could not be closed: whoever revokes access must know.
-fn all_closed(report: &tether_domain::handlers::Disconnected) -> anyhow::Result<()> {
-    match report.failed.first() {
+    match report.unclosed {
+        Some(why) => Err(anyhow!(why)),
         None => Ok(()),
-        Some(first) => Err(anyhow!(
-            "{} connection(s) could not be closed ({first}); their records are deleted, so they \
-             can no longer act or receive anything, and they end when idle",
-            report.failed.len()
-        )),
     }
 }
 

@@ -198,3 +198,126 @@ impl<S: Store, P: Push> Domain<S, P> {
         Ok((revoked, sockets))
     }
 }
+
+/// A user command of an operator's command line (`tether user …` on the
+/// local host, `tether-admin user …` on AWS): one runner for both, so the
+/// two say the same things.
+#[derive(Clone, Copy, Debug)]
+pub enum UserCommand<'a> {
+    Add { name: &'a str, admin: bool },
+    List,
+    Reset { name: &'a str },
+    Remove { name: &'a str },
+}
+
+/// How a command line names itself, and where it keeps conversations, for
+/// its messages (`tether` and "the database"; `tether-admin` and "the table").
+#[derive(Clone, Copy, Debug)]
+pub struct Operator<'a> {
+    pub program: &'a str,
+    pub kept_in: &'a str,
+}
+
+/// What a user command did: the lines to print, and, if some connections
+/// could not be closed, why (the command then fails, after printing).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub lines: Vec<String>,
+    pub unclosed: Option<String>,
+}
+
+impl Report {
+    fn unclosed(mut self, report: &Disconnected) -> Self {
+        self.unclosed = report.failed.first().map(|first| {
+            format!(
+                "{} connection(s) could not be closed ({first}); their records are deleted, so \
+                 they can no longer act or receive anything, and they end when idle",
+                report.failed.len()
+            )
+        });
+        self
+    }
+}
+
+impl<S: Store, P: Push> Domain<S, P> {
+    /// Whether the store has no user yet (a fresh install).
+    pub async fn no_users(&self) -> Result<bool, ApiError> {
+        Ok(self.store.users().await?.is_empty())
+    }
+
+    /// Runs a user command. The secret a command makes is in its lines:
+    /// they go to the operator's terminal, never to a log.
+    pub async fn user_command(&self, command: UserCommand<'_>, op: Operator<'_>, now: Millis) -> Result<Report, ApiError> {
+        let what = match command {
+            UserCommand::Add { name, .. } => format!("cannot add user {name:?}"),
+            UserCommand::List => "cannot list users".into(),
+            UserCommand::Reset { name } => format!("cannot reset the secret of {name:?}"),
+            UserCommand::Remove { name } => format!("cannot remove the user {name:?}"),
+        };
+        self.run_user_command(command, op, now).await.map_err(|mut e| {
+            e.message = format!("{what}: {}", e.message);
+            e
+        })
+    }
+
+    async fn run_user_command(&self, command: UserCommand<'_>, op: Operator<'_>, now: Millis) -> Result<Report, ApiError> {
+        let program = op.program;
+        let mut lines = Vec::new();
+        match command {
+            UserCommand::Add { name, admin } => {
+                let (user, secret) = self.add_user(name, admin, now).await?;
+                lines.push(format!("Created user \"{}\" ({}).", user.name, user.id));
+                lines.push(format!("  Secret: {}", secret.expose()));
+                lines.push(format!(
+                    "The secret is shown only this once. `{program} user reset {}` makes a new one.",
+                    user.name
+                ));
+                Ok(Report { lines, unclosed: None })
+            }
+            UserCommand::List => {
+                let users = self.store.users().await?;
+                if users.is_empty() {
+                    lines.push(format!("No users. `{program} user add NAME --admin` creates one."));
+                    return Ok(Report { lines, unclosed: None });
+                }
+                let width = users.iter().map(|u| u.name.chars().count()).max().unwrap_or(4).max(4);
+                lines.push(format!("{:width$}  {:28}  {:5}  CREATED", "NAME", "ID", "ADMIN"));
+                for u in users {
+                    lines.push(format!(
+                        "{:width$}  {:28}  {:5}  {}",
+                        u.name,
+                        u.id.as_str(),
+                        if u.admin { "yes" } else { "no" },
+                        crate::edge::iso8601(u.created_at)
+                    ));
+                }
+                Ok(Report { lines, unclosed: None })
+            }
+            UserCommand::Reset { name } => {
+                let reset = self.reset_user_secret(name, now).await?;
+                lines.push(format!("New secret for \"{name}\": {}", reset.secret.expose()));
+                lines.push(
+                    "The secret is shown only this once; the old one and its sign-in tickets no longer work."
+                        .into(),
+                );
+                lines.push(format!("Closed {} open connection(s) of \"{name}\".", reset.browsers.closed));
+                Ok(Report { lines, unclosed: None }.unclosed(&reset.browsers))
+            }
+            UserCommand::Remove { name } => {
+                let removed = self.remove_user(name, now).await?;
+                lines.push(format!(
+                    "Removed the user \"{name}\" ({}); their secret and sign-in tickets no longer work.",
+                    removed.user.id
+                ));
+                lines.push(format!(
+                    "Revoked {} worker(s); closed {} connection(s) of the user and {} of their workers.",
+                    removed.workers_revoked, removed.browsers.closed, removed.workers.closed
+                ));
+                lines.push(format!("Their sessions and messages stay in {}.", op.kept_in));
+                let mut all = removed.browsers;
+                all.merge(removed.workers);
+                Ok(Report { lines, unclosed: None }.unclosed(&all))
+            }
+        }
+    }
+}

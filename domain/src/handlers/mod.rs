@@ -93,7 +93,7 @@ impl<S: Store, P: Push> Domain<S, P> {
     }
 }
 
-pub use admin::{Disconnected, Removed, Reset};
+pub use admin::{Disconnected, Operator, Removed, Report, Reset, UserCommand};
 
 /// What a gateway knows of a connection attempt (`$connect`).
 #[derive(Clone, Debug)]

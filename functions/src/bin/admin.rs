@@ -23,10 +23,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tether_domain::handlers::Disconnected;
-use tether_domain::store::Store as _;
-use tether_domain::Domain;
 use tether_domain::edge::now_millis;
+use tether_domain::handlers::{Operator, UserCommand as DomainUserCommand};
+use tether_domain::Domain;
 use tether_functions::push::{ApiGatewayPush, NoPush};
 use tether_functions::{DynamoStore, TableNames};
 
@@ -114,68 +113,41 @@ async fn run(cli: Cli) -> Result<(), String> {
     // Add and list reach no connection; reset and remove close some.
     let endpoint = cli.management_endpoint.as_deref();
     let config = tether_domain::Config::default();
-    match command {
+    let op = Operator {
+        program: "tether-admin",
+        kept_in: "the table",
+    };
+    let report = match command {
+        // Add and list reach no connection.
         UserCommand::Add { name, admin } => {
-            let domain = Domain::new(store, NoPush, config);
-            let (user, secret) = domain
-                .add_user(&name, admin, now_millis())
+            Domain::new(store, NoPush, config)
+                .user_command(DomainUserCommand::Add { name: &name, admin }, op, now_millis())
                 .await
-                .map_err(|e| format!("cannot add user {name:?}: {}", e.message))?;
-            println!("Created user \"{}\" ({}).", user.name, user.id);
-            println!("  Secret: {}", secret.expose());
-            println!("The secret is shown only this once. `tether-admin user reset {}` makes a new one.", user.name);
-        }
-        UserCommand::Reset { name } => {
-            let domain = Domain::new(store, management_push(&sdk, endpoint)?, config);
-            let reset = domain
-                .reset_user_secret(&name, now_millis())
-                .await
-                .map_err(|e| format!("cannot reset the secret of {name:?}: {}", e.message))?;
-            println!("New secret for \"{name}\": {}", reset.secret.expose());
-            println!("The secret is shown only this once; the old one and its tickets no longer work.");
-            println!("Closed {} open connection(s) of \"{name}\".", reset.browsers.closed);
-            unclosed(&reset.browsers)?;
-        }
-        UserCommand::Remove { name } => {
-            let domain = Domain::new(store, management_push(&sdk, endpoint)?, config);
-            let removed = domain
-                .remove_user(&name, now_millis())
-                .await
-                .map_err(|e| format!("cannot remove the user {name:?}: {}", e.message))?;
-            println!(
-                "Removed the user \"{name}\" ({}); their secret and tickets no longer work.",
-                removed.user.id
-            );
-            println!(
-                "Revoked {} worker(s); closed {} connection(s) of the user and {} of their workers.",
-                removed.workers_revoked, removed.browsers.closed, removed.workers.closed
-            );
-            println!("Their sessions and messages stay in the table.");
-            let mut all = removed.browsers;
-            all.failed.extend(removed.workers.failed);
-            unclosed(&all)?;
         }
         UserCommand::List => {
-            let domain = Domain::new(store, NoPush, config);
-            let users = domain
-                .store
-                .users()
+            Domain::new(store, NoPush, config)
+                .user_command(DomainUserCommand::List, op, now_millis())
                 .await
-                .map_err(|e| format!("reading users: {e}"))?;
-            if users.is_empty() {
-                println!("No users. `tether-admin user add NAME --admin` creates one.");
-            }
-            for u in users {
-                println!(
-                    "{}  {}  {}",
-                    u.name,
-                    u.id.as_str(),
-                    if u.admin { "admin" } else { "user" }
-                );
-            }
+        }
+        UserCommand::Reset { name } => {
+            Domain::new(store, management_push(&sdk, endpoint)?, config)
+                .user_command(DomainUserCommand::Reset { name: &name }, op, now_millis())
+                .await
+        }
+        UserCommand::Remove { name } => {
+            Domain::new(store, management_push(&sdk, endpoint)?, config)
+                .user_command(DomainUserCommand::Remove { name: &name }, op, now_millis())
+                .await
         }
     }
-    Ok(())
+    .map_err(|e| e.message)?;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    match report.unclosed {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
 }
 
 /// The push port on the WebSocket API's Management API, for the commands
@@ -198,15 +170,3 @@ fn management_push(sdk: &aws_config::SdkConfig, endpoint: Option<&str>) -> Resul
     Ok(ApiGatewayPush::new(ApiGatewayPush::client(sdk, endpoint), 1))
 }
 
-/// Fails the command (after what it did was printed) if some connections
-/// could not be closed: the operator must know.
-fn unclosed(report: &Disconnected) -> Result<(), String> {
-    match report.failed.first() {
-        None => Ok(()),
-        Some(first) => Err(format!(
-            "{} connection(s) could not be closed ({first}); their records are deleted, so \
-             they can no longer act or receive anything, and they end when idle",
-            report.failed.len()
-        )),
-    }
-}

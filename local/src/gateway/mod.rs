@@ -26,7 +26,6 @@ mod connection;
 mod domain_backend;
 mod frames;
 mod hub;
-mod time;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -44,8 +43,7 @@ pub use hub::{
     ConnectionStatus, Gone, Hub, SERVER_CLOSE_CODE, SERVER_CLOSE_REASON, TOO_SLOW_CLOSE_CODE,
     TOO_SLOW_CLOSE_REASON,
 };
-pub use tether_domain::edge::now_millis;
-pub use time::iso8601;
+pub use tether_domain::edge::{iso8601, now_millis};
 
 /// Milliseconds since the Unix epoch, as the domain counts time.
 pub type Millis = tether_domain::model::Millis;
