@@ -290,6 +290,23 @@ pub enum PromptKind {
     Question,
 }
 
+impl PromptKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Permission => "permission",
+            Self::Question => "question",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "permission" => Self::Permission,
+            "question" => Self::Question,
+            _ => return None,
+        })
+    }
+}
+
 /// Who is on the other end of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {

@@ -774,21 +774,6 @@ impl Entity for MessageRecord {
 
 // ---- prompts ----
 
-fn prompt_kind_str(kind: PromptKind) -> &'static str {
-    match kind {
-        PromptKind::Permission => "permission",
-        PromptKind::Question => "question",
-    }
-}
-
-fn prompt_kind_parse(s: &str) -> Option<PromptKind> {
-    match s {
-        "permission" => Some(PromptKind::Permission),
-        "question" => Some(PromptKind::Question),
-        _ => None,
-    }
-}
-
 impl Entity for Rec<Prompt> {
     const WHAT: &'static str = "prompt";
 
@@ -808,7 +793,7 @@ impl Entity for Rec<Prompt> {
             .s("message", p.message.as_str())
             .s("worker", p.worker.as_str())
             .s(OWNER, p.owner.as_str())
-            .s("kind", prompt_kind_str(p.kind))
+            .s("kind", p.kind.as_str())
             .opt_json("answer", p.answer.as_ref())?
             .b("delivered", p.delivered)
             .n("created_at", p.created_at)
@@ -825,7 +810,7 @@ impl Entity for Rec<Prompt> {
                 message: a.id("message")?,
                 worker: a.id("worker")?,
                 owner: a.id(OWNER)?,
-                kind: a.parsed("kind", prompt_kind_parse)?,
+                kind: a.parsed("kind", PromptKind::parse)?,
                 answer: a.opt_json("answer")?,
                 delivered: a.b("delivered")?,
                 created_at: a.n("created_at")?,

@@ -17,7 +17,7 @@ use tether_domain::store::{
 };
 
 use super::rows::{
-    chunk_row, connection_row, message_row, principal_cols, prompt_kind_str, prompt_row,
+    chunk_row, connection_row, message_row, principal_cols, prompt_row,
     session_row, to_json, user_row, worker_row, USER_COLS, WORKER_COLS,
 };
 use super::{db_err, SqliteStore};
@@ -1372,7 +1372,7 @@ impl Store for SqliteStore {
                 pr.message.as_str(),
                 pr.worker.as_str(),
                 pr.owner.as_str(),
-                prompt_kind_str(pr.kind),
+                pr.kind.as_str(),
                 answer,
                 pr.delivered,
                 pr.created_at

@@ -180,21 +180,6 @@ pub(super) fn chunk_row(row: &Row<'_>) -> rusqlite::Result<Chunk> {
 pub(super) const PROMPT_COLS: &str =
     "id, session, message, worker, owner, kind, answer, delivered, created_at";
 
-pub(super) fn prompt_kind_str(kind: PromptKind) -> &'static str {
-    match kind {
-        PromptKind::Permission => "permission",
-        PromptKind::Question => "question",
-    }
-}
-
-fn prompt_kind_parse(s: &str) -> Option<PromptKind> {
-    match s {
-        "permission" => Some(PromptKind::Permission),
-        "question" => Some(PromptKind::Question),
-        _ => None,
-    }
-}
-
 pub(super) fn prompt_row(row: &Row<'_>) -> rusqlite::Result<Prompt> {
     Ok(Prompt {
         id: id(row, 0)?,
@@ -202,7 +187,7 @@ pub(super) fn prompt_row(row: &Row<'_>) -> rusqlite::Result<Prompt> {
         message: id(row, 2)?,
         worker: id(row, 3)?,
         owner: id(row, 4)?,
-        kind: enum_col(row, 5, prompt_kind_parse)?,
+        kind: enum_col(row, 5, PromptKind::parse)?,
         answer: opt_json(row, 6)?,
         delivered: row.get(7)?,
         created_at: row.get(8)?,
