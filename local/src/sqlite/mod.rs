@@ -1,19 +1,28 @@
 //! `SqliteStore`: the store port on one SQLite file.
 //!
-//! One connection behind a mutex: the local host serves one person's
-//! handful of browsers and workers, and a single writer makes every
-//! conditional method atomic without retry loops. Each call runs on the
-//! blocking pool, so a slow fsync never stalls the async executor.
+//! One connection, owned by one thread of its own (the writer): every call
+//! is a job sent to it, so a single writer makes every conditional method
+//! atomic without retry loops, and no call blocks the async executor or
+//! queues on a lock in the blocking pool.
 //!
-//! Durability: WAL with `synchronous=FULL` syncs the log on every commit, so
-//! a write that returned `Ok` survives a killed process and a power cut.
+//! **Group commit.** The writer takes every job waiting and runs them in one
+//! transaction (up to [`MAX_BATCH`]), each in a savepoint where it needs
+//! several statements to be atomic, then commits once and only then answers
+//! them all. Under load one fsync serves many calls; alone, a call is
+//! answered as soon as its own commit is done.
+//!
+//! Durability: WAL with `synchronous=FULL` syncs the log on every commit, and
+//! no call is answered before the commit that holds it, so a write that
+//! returned `Ok` survives a killed process and a power cut.
 
 mod port;
 mod rows;
 mod schema;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{ffi, Connection, ErrorCode};
@@ -25,16 +34,27 @@ pub use schema::SCHEMA_VERSION;
 /// while the server is up) to release the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The store port on SQLite. Clones share one connection.
+/// Jobs one commit may hold at most: a bound on how long the first of them
+/// waits for its answer behind the others.
+const MAX_BATCH: usize = 128;
+
+/// The store port on SQLite. Clones share one connection (one writer
+/// thread), which ends when the last clone is dropped.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    conn: Mutex<Connection>,
+    jobs: mpsc::Sender<Job>,
     path: Option<PathBuf>,
 }
+
+/// A call for the writer: runs on the connection inside the batch's
+/// transaction (or not at all, given none), and gives back how to answer
+/// its caller once the batch is committed (`Ok`) or not (`Err`, why).
+type Job = Box<dyn FnOnce(Option<&mut Connection>) -> Answer + Send>;
+type Answer = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,28 +114,51 @@ impl SqliteStore {
         }
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn)?;
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("tether-sqlite".into())
+            .spawn(move || writer(conn, queue))
+            .map_err(|e| StoreError::Unavailable(format!("start the store's writer: {e}")))?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
-                path,
-            }),
+            inner: Arc::new(Inner { jobs, path }),
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool. The mutex is taken
-    /// and released inside the blocking task, never held across an await.
+    /// Runs `f` on the writer's connection, inside a batch's transaction,
+    /// and answers once that transaction is committed. A call that fails
+    /// leaves nothing behind: a single statement is atomic, and a call of
+    /// several uses a savepoint (`port::immediate`).
     async fn run<T, F>(&self, op: &'static str, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        let result = tokio::task::spawn_blocking(move || {
-            let mut conn = inner.lock();
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("{op}: store task failed: {e}")))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Some(conn) => catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(format!(
+                        "{op}: the store call panicked"
+                    )))
+                }),
+                // Not run; the answer below says why.
+                None => Err(StoreError::Unavailable(op.into())),
+            };
+            Box::new(move |committed: Result<(), String>| {
+                let result = match committed {
+                    Ok(()) => result,
+                    // What it wrote, or read inside the batch, was not kept.
+                    Err(why) => Err(StoreError::Unavailable(format!("{op}: {why}"))),
+                };
+                let _ = tx.send(result);
+            })
+        });
+        self.inner.jobs.send(job).map_err(|_| {
+            StoreError::Unavailable(format!("{op}: the store's writer has stopped"))
+        })?;
+        let result = rx.await.map_err(|_| {
+            StoreError::Unavailable(format!("{op}: the store's writer has stopped"))
+        })?;
         match &result {
             // A taken key is an answer for the caller, not a fault.
             Err(e @ StoreError::Conflict(_)) => tracing::debug!(op, error = %e, "store conflict"),
@@ -125,6 +168,22 @@ impl SqliteStore {
         result
     }
 
+    /// Runs `f` on the connection and waits for it, from any thread (the
+    /// adapter's own tests read settings and query plans this way).
+    #[cfg(test)]
+    fn with_connection<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = tx.send(f(conn.expect("the batch began")));
+            Box::new(|_| {})
+        });
+        self.inner.jobs.send(job).expect("the writer runs");
+        rx.recv().expect("the job ran")
+    }
+
     /// Deletes every connection record (their watches go with them) and
     /// clears every worker's presence; returns how many records went. Only
     /// for a host that has just taken the database over (see
@@ -132,7 +191,7 @@ impl SqliteStore {
     pub async fn forget_connections(&self) -> StoreResult<u64> {
         self.run("forget_connections", |conn| {
             let tx = conn
-                .transaction()
+                .savepoint()
                 .map_err(|e| db_err("forget_connections", e))?;
             let gone = tx
                 .execute("DELETE FROM connections", [])
@@ -149,26 +208,69 @@ impl SqliteStore {
     }
 }
 
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        match self.conn.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => {
-                // A call panicked while holding the connection. Its
-                // transaction rolled back as it unwound; if it panicked
-                // between BEGIN and the transaction guard, undo that here so
-                // later calls do not run inside a stale transaction.
-                let guard = poisoned.into_inner();
-                if !guard.is_autocommit() {
-                    if let Err(e) = guard.execute_batch("ROLLBACK") {
-                        tracing::error!(error = %e, "could not roll back after a panic");
-                    }
-                }
-                tracing::warn!("store connection recovered after a panic");
-                self.conn.clear_poison();
-                guard
+/// The writer thread: waits for a job, takes every other one waiting (up
+/// to [`MAX_BATCH`]), runs them in one `BEGIN IMMEDIATE … COMMIT`, then
+/// answers them. Ends when every store handle is gone.
+fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
         }
+        // Another process (an admin command) may hold the file: BEGIN waits
+        // up to the busy timeout for it.
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::warn!(error = %e, jobs = batch.len(), "store batch refused");
+            let why = format!("could not begin a transaction: {e}");
+            for job in batch {
+                job(None)(Err(why.clone()));
+            }
+            continue;
+        }
+        let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
+        let mut aborted = false;
+        for job in batch {
+            if aborted {
+                answers.push(job(None));
+                continue;
+            }
+            answers.push(job(Some(&mut conn)));
+            // A few errors (a full disk, an I/O error) make SQLite roll the
+            // whole transaction back: what ran is lost, and what is left
+            // must not run outside a transaction.
+            aborted = conn.is_autocommit();
+        }
+        let committed = if aborted {
+            tracing::warn!(jobs = answers.len(), "store batch rolled back by SQLite");
+            Err("the write was rolled back".to_owned())
+        } else {
+            commit(&conn)
+        };
+        for answer in answers {
+            answer(committed.clone());
+        }
+    }
+}
+
+/// Commits the writer's batch; on failure, rolls it back.
+fn commit(conn: &Connection) -> Result<(), String> {
+    {
+        let committed = match conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "store batch not committed");
+                if !conn.is_autocommit() {
+                    if let Err(e) = conn.execute_batch("ROLLBACK") {
+                        tracing::error!(error = %e, "could not roll back a failed batch");
+                    }
+                }
+                Err(format!("the write was not committed: {e}"))
+            }
+        };
+        committed
     }
 }
 

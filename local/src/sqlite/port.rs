@@ -2,9 +2,7 @@
 //! per method. Arguments are copied into owned values first because each
 //! call runs on the blocking pool.
 
-use rusqlite::{
-    params, Connection as SqlConn, OptionalExtension, Params, Row, Transaction, TransactionBehavior,
-};
+use rusqlite::{params, Connection as SqlConn, OptionalExtension, Params, Row, Savepoint};
 use tether_domain::auth::SecretHash;
 use tether_domain::ids::{ConnectionId, MessageId, PromptId, SessionId, UserId, WorkerId};
 use tether_domain::model::{
@@ -17,8 +15,8 @@ use tether_domain::store::{
 };
 
 use super::rows::{
-    chunk_row, connection_row, message_row, principal_cols, prompt_row,
-    session_row, to_json, user_row, worker_row, USER_COLS, WORKER_COLS,
+    chunk_row, connection_row, message_row, principal_cols, prompt_row, session_row, to_json,
+    user_row, worker_row, USER_COLS, WORKER_COLS,
 };
 use super::{db_err, SqliteStore};
 
@@ -428,12 +426,14 @@ fn exec<P: Params>(conn: &SqlConn, op: &str, sql: &str, p: P) -> StoreResult<usi
         .map_err(|e| db_err(op, e))
 }
 
-fn immediate<'c>(conn: &'c mut SqlConn, op: &str) -> StoreResult<Transaction<'c>> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| db_err(op, e))
+/// Makes what follows atomic: a savepoint inside the writer's batch
+/// transaction (see `SqliteStore::run`), released by [`commit`] and rolled
+/// back if dropped, as when the call returns an error.
+fn immediate<'c>(conn: &'c mut SqlConn, op: &str) -> StoreResult<Savepoint<'c>> {
+    conn.savepoint().map_err(|e| db_err(op, e))
 }
 
-fn commit(tx: Transaction<'_>, op: &str) -> StoreResult<()> {
+fn commit(tx: Savepoint<'_>, op: &str) -> StoreResult<()> {
     tx.commit().map_err(|e| db_err(op, e))
 }
 
@@ -571,7 +571,12 @@ impl Store for SqliteStore {
                        VALUES (?1, ?2, ?3, ?4) \
                        ON CONFLICT (hash) DO UPDATE SET user_id = excluded.user_id, \
                        user_secret = excluded.user_secret, expires_at = excluded.expires_at";
-            let p = params![hash.as_str(), t.user.as_str(), t.user_secret.as_str(), t.expires_at];
+            let p = params![
+                hash.as_str(),
+                t.user.as_str(),
+                t.user_secret.as_str(),
+                t.expires_at
+            ];
             exec(conn, "put_ticket", sql, p).map(drop)
         })
         .await
@@ -614,7 +619,12 @@ impl Store for SqliteStore {
                        VALUES (?1, ?2, ?3, ?4) \
                        ON CONFLICT (hash) DO UPDATE SET owner = excluded.owner, \
                        owner_secret = excluded.owner_secret, expires_at = excluded.expires_at";
-            let p = params![hash.as_str(), t.owner.as_str(), t.owner_secret.as_str(), t.expires_at];
+            let p = params![
+                hash.as_str(),
+                t.owner.as_str(),
+                t.owner_secret.as_str(),
+                t.expires_at
+            ];
             exec(conn, "put_pairing_token", sql, p).map(drop)
         })
         .await
@@ -670,7 +680,8 @@ impl Store for SqliteStore {
 
     async fn create_worker(&self, worker: &Worker) -> StoreResult<()> {
         let w = worker.clone();
-        self.run("create_worker", move |conn| insert_worker(conn, &w)).await
+        self.run("create_worker", move |conn| insert_worker(conn, &w))
+            .await
     }
 
     async fn create_pending_worker(
@@ -708,7 +719,12 @@ impl Store for SqliteStore {
         let id = id.clone();
         self.run("delete_expired_pending", move |conn| {
             let p = params![id.as_str(), now];
-            Ok(exec(conn, "delete_expired_pending", &sql::DELETE_EXPIRED_PENDING, p)? == 1)
+            Ok(exec(
+                conn,
+                "delete_expired_pending",
+                &sql::DELETE_EXPIRED_PENDING,
+                p,
+            )? == 1)
         })
         .await
     }
@@ -777,7 +793,13 @@ impl Store for SqliteStore {
         };
         self.run("pending_workers", move |conn| {
             let p = params![now, after_time, after_id, limit];
-            all(conn, "pending_workers", &sql::PENDING_WORKERS, p, worker_row)
+            all(
+                conn,
+                "pending_workers",
+                &sql::PENDING_WORKERS,
+                p,
+                worker_row,
+            )
         })
         .await
     }
@@ -938,9 +960,7 @@ impl Store for SqliteStore {
 
     async fn purge_expired(&self, now: Millis) -> StoreResult<u64> {
         self.run("purge_expired", move |conn| {
-            let tx = conn
-                .transaction()
-                .map_err(|e| db_err("purge_expired", e))?;
+            let tx = immediate(conn, "purge_expired")?;
             let tickets = tx
                 .execute("DELETE FROM tickets WHERE expires_at <= ?1", [now])
                 .map_err(|e| db_err("purge_expired", e))?;
@@ -956,7 +976,9 @@ impl Store for SqliteStore {
                 "DELETE FROM workers WHERE status = 'pending' \
                  AND (pairing_expires_at IS NULL OR pairing_expires_at <= ?1)",
             ] {
-                pairing += tx.execute(sql, [now]).map_err(|e| db_err("purge_expired", e))?;
+                pairing += tx
+                    .execute(sql, [now])
+                    .map_err(|e| db_err("purge_expired", e))?;
             }
             tx.execute(
                 "UPDATE workers SET connection = NULL WHERE connection IS NOT NULL \
@@ -1078,7 +1100,11 @@ impl Store for SqliteStore {
 
     // ---- sessions ----
 
-    async fn insert_session(&self, session: &Session, max_live: u32) -> StoreResult<Capped<Session>> {
+    async fn insert_session(
+        &self,
+        session: &Session,
+        max_live: u32,
+    ) -> StoreResult<Capped<Session>> {
         let s = session.clone();
         self.run("insert_session", move |conn| {
             let model = to_json("model", &s.model)?;
@@ -1205,7 +1231,11 @@ impl Store for SqliteStore {
 
     // ---- messages ----
 
-    async fn insert_message(&self, message: &Message, max_open: u32) -> StoreResult<Capped<Message>> {
+    async fn insert_message(
+        &self,
+        message: &Message,
+        max_open: u32,
+    ) -> StoreResult<Capped<Message>> {
         let mut m = message.clone();
         self.run("insert_message", move |conn| {
             const OP: &str = "insert_message";

@@ -15,24 +15,25 @@ fn file_store() -> (tempfile::TempDir, SqliteStore) {
 #[test]
 fn connection_is_durable_and_enforces_keys() {
     let (_dir, store) = file_store();
-    let conn = store.inner.lock();
-    let mode: String = conn
-        .pragma_query_value(None, "journal_mode", |r| r.get(0))
-        .expect("journal_mode");
-    assert_eq!(mode, "wal");
-    // 2 is FULL: the log is synced on every commit.
-    let sync: i64 = conn
-        .pragma_query_value(None, "synchronous", |r| r.get(0))
-        .expect("synchronous");
-    assert_eq!(sync, 2);
-    let fk: bool = conn
-        .pragma_query_value(None, "foreign_keys", |r| r.get(0))
-        .expect("foreign_keys");
-    assert!(fk);
-    let timeout: i64 = conn
-        .pragma_query_value(None, "busy_timeout", |r| r.get(0))
-        .expect("busy_timeout");
-    assert!(timeout > 0);
+    store.with_connection(|conn| {
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .expect("journal_mode");
+        assert_eq!(mode, "wal");
+        // 2 is FULL: the log is synced on every commit.
+        let sync: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .expect("synchronous");
+        assert_eq!(sync, 2);
+        let fk: bool = conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .expect("foreign_keys");
+        assert!(fk);
+        let timeout: i64 = conn
+            .pragma_query_value(None, "busy_timeout", |r| r.get(0))
+            .expect("busy_timeout");
+        assert!(timeout > 0);
+    });
 }
 
 /// Every request-path statement reads through an index: a plan step that
@@ -40,36 +41,37 @@ fn connection_is_durable_and_enforces_keys() {
 #[test]
 fn request_queries_use_indexes() {
     let store = SqliteStore::open_in_memory().expect("open store");
-    let conn = store.inner.lock();
-    for (name, query) in sql::all() {
-        let mut st = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
-            .unwrap_or_else(|e| panic!("{name} does not prepare: {e}"));
-        let nulls = vec![Value::Null; st.parameter_count()];
-        let plan: Vec<String> = st
-            .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
-            .and_then(|rows| rows.collect())
-            .unwrap_or_else(|e| panic!("{name} has no plan: {e}"));
-        for step in &plan {
-            // `json_each` is the from-set of a transition, a handful of
-            // values; a constant row is the outer query of `SELECT EXISTS`.
-            let full_scan = step.starts_with("SCAN ")
-                && !step.contains(" USING ")
-                && !step.contains("json_each")
-                && step != "SCAN CONSTANT ROW";
-            assert!(!full_scan, "{name} scans a table: {step}\nplan: {plan:#?}");
-        }
-        let paged = matches!(
-            name,
-            "SESSIONS_OF" | "SESSIONS_OF_WORKER" | "MESSAGES_OF" | "CHUNKS" | "PENDING_WORKERS"
-        );
-        if paged {
-            assert!(
-                !plan.iter().any(|s| s.contains("TEMP B-TREE")),
-                "{name} sorts instead of reading in index order: {plan:#?}"
+    store.with_connection(|conn| {
+        for (name, query) in sql::all() {
+            let mut st = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+                .unwrap_or_else(|e| panic!("{name} does not prepare: {e}"));
+            let nulls = vec![Value::Null; st.parameter_count()];
+            let plan: Vec<String> = st
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
+                .and_then(|rows| rows.collect())
+                .unwrap_or_else(|e| panic!("{name} has no plan: {e}"));
+            for step in &plan {
+                // `json_each` is the from-set of a transition, a handful of
+                // values; a constant row is the outer query of `SELECT EXISTS`.
+                let full_scan = step.starts_with("SCAN ")
+                    && !step.contains(" USING ")
+                    && !step.contains("json_each")
+                    && step != "SCAN CONSTANT ROW";
+                assert!(!full_scan, "{name} scans a table: {step}\nplan: {plan:#?}");
+            }
+            let paged = matches!(
+                name,
+                "SESSIONS_OF" | "SESSIONS_OF_WORKER" | "MESSAGES_OF" | "CHUNKS" | "PENDING_WORKERS"
             );
+            if paged {
+                assert!(
+                    !plan.iter().any(|s| s.contains("TEMP B-TREE")),
+                    "{name} sorts instead of reading in index order: {plan:#?}"
+                );
+            }
         }
-    }
+    });
 }
 
 /// The counts behind the per-user caps read just the rows they count
@@ -78,25 +80,27 @@ fn request_queries_use_indexes() {
 #[test]
 fn cap_counts_read_their_own_indexes() {
     let store = SqliteStore::open_in_memory().expect("open store");
-    let conn = store.inner.lock();
-    for (query, index) in [
-        (&*sql::COUNT_CONNECTIONS, "connections_by_principal"),
-        (&*sql::COUNT_LIVE_SESSIONS, "sessions_live"),
-        (&*sql::COUNT_OPEN_MESSAGES, "messages_open_by_owner"),
-    ] {
-        let mut st = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
-            .expect("prepare");
-        let nulls = vec![Value::Null; st.parameter_count()];
-        let plan: Vec<String> = st
-            .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
-            .and_then(|rows| rows.collect())
-            .expect("plan");
-        assert!(
-            plan.iter().any(|step| step.contains(&format!("COVERING INDEX {index} "))),
-            "{query} does not count from {index}: {plan:#?}"
-        );
-    }
+    store.with_connection(|conn| {
+        for (query, index) in [
+            (&*sql::COUNT_CONNECTIONS, "connections_by_principal"),
+            (&*sql::COUNT_LIVE_SESSIONS, "sessions_live"),
+            (&*sql::COUNT_OPEN_MESSAGES, "messages_open_by_owner"),
+        ] {
+            let mut st = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+                .expect("prepare");
+            let nulls = vec![Value::Null; st.parameter_count()];
+            let plan: Vec<String> = st
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
+                .and_then(|rows| rows.collect())
+                .expect("plan");
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains(&format!("COVERING INDEX {index} "))),
+                "{query} does not count from {index}: {plan:#?}"
+            );
+        }
+    });
 }
 
 /// A database of the first schema (foreign keys from workers, sessions and
@@ -117,9 +121,12 @@ async fn the_first_schema_migrates_and_its_users_can_be_removed() {
     let session = testkit::session(&user.id, &worker.id, T0);
     {
         let conn = rusqlite::Connection::open(&path).expect("open raw");
-        conn.pragma_update(None, "foreign_keys", true).expect("foreign keys");
-        conn.execute_batch(super::schema::MIGRATIONS[0]).expect("schema 1");
-        conn.pragma_update(None, "user_version", 1).expect("version 1");
+        conn.pragma_update(None, "foreign_keys", true)
+            .expect("foreign keys");
+        conn.execute_batch(super::schema::MIGRATIONS[0])
+            .expect("schema 1");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version 1");
         conn.execute(
             "INSERT INTO users (id, name, secret_hash, admin, created_at) VALUES (?1, ?2, ?3, 0, ?4)",
             params![user.id.as_str(), user.name, user.secret_hash.as_str(), T0],
@@ -133,7 +140,12 @@ async fn the_first_schema_migrates_and_its_users_can_be_removed() {
         conn.execute(
             "INSERT INTO workers (id, owner, status, credential_hash, machine, name, workdir, \
              models, created_at) VALUES (?1, ?2, 'approved', ?3, 'm', 'w', '/w', '[]', ?4)",
-            params![worker.id.as_str(), user.id.as_str(), worker.credential_hash.as_str(), T0],
+            params![
+                worker.id.as_str(),
+                user.id.as_str(),
+                worker.credential_hash.as_str(),
+                T0
+            ],
         )
         .expect("worker");
         conn.execute(
@@ -155,19 +167,32 @@ async fn the_first_schema_migrates_and_its_users_can_be_removed() {
     }
 
     let store = SqliteStore::open(&path).expect("migrate");
-    let version: u32 = store
-        .inner
-        .lock()
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .expect("version");
+    let version: u32 = store.with_connection(|conn| {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version")
+    });
     assert_eq!(version, super::SCHEMA_VERSION);
-    let kept = store.worker(&worker.id).await.expect("worker").expect("kept");
-    assert_eq!((kept.owner.as_ref(), kept.status), (Some(&user.id), worker.status));
-    let kept = store.session(&session.id).await.expect("session").expect("kept");
+    let kept = store
+        .worker(&worker.id)
+        .await
+        .expect("worker")
+        .expect("kept");
+    assert_eq!(
+        (kept.owner.as_ref(), kept.status),
+        (Some(&user.id), worker.status)
+    );
+    let kept = store
+        .session(&session.id)
+        .await
+        .expect("session")
+        .expect("kept");
     assert_eq!((&kept.owner, &kept.worker), (&user.id, &worker.id));
     // The old ticket had no secret hash: it went with the old table.
     assert_eq!(
-        store.take_ticket(&SecretHash::from_stored("t"), T0).await.expect("take"),
+        store
+            .take_ticket(&SecretHash::from_stored("t"), T0)
+            .await
+            .expect("take"),
         None
     );
     // References into the rebuilt tables resolve, and are enforced.
@@ -181,10 +206,58 @@ async fn the_first_schema_migrates_and_its_users_can_be_removed() {
     assert!(store.delete_user(&user.id).await.expect("remove"));
     assert!(store.worker(&worker.id).await.expect("worker").is_some());
     assert!(store.session(&session.id).await.expect("session").is_some());
-    let fk: bool = store
-        .inner
-        .lock()
-        .pragma_query_value(None, "foreign_keys", |r| r.get(0))
-        .expect("foreign_keys");
+    let fk: bool = store.with_connection(|conn| {
+        conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .expect("foreign_keys")
+    });
     assert!(fk, "foreign keys are enforced again after the migration");
+}
+
+/// Calls made together share one commit (the writer's batch) without
+/// sharing a fate: in one burst, a clashing insert is refused and the
+/// others are kept, each chunk exactly once, and every answer came after
+/// its commit (a fresh store on the same file sees them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_calls_commits_together_and_fails_apart() {
+    use tether_domain::store::{Inserted, Store as _, StoreError};
+    use tether_domain::testkit;
+
+    let (dir, store) = file_store();
+    let seed = testkit::seed(&store).await;
+    let session = testkit::seed_session(&store, &seed, testkit::T0).await;
+    let message = testkit::seed_message(&store, &session, "burst").await;
+    let mut calls = Vec::new();
+    for seq in 0..300u32 {
+        let (store, id) = (store.clone(), message.id.clone());
+        calls.push(tokio::spawn(async move {
+            // Each seq twice: the second insert of a seq finds the first.
+            let chunk = testkit::text_chunk(&id, seq % 150, "x");
+            matches!(store.insert_chunk(&chunk).await.expect("insert"), Inserted::New(_))
+        }));
+    }
+    let clashes: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_user(&testkit::user("same-name")).await })
+        })
+        .collect();
+    let mut fresh = 0;
+    for call in calls {
+        fresh += u32::from(call.await.expect("task"));
+    }
+    assert_eq!(fresh, 150, "each seq stored once");
+    let mut created = 0;
+    for clash in clashes {
+        match clash.await.expect("task") {
+            Ok(()) => created += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("a clash is a conflict, not {e}"),
+        }
+    }
+    assert_eq!(created, 1, "one user of the name");
+    drop(store);
+    let reopened = SqliteStore::open(&dir.path().join("tether.db")).expect("reopen");
+    let kept = reopened.chunks(&message.id, 0, 1_000).await.expect("chunks");
+    assert_eq!(kept.len(), 150);
+    assert!(reopened.user_by_name("same-name").await.expect("read").is_some());
 }
