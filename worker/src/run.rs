@@ -124,10 +124,14 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
     let http = host_tls.http_client()?;
     tokio::pin!(shutdown);
 
-    let workdir = config
+    // The directory as itself, not as it was written: `.` in two projects
+    // is two workers, each with its own credential file and name.
+    let mut config = config;
+    config.workdir = config
         .workdir
         .canonicalize()
         .with_context(|| format!("working directory {}", config.workdir.display()))?;
+    let workdir = config.workdir.clone();
     let endpoints = Endpoints::from_server(&config.server)?;
     let path = config.credential_path();
     let mut stored = pairing::load_or_create(&path, &config.server, &workdir)?;

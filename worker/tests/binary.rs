@@ -315,3 +315,54 @@ fn tether_insecure_in_the_environment_lifts_the_refusal() {
     assert!(!stderr.contains("refusing"), "{stderr}");
     assert!(stderr.contains(&format!("--ca-cert {}: cannot read it", missing.display())), "{stderr}");
 }
+
+/// Two projects, each running `tether-worker` in its own directory without
+/// `--dir` (as the README's AWS steps do): two workers, each pairing for
+/// itself and keeping its own credential file, named after its directory.
+#[tokio::test]
+async fn workers_started_in_two_directories_are_two_workers() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (port, mut seen) = host().await;
+    let stub = opencode_stub(root.path());
+    let mut files = Vec::new();
+    for project in ["alpha", "beta"] {
+        let workdir = root.path().join(project);
+        std::fs::create_dir_all(&workdir).expect("workdir");
+        let log = root.path().join(format!("{project}.log"));
+        let mut child = worker(root.path())
+            .current_dir(&workdir)
+            .args(["--server", &format!("http://127.0.0.1:{port}")])
+            .arg("--config-dir")
+            .arg(root.path().join("tether"))
+            .arg("--opencode")
+            .arg(&stub)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start tether-worker");
+        let mut leftovers = Leftovers(vec![child.id()]);
+        assert!(
+            matches!(next_seen(&mut seen, &format!("{project}'s pairing request"), &log).await, Seen::Paired),
+            "each directory pairs for itself"
+        );
+        assert!(matches!(next_seen(&mut seen, "the websocket", &log).await, Seen::Connected));
+        leftovers.0.push(wait_for_pid(&workdir.join("opencode.pid"), &log).await);
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = child.wait();
+        while !matches!(next_seen(&mut seen, "the end of the connection", &log).await, Seen::Ended) {}
+        leftovers.0.clear();
+        let stored: Vec<_> = std::fs::read_dir(root.path().join("tether"))
+            .expect("config dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json") && !files.contains(p))
+            .collect();
+        assert_eq!(stored.len(), 1, "{project} has a credential file of its own: {stored:?}");
+        let text = read(&stored[0]);
+        let canonical = workdir.canonicalize().expect("canonical");
+        assert!(
+            text.contains(&format!("\"{}\"", canonical.display())),
+            "the file names the directory itself, not `.`: {text}"
+        );
+        files.extend(stored);
+    }
+}
