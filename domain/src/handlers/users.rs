@@ -311,10 +311,30 @@ impl<S: Store, P: Push> Domain<S, P> {
             None => return Ok(json!({ "session": session_view(&session) })),
         };
         // Messages that never reached the agent end here; running ones end
-        // when the worker reports them aborted.
+        // when the worker reports them aborted, or here too if it is offline
+        // (it hears of it when it is back, as for `message_abort`).
         self.end_pending(&session.worker, &session.id, MessageStatus::Aborted, "the session ended", now)
             .await?;
-        if let Some(worker) = self.store.worker(&session.worker).await? {
+        let worker = self.store.worker(&session.worker).await?;
+        if !worker.as_ref().is_some_and(|w| w.online(now, self.config.presence_timeout_ms)) {
+            for m in self.store.open_messages(&session.worker).await? {
+                if m.session != session.id || m.status != MessageStatus::Streaming {
+                    continue;
+                }
+                let patch = MessagePatch {
+                    error: Some("the session ended while its worker was offline".into()),
+                    ..MessagePatch::default()
+                };
+                if let Some(m) = self
+                    .store
+                    .transition_message(&m.id, &[MessageStatus::Streaming], MessageStatus::Aborted, &patch, now)
+                    .await?
+                {
+                    self.announce_message(&m, now).await;
+                }
+            }
+        }
+        if let Some(worker) = worker {
             let frame = ServerFrame::SessionEnd {
                 session_id: session.id.clone(),
             };

@@ -360,9 +360,10 @@ pub async fn sigkill_and_restart(mode: Mode) {
 }
 
 /// A worker gone for good mid-answer (killed, its machine off): aborting
-/// one of its answers ends it at once, the lease ends the other, both
-/// sessions take messages again, and when the worker does come back it is
-/// told to stop both and may add nothing to them.
+/// one of its answers ends it at once, as does ending another's session;
+/// the lease ends the third; the sessions take messages again, and when
+/// the worker does come back it is told to stop all three and may add
+/// nothing to them.
 pub async fn worker_gone_for_good(mode: Mode) {
     use tether_domain::protocol::{MessageView, Request, ServerFrame};
     use tether_domain::ErrorCode;
@@ -373,11 +374,12 @@ pub async fn worker_gone_for_good(mode: Mode) {
     } = paired(&server, "gwen").await;
     let first = ready_session(&user, &mut worker).await;
     let second = ready_session(&user, &mut worker).await;
+    let third = ready_session(&user, &mut worker).await;
     user.watch(&first, None).await;
     user.watch(&second, None).await;
-    let (m1, m2) = (MessageId::random(), MessageId::random());
+    let (m1, m2, m4) = (MessageId::random(), MessageId::random(), MessageId::random());
     let d = deltas(4);
-    for (session, message) in [(&first, &m1), (&second, &m2)] {
+    for (session, message) in [(&first, &m1), (&second, &m2), (&third, &m4)] {
         user.send_message(session, message, "Answer slowly").await;
         worker.dispatched(message).await;
         worker.started(message).await;
@@ -404,6 +406,16 @@ pub async fn worker_gone_for_good(mode: Mode) {
         d[..2].concat(),
         "the chunks it had are kept"
     );
+
+    // Ending a session ends its running answer too.
+    user.call(Request::SessionEnd {
+        session_id: third.clone(),
+    })
+    .await
+    .ok();
+    let history = user.history(&third).await;
+    assert_eq!(history.session.status, SessionStatus::Ended);
+    assert_eq!(history.messages[0].status, MessageStatus::Aborted, "{:?}", history.messages[0]);
 
     // The second is left alone: past the lease (time itself is awaited
     // here), the next look at the session ends it.
@@ -436,8 +448,8 @@ pub async fn worker_gone_for_good(mode: Mode) {
     // Back, still running both: it is told to stop them, what it still
     // sends of them is refused, and the new message reaches it.
     let mut worker = WorkerClient::connect(&server, &identity).await;
-    worker.hello(&[m1.clone(), m2.clone()]).await.ok();
-    for m in [&m1, &m2] {
+    worker.hello(&[m1.clone(), m2.clone(), m4.clone()]).await.ok();
+    for m in [&m1, &m2, &m4] {
         worker
             .next_event(&format!("message_abort of {m}"), |e| {
                 matches!(e, ServerFrame::MessageAbort { message_id, .. } if message_id == m)
