@@ -2,6 +2,7 @@
 // client's events and the user's actions.
 
 import { batch, computed, signal } from "@preact/signals";
+import { MAX_FRAME_BYTES, MAX_TEXT_BYTES } from "../protocol/limits";
 import { useEffect } from "preact/hooks";
 
 import type {
@@ -513,10 +514,27 @@ async function deliver(c: ChatState, messageId: string, text: string): Promise<v
   }
 }
 
+/**
+ * Why a message cannot be sent as it is (too long for the protocol), in
+ * words; `null` when it can. Checked as the user types, so the text is
+ * never sent only to be refused.
+ */
+export function messageTooLarge(text: string): string | null {
+  const body = text.trim();
+  const bytes = new TextEncoder().encode(body).length;
+  // The frame that carries it: its JSON escapes count too.
+  const frame = new TextEncoder().encode(
+    JSON.stringify({ action: "message_send", id: "r_000000", session_id: "s".repeat(40), message_id: "m".repeat(40), text: body }),
+  ).length;
+  if (bytes <= MAX_TEXT_BYTES && frame <= MAX_FRAME_BYTES) return null;
+  const kb = (n: number) => `${Math.ceil(n / 1024)} KB`;
+  return `This message is ${kb(Math.max(bytes, frame))}; a message can be at most ${kb(MAX_TEXT_BYTES)}. Put long text in a file in the project and ask the agent to read it.`;
+}
+
 export function sendMessage(text: string): boolean {
   const c = chat.value;
   const body = text.trim();
-  if (!c || !body) return false;
+  if (!c || !body || messageTooLarge(body)) return false;
   askNotificationPermission();
   const id = randomId("msg_");
   c.transcript.addLocal(id, body, Date.now());
@@ -535,6 +553,16 @@ export function retrySend(messageId: string): void {
   c.outbox.set(messageId, text);
   bump();
   if (client.isOpen) void deliver(c, messageId, text);
+}
+
+/** Drops a message the host refused, so it no longer sits in the way. */
+export function discardSend(messageId: string): void {
+  const c = chat.value;
+  const t = c?.transcript.turn(messageId);
+  if (!c || t?.local?.state !== "failed") return;
+  c.outbox.delete(messageId);
+  c.transcript.removeLocal(messageId);
+  bump();
 }
 
 export async function abortRunning(): Promise<void> {

@@ -7,6 +7,7 @@ import {
   chat,
   chatVersion,
   endSession,
+  messageTooLarge,
   newSessionDialog,
   openChat,
   recheckChat,
@@ -222,8 +223,10 @@ function Composer({ running, onSend }: { running: boolean; onSend: (text: string
   };
   useLayoutEffect(resize, [text]);
 
+  // Cheap for short text; below 5,000 characters nothing can be too large.
+  const tooLarge = text.length > 5_000 ? messageTooLarge(text) : null;
   const submit = () => {
-    if (!text.trim()) return;
+    if (!text.trim() || tooLarge) return;
     if (onSend(text)) setText("");
   };
 
@@ -267,12 +270,17 @@ function Composer({ running, onSend }: { running: boolean; onSend: (text: string
             class="icon-btn round send"
             aria-label="Send message"
             title="Send (Enter)"
-            disabled={!text.trim()}
+            disabled={!text.trim() || !!tooLarge}
           >
             <IconSend size={16} />
           </button>
         </div>
       </form>
+      {tooLarge ? (
+        <div class="callout callout-error composer-error" role="alert">
+          <IconAlert size={16} /> {tooLarge}
+        </div>
+      ) : null}
       <div class="composer-hint" aria-hidden="true">
         <kbd>Enter</kbd> to send · <kbd>Shift</kbd>+<kbd>Enter</kbd> new line{running ? <> · <kbd>Esc</kbd> to stop</> : null}
       </div>

@@ -3,7 +3,7 @@ import { useMemo, useRef, useState } from "preact/hooks";
 
 import type { JsonValue } from "../protocol/serde_json/JsonValue";
 import type { PermissionReply } from "../protocol";
-import { answerPrompt, retrySend } from "../app/store";
+import { answerPrompt, discardSend, retrySend } from "../app/store";
 import { parseDiff } from "../lib/diff";
 import { cost, tokens } from "../lib/format";
 import { highlight } from "../lib/markdown";
@@ -94,9 +94,14 @@ function TurnBody({ turn, index, ctx }: { turn: Turn; index: number; ctx: TurnCo
             {us.tone === "warn" ? <IconClock size={13} /> : null}
             {us.label}
             {turn.local?.state === "failed" ? (
-              <button type="button" class="link-btn" onClick={() => retrySend(turn.messageId)}>
-                Retry
-              </button>
+              <>
+                <button type="button" class="link-btn" onClick={() => retrySend(turn.messageId)}>
+                  Retry
+                </button>
+                <button type="button" class="link-btn" onClick={() => discardSend(turn.messageId)}>
+                  Discard
+                </button>
+              </>
             ) : null}
           </div>
         ) : null}
@@ -225,11 +230,11 @@ function BlockView({
     case "file_edit":
       return <FileEdit block={block} />;
     case "permission":
-      return <Permission block={block} ctx={ctx} from={promptSubagent(turn, block.callId)} />;
+      return <Permission block={block} ctx={ctx} ended={!live} from={promptSubagent(turn, block.callId)} />;
     case "subagent":
       return <SubagentCard block={block} live={live} />;
     case "question":
-      return <Question block={block} ctx={ctx} />;
+      return <Question block={block} ctx={ctx} ended={!live} />;
     case "retry":
       return (
         <div class="callout callout-warn" role="status">
@@ -457,10 +462,13 @@ const REPLY_LABEL: Record<PermissionReply, string> = {
 function Permission({
   block,
   ctx,
+  ended,
   from,
 }: {
   block: Extract<Block, { type: "permission" }>;
   ctx: TurnContext;
+  /** The answer it belongs to is over: nothing can take a reply any more. */
+  ended: boolean;
   /** The subagent that asks, if it is not the answer's own agent. */
   from?: Extract<Block, { type: "subagent" }>;
 }) {
@@ -498,12 +506,12 @@ function Permission({
         <div class={`prompt-answer ${block.reply === "reject" ? "tone-error" : "tone-ok"}`}>
           {block.reply === "reject" ? <IconX size={14} /> : <IconCheck size={14} />} {decided}
         </div>
+      ) : ended || ctx.sessionClosed ? (
+        <div class="prompt-answer tone-muted">Not answered: the answer ended first</div>
       ) : pending ? (
         <div class="prompt-answer tone-muted">
           <span class="spinner" aria-hidden="true" /> {pending}, waiting for the agent…
         </div>
-      ) : ctx.sessionClosed ? (
-        <div class="prompt-answer tone-muted">Not answered</div>
       ) : (
         <div class="prompt-actions">
           <button type="button" class="btn btn-primary btn-small" onClick={() => reply("once")}>
@@ -521,7 +529,15 @@ function Permission({
   );
 }
 
-function Question({ block, ctx }: { block: Extract<Block, { type: "question" }>; ctx: TurnContext }) {
+function Question({
+  block,
+  ctx,
+  ended,
+}: {
+  block: Extract<Block, { type: "question" }>;
+  ctx: TurnContext;
+  ended: boolean;
+}) {
   const [chosen, setChosen] = useState<string[][]>(() => block.questions.map(() => []));
   const pending = ctx.answering.get(block.promptId);
   const toggle = (qi: number, label: string, multiple: boolean) => {
@@ -548,7 +564,7 @@ function Question({ block, ctx }: { block: Extract<Block, { type: "question" }>;
       </div>
       {block.questions.length === 0 ? <pre class="tool-pre">{JSON.stringify(block.raw, null, 2)}</pre> : null}
       {block.questions.map((q, qi) => (
-        <fieldset class="question-item" key={qi} disabled={block.answered || !!pending || ctx.sessionClosed}>
+        <fieldset class="question-item" key={qi} disabled={block.answered || !!pending || ended || ctx.sessionClosed}>
           <legend>{q.header ? <span class="muted">{q.header}: </span> : null}{q.question}</legend>
           <div class="options">
             {q.options.map((o) => {
@@ -584,11 +600,13 @@ function Question({ block, ctx }: { block: Extract<Block, { type: "question" }>;
             </>
           )}
         </div>
+      ) : ended || ctx.sessionClosed ? (
+        <div class="prompt-answer tone-muted">Not answered: the answer ended first</div>
       ) : pending ? (
         <div class="prompt-answer tone-muted">
           <span class="spinner" aria-hidden="true" /> {pending}, waiting for the agent…
         </div>
-      ) : ctx.sessionClosed ? null : (
+      ) : (
         <div class="prompt-actions">
           <button
             type="button"

@@ -71,6 +71,20 @@ test("a worker that vanishes mid-answer: Stop ends it at once, the lease ends it
   await worker.goOnline();
   await waitComplete(page, 3, 60_000);
 
+  // A message too long for the protocol is stopped before it is sent, in
+  // words, and stays in the composer.
+  const box = page.getByLabel("Message", { exact: true });
+  await box.fill("x".repeat(40 * 1024));
+  const refusal = page.locator(".composer-error");
+  await refusal.waitFor({ timeout: WAIT });
+  assert.match((await refusal.textContent()) ?? "", /This message is 40 KB; a message can be at most 30 KB/);
+  assert.equal(await page.getByRole("button", { name: "Send message" }).isDisabled(), true);
+  await box.press("Enter");
+  assert.equal(await page.getByRole("article").count(), 3, "nothing was sent");
+  assert.equal((await box.inputValue()).length, 40 * 1024, "the text is kept");
+  await box.fill("short again");
+  assert.equal(await refusal.count(), 0);
+
   assertNoPageErrors(page);
   await context.close();
 });
