@@ -196,9 +196,14 @@ async fn local_worker<S: Store, P: Push>(
 }
 
 pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Ok(listener),
+        // Most often Tether itself, started earlier (another `tether up`).
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow!(
+            "{addr} is in use: is Tether already running there? For another project, start              a worker for it instead: `tether worker --server http://{addr} --dir PATH`              (or pick another --port)"
+        )),
+        Err(e) => Err(e).with_context(|| format!("listening on {addr}")),
+    }
 }
 
 pub fn url_of(listener: &TcpListener) -> anyhow::Result<String> {
@@ -294,4 +299,16 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
     info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_port_in_use_says_what_to_do() {
+        let first = super::bind("127.0.0.1:0".parse().expect("address")).await.expect("bind");
+        let addr = first.local_addr().expect("address");
+        let error = super::bind(addr).await.expect_err("the port is taken").to_string();
+        assert!(error.contains("is in use"), "{error}");
+        assert!(error.contains(&format!("tether worker --server http://{addr} --dir PATH")), "{error}");
+    }
 }
