@@ -35,11 +35,14 @@ where
     F: FnOnce(Cli) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    use std::io::IsTerminal as _;
+    // A user command's output is what it prints: its log says only what
+    // went wrong, unless RUST_LOG asks for more.
+    let level = if matches!(cli.command, Command::User(_)) { "warn" } else { "info" };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
