@@ -528,7 +528,8 @@ export function messageTooLarge(text: string): string | null {
   ).length;
   if (bytes <= MAX_TEXT_BYTES && frame <= MAX_FRAME_BYTES) return null;
   const kb = (n: number) => `${Math.ceil(n / 1024)} KB`;
-  return `This message is ${kb(Math.max(bytes, frame))}; a message can be at most ${kb(MAX_TEXT_BYTES)}. Put long text in a file in the project and ask the agent to read it.`;
+  const size = bytes > MAX_TEXT_BYTES ? `is ${kb(bytes)}` : `takes ${kb(frame)} once encoded`;
+  return `This message ${size}; a message can be at most ${kb(MAX_TEXT_BYTES)}. Put long text in a file in the project and ask the agent to read it.`;
 }
 
 export function sendMessage(text: string): boolean {
