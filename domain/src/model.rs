@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::SecretHash;
 use crate::ids::{ConnectionId, MessageId, PromptId, SessionId, UserId, WorkerId};
-use crate::protocol::{ChunkBody, ModelInfo, ModelRef, PromptAnswer};
+use crate::protocol::{AgentReport, ChunkBody, ModelInfo, ModelRef, PromptAnswer};
 
 /// Milliseconds since the Unix epoch. Handlers get `now` from their host
 /// (API Gateway's `requestTimeEpoch` or the local clock), never read a clock.
@@ -74,6 +74,43 @@ impl WorkerStatus {
     }
 }
 
+/// What a worker's agent (opencode) is doing, as the worker reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    /// opencode is being installed (from npm; once per machine).
+    Installing,
+    /// opencode is starting.
+    Starting,
+    /// opencode runs; the worker's models are what it offers.
+    Ready,
+    /// opencode is not running (it crashed, could not start or install, or
+    /// is being restarted); the report's reason says why.
+    Down,
+}
+
+impl AgentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Installing => "installing",
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Down => "down",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "installing" => Self::Installing,
+            "starting" => Self::Starting,
+            "ready" => Self::Ready,
+            "down" => Self::Down,
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Worker {
     pub id: WorkerId,
@@ -95,6 +132,8 @@ pub struct Worker {
     pub models: Vec<ModelInfo>,
     pub default_model: Option<ModelRef>,
     pub version: Option<String>,
+    /// What the worker last said of its agent; `None` until it says.
+    pub agent: Option<AgentReport>,
     /// Where a pending worker asked to pair from (its address, or an IPv6
     /// address's /64), for the cap on pending workers per source. `None`
     /// for a worker that did not ask over the network.
@@ -170,6 +209,34 @@ impl SessionStatus {
     }
 }
 
+/// Who gave a session its title.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum TitleSource {
+    /// The user, at `session_start`: the agent never changes it.
+    User,
+    /// The agent (opencode names a session after its first message).
+    Agent,
+}
+
+impl TitleSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "user" => Self::User,
+            "agent" => Self::Agent,
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Session {
     pub id: SessionId,
@@ -177,6 +244,8 @@ pub struct Session {
     pub worker: WorkerId,
     pub model: ModelRef,
     pub title: String,
+    /// Who gave `title`; `None` while it is empty.
+    pub title_source: Option<TitleSource>,
     pub status: SessionStatus,
     /// The agent's own id for this session (opencode's `ses_…`).
     pub agent_session_id: Option<String>,
@@ -346,6 +415,7 @@ mod tests {
             models: Vec::new(),
             default_model: None,
             version: None,
+            agent: None,
             source: None,
             created_at: 0,
         }

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{MessageId, PromptId, RequestId, SessionId, UserId, WorkerId};
-use crate::model::{Millis, MessageStatus, SessionStatus, WorkerStatus};
+use crate::model::{AgentState, Millis, MessageStatus, SessionStatus, TitleSource, WorkerStatus};
 
 /// The protocol version a client names with `?v=` when it connects.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -23,6 +23,10 @@ pub const MAX_FRAME_BYTES: usize = 32 * 1024;
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
 /// Longest user message text accepted (it must fit a frame with its envelope).
 pub const MAX_TEXT_BYTES: usize = 30 * 1024;
+/// Longest reason a worker may give with its agent's state (`agent_state`).
+pub const MAX_AGENT_REASON_BYTES: usize = 1000;
+/// Longest session title the agent may give (`session_title`), in characters.
+pub const MAX_AGENT_TITLE_CHARS: usize = 200;
 
 /// A model, as the agent names it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +47,20 @@ pub struct ModelInfo {
     pub reasoning: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_limit: Option<u64>,
+}
+
+/// What a worker says of its agent (opencode): its state, why (for `down`,
+/// a sentence a person reads; otherwise optional detail), and when the
+/// worker saw it, by the worker's clock. A report older than the stored one
+/// changes nothing, so frames handled out of order cannot turn a newer state
+/// back into an older one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct AgentReport {
+    pub state: AgentState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub at: Millis,
 }
 
 /// Where a reader resumes a session's history: message `message` (its number
@@ -382,7 +400,19 @@ pub enum Request {
         /// Messages the worker is still answering or holds unacknowledged chunks of.
         #[serde(default)]
         active_messages: Vec<MessageId>,
+        /// Its agent's state, as `agent_state` reports it.
+        #[serde(default)]
+        agent: Option<AgentReport>,
     },
+    /// The worker's agent changed state: installing, starting, ready or down.
+    AgentState {
+        state: AgentState,
+        #[serde(default)]
+        reason: Option<String>,
+        at: Millis,
+    },
+    /// The agent gave one of this worker's sessions a title.
+    SessionTitle { session_id: SessionId, title: String },
     /// The agent session for `session_id` exists.
     SessionReady {
         session_id: SessionId,
@@ -434,6 +464,8 @@ impl Request {
             Self::MessageAbort { .. } => "message_abort",
             Self::PromptReply { .. } => "prompt_reply",
             Self::WorkerHello { .. } => "worker_hello",
+            Self::AgentState { .. } => "agent_state",
+            Self::SessionTitle { .. } => "session_title",
             Self::SessionReady { .. } => "session_ready",
             Self::SessionFailed { .. } => "session_failed",
             Self::MessageStarted { .. } => "message_started",
@@ -466,6 +498,8 @@ pub const ACTIONS: &[&str] = &[
     "message_abort",
     "prompt_reply",
     "worker_hello",
+    "agent_state",
+    "session_title",
     "session_ready",
     "session_failed",
     "message_started",
@@ -587,6 +621,9 @@ pub struct WorkerView {
     pub last_seen: Option<Millis>,
     pub models: Vec<ModelInfo>,
     pub default_model: Option<ModelRef>,
+    /// What the worker last said of its agent (absent until it says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pairing_code: Option<String>,
     pub created_at: Millis,
@@ -608,6 +645,9 @@ pub struct SessionView {
     pub worker_id: WorkerId,
     pub model: ModelRef,
     pub title: String,
+    /// Who gave the title: the user at `session_start`, or the agent later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title_source: Option<TitleSource>,
     pub status: SessionStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -684,9 +724,9 @@ pub enum ServerFrame {
     },
 
     // --- to users ---
-    /// A worker changed: presence, pairing, models.
+    /// A worker changed: presence, pairing, models, its agent's state.
     WorkerUpdated { worker: WorkerView },
-    /// A session changed status.
+    /// A session changed status or title.
     SessionUpdated { session: SessionView },
     /// A message was stored or changed status (to watchers of its session).
     MessageUpdated { message: MessageView },

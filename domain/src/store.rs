@@ -16,7 +16,7 @@ use crate::model::{
     Chunk, Connection, Message, MessageStatus, Millis, PairingToken, Prompt, Session,
     SessionStatus, Ticket, User, Worker, WorkerStatus,
 };
-use crate::protocol::{ModelInfo, ModelRef, PromptAnswer};
+use crate::protocol::{AgentReport, ModelInfo, ModelRef, PromptAnswer};
 
 /// Infrastructure failures. Client mistakes are not store errors.
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +234,16 @@ pub trait Store: Send + Sync + 'static {
         id: &WorkerId,
         profile: &WorkerProfile,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Stores what the worker says of its agent if none is stored or the
+    /// stored report is older (its `at` is less than `report.at`). Returns
+    /// the updated worker, or `None` if the report is not newer (a late
+    /// frame, a retry) or the worker does not exist. Atomic: of racing
+    /// reports the newest is what stays.
+    fn set_agent_state(
+        &self,
+        id: &WorkerId,
+        report: &AgentReport,
+    ) -> impl Future<Output = StoreResult<Option<Worker>>> + Send;
 
     // ---- connections ----
     fn put_connection(&self, conn: &Connection) -> impl Future<Output = StoreResult<()>> + Send;
@@ -329,6 +339,17 @@ pub trait Store: Send + Sync + 'static {
         from: &[SessionStatus],
         to: SessionStatus,
         patch: &SessionPatch,
+        now: Millis,
+    ) -> impl Future<Output = StoreResult<Option<Session>>> + Send;
+
+    /// Gives a session the title its agent made, with `title_source =
+    /// agent` and `updated_at = now`, unless the user gave it its title
+    /// (`title_source` is `user`). Returns the updated session, or `None` if
+    /// the user's title stands or the session does not exist. Atomic.
+    fn set_agent_title(
+        &self,
+        id: &SessionId,
+        title: &str,
         now: Millis,
     ) -> impl Future<Output = StoreResult<Option<Session>>> + Send;
 

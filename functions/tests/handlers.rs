@@ -235,6 +235,14 @@ fn types(frames: &[Value]) -> Vec<String> {
 
 // ---------------------------------------------------------------------------
 
+/// The domain's shared handler scenarios (`testkit::handler_scenarios`:
+/// the agent's state, titles from the agent), on `DynamoStore`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_handler_scenarios() {
+    let client = support::client();
+    tether_domain::testkit::handler_scenarios(|| support::fresh_store(&client)).await;
+}
+
 #[tokio::test]
 async fn a_browser_signs_in_with_a_ticket_and_its_frames_get_replies() {
     let deps = deps().await;

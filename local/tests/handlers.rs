@@ -237,6 +237,16 @@ fn request(ticket: Option<&str>, bearer: Option<&str>, version: Option<&str>, no
     }
 }
 
+/// The domain's shared handler scenarios (`testkit::handler_scenarios`:
+/// the agent's state, titles from the agent), on the embedded store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_handler_scenarios() {
+    tether_domain::testkit::handler_scenarios(|| async {
+        SqliteStore::open_in_memory().expect("in-memory store")
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn connect_refuses_what_it_must() {
     let h = Harness::new();

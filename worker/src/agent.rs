@@ -204,7 +204,7 @@ impl Agent {
                 }
             }
             Input::Relay(RelayEvent::Refused { status, body }) => return Some(Exit::Refused(status, body)),
-            Input::Relay(RelayEvent::Frame(frame)) => return self.on_frame(frame),
+            Input::Relay(RelayEvent::Frame(frame)) => return self.on_frame(*frame),
             Input::OpencodeUp(client, models) => {
                 info!(models = models.models.len(), "opencode is ready");
                 self.client = Some(client);
@@ -259,6 +259,7 @@ impl Agent {
             models: self.models.models.clone(),
             default_model: self.models.default.clone(),
             active_messages: active,
+            agent: None,
         };
         self.send(request);
     }

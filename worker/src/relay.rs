@@ -45,7 +45,8 @@ use crate::tls::HostTls;
 pub enum RelayEvent {
     Connected,
     Disconnected,
-    Frame(ServerFrame),
+    /// A frame from the host (boxed: frames are large beside the others).
+    Frame(Box<ServerFrame>),
     /// The host refused the connection (`401` unknown credential, `403`
     /// rejected or revoked worker). The relay stops.
     Refused { status: u16, body: String },
@@ -298,7 +299,7 @@ async fn serve(
                 match incoming {
                     Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerFrame>(&text) {
                         Ok(frame) => {
-                            if events.send(RelayEvent::Frame(frame)).is_err() {
+                            if events.send(RelayEvent::Frame(Box::new(frame))).is_err() {
                                 return Served::Lost;
                             }
                         }

@@ -200,15 +200,18 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
             // for a worker approved while it was not connected, in the reply
             // to its hello (the one reply that carries its own view).
             let approval = match &event {
-                RelayEvent::Frame(ServerFrame::PairingStatus {
-                    status: WorkerStatus::Approved,
-                    approved_by,
-                }) => Some(approved_by.clone()),
-                RelayEvent::Frame(ServerFrame::Reply { ok: true, data: Some(data), .. })
-                    if data["worker"]["status"] == "approved" && data.get("heartbeat_ms").is_some() =>
-                {
-                    Some(data["approved_by"].as_str().map(str::to_owned))
-                }
+                RelayEvent::Frame(frame) => match frame.as_ref() {
+                    ServerFrame::PairingStatus {
+                        status: WorkerStatus::Approved,
+                        approved_by,
+                    } => Some(approved_by.clone()),
+                    ServerFrame::Reply { ok: true, data: Some(data), .. }
+                        if data["worker"]["status"] == "approved" && data.get("heartbeat_ms").is_some() =>
+                    {
+                        Some(data["approved_by"].as_str().map(str::to_owned))
+                    }
+                    _ => None,
+                },
                 _ => None,
             };
             if let Some(approved_by) = approval.filter(|_| !*approved_tx.borrow()) {

@@ -143,6 +143,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             models: Vec::new(),
             default_model: None,
             version: None,
+            agent: None,
             source: source.map(source_key),
             created_at: now,
         };

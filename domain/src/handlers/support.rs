@@ -43,6 +43,7 @@ pub(crate) fn worker_view(w: &Worker, now: Millis, presence_timeout_ms: i64) -> 
         last_seen: w.last_seen,
         models: w.models.clone(),
         default_model: w.default_model.clone(),
+        agent: w.agent.clone(),
         pairing_code: w.pairing_code.clone(),
         created_at: w.created_at,
     }
@@ -73,6 +74,7 @@ pub(crate) fn session_view(s: &Session) -> SessionView {
         worker_id: s.worker.clone(),
         model: s.model.clone(),
         title: s.title.clone(),
+        title_source: s.title_source,
         status: s.status,
         error: s.error.clone(),
         message_count: s.message_count,

@@ -5,7 +5,8 @@ use serde_json::{json, Value};
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{MessageId, SessionId, UserId, WorkerId};
 use crate::model::{
-    Connection, Message, MessageStatus, Millis, Session, SessionStatus, Worker, WorkerStatus,
+    Connection, Message, MessageStatus, Millis, Session, SessionStatus, TitleSource, Worker,
+    WorkerStatus,
 };
 use crate::protocol::{
     MeData, ModelRef, PromptAnswer, Request, Role, ServerFrame, MAX_TEXT_BYTES,
@@ -250,9 +251,12 @@ impl<S: Store, P: Push> Domain<S, P> {
                 ),
             ));
         }
-        let title = match title {
-            Some(t) if !t.trim().is_empty() => clean_label(&t, "title", MAX_TITLE_LEN)?,
-            _ => String::new(),
+        let (title, title_source) = match title {
+            Some(t) if !t.trim().is_empty() => {
+                (clean_label(&t, "title", MAX_TITLE_LEN)?, Some(TitleSource::User))
+            }
+            // The agent may name it later (`session_title`).
+            _ => (String::new(), None),
         };
         let session = Session {
             id: session_id,
@@ -260,6 +264,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             worker: worker.id.clone(),
             model,
             title,
+            title_source,
             status: SessionStatus::Starting,
             agent_session_id: None,
             error: None,

@@ -8,11 +8,12 @@ use tracing::info;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{MessageId, SessionId};
 use crate::model::{
-    Chunk, Connection, Message, MessageStatus, Millis, Prompt, PromptKind, Session, SessionStatus,
-    Worker, WorkerStatus,
+    AgentState, Chunk, Connection, Message, MessageStatus, Millis, Prompt, PromptKind, Session,
+    SessionStatus, TitleSource, Worker, WorkerStatus,
 };
 use crate::protocol::{
-    ChunkBody, ChunkIn, ChunksAck, Outcome, Request, ServerFrame, MAX_FRAME_BYTES,
+    AgentReport, ChunkBody, ChunkIn, ChunksAck, Outcome, Request, ServerFrame,
+    MAX_AGENT_REASON_BYTES, MAX_AGENT_TITLE_CHARS, MAX_FRAME_BYTES,
 };
 use crate::push::Push;
 use crate::store::{Inserted, MessagePatch, SessionPatch, Store, WorkerProfile};
@@ -43,6 +44,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             models,
             default_model,
             active_messages,
+            agent,
         } = request
         {
             let profile = WorkerProfile {
@@ -53,7 +55,16 @@ impl<S: Store, P: Push> Domain<S, P> {
                 models,
                 default_model,
             };
-            return self.hello(conn, worker, profile, active_messages, now).await;
+            let agent = agent
+                .map(|a| agent_report(a.state, a.reason, a.at))
+                .transpose()?;
+            return self.hello(conn, worker, profile, agent, active_messages, now).await;
+        }
+        // A worker waiting for approval may say this too: its owner sees it
+        // from the moment of approval.
+        if let Request::AgentState { state, reason, at } = request {
+            let report = agent_report(state, reason, at)?;
+            return self.agent_state(worker, report, now).await;
         }
         if worker.status != WorkerStatus::Approved {
             return Err(ApiError::new(
@@ -68,6 +79,9 @@ impl<S: Store, P: Push> Domain<S, P> {
             } => self.session_ready(worker, &session_id, agent_session_id, now).await,
             Request::SessionFailed { session_id, error } => {
                 self.session_failed(worker, &session_id, error, now).await
+            }
+            Request::SessionTitle { session_id, title } => {
+                self.session_title(worker, &session_id, &title, now).await
             }
             Request::MessageStarted { message_id } => {
                 let message = self.worker_message(worker, &message_id).await?;
@@ -108,10 +122,15 @@ impl<S: Store, P: Push> Domain<S, P> {
         conn: &Connection,
         worker: &Worker,
         profile: WorkerProfile,
+        agent: Option<AgentReport>,
         active: Vec<MessageId>,
         now: Millis,
     ) -> Result<Value, ApiError> {
         self.store.set_worker_profile(&worker.id, &profile).await?;
+        if let Some(report) = &agent {
+            // A report older than the stored one changes nothing.
+            self.store.set_agent_state(&worker.id, report).await?;
+        }
         self.store
             .set_worker_connection(&worker.id, &conn.id, now)
             .await?;
@@ -234,6 +253,60 @@ impl<S: Store, P: Push> Domain<S, P> {
             "approved_by": self.user_name(worker.owner.as_ref()).await?,
             "heartbeat_ms": self.config.heartbeat_ms,
         }))
+    }
+
+    /// The worker's agent changed state: store it (unless a newer report is
+    /// stored already) and tell the owner.
+    async fn agent_state(&self, worker: &Worker, report: AgentReport, now: Millis) -> Result<Value, ApiError> {
+        let current = match self.store.set_agent_state(&worker.id, &report).await? {
+            Some(updated) => {
+                let same = worker
+                    .agent
+                    .as_ref()
+                    .is_some_and(|a| a.state == report.state && a.reason == report.reason);
+                if !same && updated.status == WorkerStatus::Approved {
+                    self.announce_worker(&updated.id, Some(&updated), now).await;
+                }
+                info!(worker_id = %updated.id, state = report.state.as_str(), "agent state");
+                updated
+            }
+            // Older than what is stored (frames handled out of order): the
+            // newer state stands.
+            None => self
+                .store
+                .worker(&worker.id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("worker"))?,
+        };
+        Ok(json!({ "worker": worker_view(&current, now, self.config.presence_timeout_ms) }))
+    }
+
+    /// The agent titled one of this worker's sessions: the session takes it
+    /// unless its user gave it a title.
+    async fn session_title(
+        &self,
+        worker: &Worker,
+        id: &SessionId,
+        title: &str,
+        now: Millis,
+    ) -> Result<Value, ApiError> {
+        let title = clean_agent_title(title)?;
+        let session = self.worker_session(worker, id).await?;
+        let unchanged = match session.title_source {
+            Some(TitleSource::User) => true,
+            Some(TitleSource::Agent) => session.title == title,
+            None => false,
+        };
+        if unchanged {
+            return Ok(json!({ "session": session_view(&session) }));
+        }
+        match self.store.set_agent_title(&session.id, &title, now).await? {
+            Some(titled) => {
+                self.announce_session(&titled, now).await;
+                Ok(json!({ "session": session_view(&titled) }))
+            }
+            None => Ok(json!({ "session": session_view(&session) })),
+        }
     }
 
     async fn worker_session(&self, worker: &Worker, id: &SessionId) -> Result<Session, ApiError> {
@@ -547,6 +620,32 @@ fn split_to_frames(chunks: Vec<crate::protocol::ChunkView>) -> Vec<Vec<crate::pr
         }
     }
     groups
+}
+
+/// Checks what a worker says of its agent: a reason is trimmed (blank is
+/// none), at most [`MAX_AGENT_REASON_BYTES`], one line; the time is not
+/// negative.
+fn agent_report(state: AgentState, reason: Option<String>, at: Millis) -> Result<AgentReport, ApiError> {
+    if at < 0 {
+        return Err(ApiError::bad_request("at must not be negative"));
+    }
+    let reason = match reason {
+        Some(r) if !r.trim().is_empty() => Some(clean_label(&r, "reason", MAX_AGENT_REASON_BYTES)?),
+        _ => None,
+    };
+    Ok(AgentReport { state, reason, at })
+}
+
+/// Checks a title the agent made: trimmed, not empty, at most
+/// [`MAX_AGENT_TITLE_CHARS`] characters, one line.
+fn clean_agent_title(title: &str) -> Result<String, ApiError> {
+    let title = title.trim();
+    if title.chars().count() > MAX_AGENT_TITLE_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "title is longer than {MAX_AGENT_TITLE_CHARS} characters"
+        )));
+    }
+    clean_label(title, "title", MAX_AGENT_TITLE_CHARS * 4)
 }
 
 fn truncate_chars(s: &str, max: usize) -> String {

@@ -12,7 +12,7 @@ use crate::model::{
     Chunk, Connection, Message, MessageStatus, Millis, Prompt, Session, SessionStatus, Ticket,
     User, Worker, WorkerStatus,
 };
-use crate::protocol::PromptAnswer;
+use crate::protocol::{AgentReport, PromptAnswer};
 use crate::store::{
     Capped, Inserted, MessagePatch, SessionPatch, Store, StoreResult, WorkerProfile,
 };
@@ -168,6 +168,16 @@ impl<S: Store> Store for Jitter<S> {
     async fn set_worker_profile(&self, id: &WorkerId, profile: &WorkerProfile,) -> StoreResult<()> {
         self.pause().await;
         self.inner.set_worker_profile(id, profile).await
+    }
+
+    async fn set_agent_state(&self, id: &WorkerId, report: &AgentReport) -> StoreResult<Option<Worker>> {
+        self.pause().await;
+        self.inner.set_agent_state(id, report).await
+    }
+
+    async fn set_agent_title(&self, id: &SessionId, title: &str, now: Millis) -> StoreResult<Option<Session>> {
+        self.pause().await;
+        self.inner.set_agent_title(id, title, now).await
     }
 
     async fn put_connection(&self, conn: &Connection) -> StoreResult<()> {

@@ -9,12 +9,16 @@
 //! where the trait leaves an order open (watchers, same-millisecond ties),
 //! results are compared as sets.
 
+mod agent;
 mod caps;
 mod jitter;
 mod pairing;
+mod scenarios;
+pub use agent::*;
 pub use caps::*;
 pub use jitter::Jitter;
 pub use pairing::*;
+pub use scenarios::*;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -25,10 +29,12 @@ use tokio::sync::Barrier;
 use crate::auth::{Secret, SecretHash};
 use crate::ids::{ConnectionId, MessageId, PromptId, SessionId, UserId, WorkerId};
 use crate::model::{
-    Chunk, Connection, Message, MessageStatus, Millis, Principal, Prompt, PromptKind, Session,
-    SessionStatus, Ticket, User, Worker, WorkerStatus,
+    AgentState, Chunk, Connection, Message, MessageStatus, Millis, Principal, Prompt, PromptKind,
+    Session, SessionStatus, Ticket, TitleSource, User, Worker, WorkerStatus,
 };
-use crate::protocol::{ChunkBody, ModelInfo, ModelRef, PermissionReply, PromptAnswer};
+use crate::protocol::{
+    AgentReport, ChunkBody, ModelInfo, ModelRef, PermissionReply, PromptAnswer,
+};
 use crate::store::{
     Capped, Inserted, MessagePatch, SessionPatch, Store, StoreError, WorkerProfile,
 };
@@ -111,6 +117,7 @@ pub fn worker(owner: &UserId) -> Worker {
         models: vec![model_info()],
         default_model: Some(model_ref()),
         version: Some("0.1.0".into()),
+        agent: None,
         source: None,
         created_at: T0,
     }
@@ -133,6 +140,7 @@ pub fn pending_worker(code: &str, expires_at: Millis) -> Worker {
         models: Vec::new(),
         default_model: None,
         version: None,
+        agent: None,
         source: None,
         created_at: T0,
     }
@@ -146,6 +154,7 @@ pub fn session(owner: &UserId, worker: &WorkerId, created_at: Millis) -> Session
         worker: worker.clone(),
         model: model_ref(),
         title: "Test session".into(),
+        title_source: Some(TitleSource::User),
         status: SessionStatus::Starting,
         agent_session_id: None,
         error: None,
@@ -375,6 +384,9 @@ where
         concurrent_session_inserts_stay_within_the_cap,
         open_messages_are_capped_per_user,
         concurrent_message_inserts_stay_within_the_cap,
+        agent_state_keeps_the_newest_report,
+        concurrent_agent_reports_keep_the_newest,
+        agent_titles_never_replace_the_users,
     );
     tracing::info!(passed, failed = failed.len(), "store contract");
     assert!(
@@ -621,6 +633,11 @@ pub async fn worker_round_trip<S: Store>(s: S) {
     let full = Worker {
         connection: Some(ConnectionId::random()),
         last_seen: Some(T0 + 5),
+        agent: Some(AgentReport {
+            state: AgentState::Down,
+            reason: Some("opencode exited (signal 9); restarting it".into()),
+            at: T0 + 4,
+        }),
         ..worker(&alice.id)
     };
     let pending = Worker {

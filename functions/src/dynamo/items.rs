@@ -12,9 +12,10 @@ use serde::Serialize;
 use tether_domain::auth::SecretHash;
 use tether_domain::ids::{IdError, UserId};
 use tether_domain::model::{
-    Chunk, Connection, Message, MessageStatus, Millis, PairingToken, Principal, Prompt,
-    PromptKind, Session, SessionStatus, Ticket, User, Worker, WorkerStatus,
+    AgentState, Chunk, Connection, Message, MessageStatus, Millis, PairingToken, Principal,
+    Prompt, PromptKind, Session, SessionStatus, Ticket, TitleSource, User, Worker, WorkerStatus,
 };
+use tether_domain::protocol::AgentReport;
 use tether_domain::store::{StoreError, StoreResult};
 
 use super::keys::{self, Key};
@@ -41,6 +42,14 @@ pub(super) const LIVE_SESSIONS: &str = "live_sessions";
 /// On a user's counters item: messages not final.
 pub(super) const OPEN_MESSAGES: &str = "open_messages";
 pub(super) const SOURCE: &str = "source";
+/// On a worker: its agent's last reported state, the reason given, and
+/// when (by the worker's clock; a newer report replaces an older one).
+pub(super) const AGENT_STATE: &str = "agent_state";
+pub(super) const AGENT_REASON: &str = "agent_reason";
+pub(super) const AGENT_AT: &str = "agent_at";
+/// On a session: who gave its title (`user` or `agent`; absent: nobody).
+pub(super) const TITLE: &str = "title";
+pub(super) const TITLE_SOURCE: &str = "title_source";
 pub(super) const WINDOW_START: &str = "window_start";
 pub(super) const COUNT: &str = "count";
 
@@ -233,6 +242,25 @@ impl<'a> Attrs<'a> {
         let v = self.s(name)?;
         parse(&v).ok_or_else(|| self.bad(name, format!("unknown value {v:?}")))
     }
+
+    pub fn opt_parsed<T>(&self, name: &str, parse: fn(&str) -> Option<T>) -> StoreResult<Option<T>> {
+        self.opt_s(name)?
+            .map(|v| parse(&v).ok_or_else(|| self.bad(name, format!("unknown value {v:?}"))))
+            .transpose()
+    }
+
+    /// A worker's agent report: its three attributes all absent, or a
+    /// state and a time (and maybe a reason).
+    pub fn agent(&self) -> StoreResult<Option<AgentReport>> {
+        let Some(state) = self.opt_parsed(AGENT_STATE, AgentState::parse)? else {
+            return Ok(None);
+        };
+        Ok(Some(AgentReport {
+            state,
+            reason: self.opt_s(AGENT_REASON)?,
+            at: self.n(AGENT_AT)?,
+        }))
+    }
 }
 
 /// The key of an item read back from the table.
@@ -398,6 +426,9 @@ impl Entity for Rec<Worker> {
             .json("models", &w.models)?
             .opt_json("default_model", w.default_model.as_ref())?
             .opt_s("version", w.version.as_deref())
+            .opt_s(AGENT_STATE, w.agent.as_ref().map(|a| a.state.as_str()))
+            .opt_s(AGENT_REASON, w.agent.as_ref().and_then(|a| a.reason.as_deref()))
+            .opt_n(AGENT_AT, w.agent.as_ref().map(|a| a.at))
             .opt_s(SOURCE, w.source.as_deref())
             .n("created_at", w.created_at)
             .n(REV, rev);
@@ -428,6 +459,7 @@ impl Entity for Rec<Worker> {
                 models: a.json("models")?,
                 default_model: a.opt_json("default_model")?,
                 version: a.opt_s("version")?,
+                agent: a.agent()?,
                 source: a.opt_s(SOURCE)?,
                 created_at: a.n("created_at")?,
             },
@@ -643,7 +675,8 @@ impl Entity for Rec<Session> {
             .s(OWNER, x.owner.as_str())
             .s("worker", x.worker.as_str())
             .json("model", &x.model)?
-            .s("title", x.title.as_str())
+            .s(TITLE, x.title.as_str())
+            .opt_s(TITLE_SOURCE, x.title_source.map(TitleSource::as_str))
             .s(STATUS, x.status.as_str())
             .opt_s("agent_session_id", x.agent_session_id.as_deref())
             .opt_s("error", x.error.as_deref())
@@ -662,7 +695,8 @@ impl Entity for Rec<Session> {
                 owner: a.id(OWNER)?,
                 worker: a.id("worker")?,
                 model: a.json("model")?,
-                title: a.s("title")?,
+                title: a.s(TITLE)?,
+                title_source: a.opt_parsed(TITLE_SOURCE, TitleSource::parse)?,
                 status: a.parsed(STATUS, SessionStatus::parse)?,
                 agent_session_id: a.opt_s("agent_session_id")?,
                 error: a.opt_s("error")?,
@@ -962,6 +996,11 @@ mod tests {
             },
             default_model: full.then(model),
             version: full.then(|| "1".into()),
+            agent: full.then(|| AgentReport {
+                state: AgentState::Down,
+                reason: Some("opencode exited".into()),
+                at: T0 + 2,
+            }),
             source: full.then(|| "203.0.113.7".into()),
             created_at: -5,
         }
@@ -1005,6 +1044,7 @@ mod tests {
             worker: WorkerId::random(),
             model: model(),
             title: "t".into(),
+            title_source: Some(TitleSource::Agent),
             status: SessionStatus::Busy,
             agent_session_id: Some("ses".into()),
             error: Some("e".into()),

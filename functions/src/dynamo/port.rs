@@ -9,17 +9,17 @@ use tether_domain::auth::SecretHash;
 use tether_domain::ids::{ConnectionId, IdError, MessageId, PromptId, SessionId, UserId, WorkerId};
 use tether_domain::model::{
     Chunk, Connection, Message, MessageStatus, Millis, PairingToken, Principal, Prompt, Session,
-    SessionStatus, Ticket, User, Worker, WorkerStatus,
+    SessionStatus, Ticket, TitleSource, User, Worker, WorkerStatus,
 };
-use tether_domain::protocol::PromptAnswer;
+use tether_domain::protocol::{AgentReport, PromptAnswer};
 use tether_domain::store::{
     Capped, Inserted, MessagePatch, SessionPatch, Store, StoreError, StoreResult, WorkerProfile,
 };
 
 use super::items::{
-    self, ConnRecord, Entity, Item, MessageRecord, Rec, SourceRecord, CONNECTION, COUNT,
-    EXPIRES_AT, EXPIRY_SHARD, LAST_SEEN, LIVE_SESSIONS, OPEN_MESSAGES, OWNER, PK, STATUS,
-    UPDATED_AT, WINDOW_START,
+    self, ConnRecord, Entity, Item, MessageRecord, Rec, SourceRecord, AGENT_AT, AGENT_REASON,
+    AGENT_STATE, CONNECTION, COUNT, EXPIRES_AT, EXPIRY_SHARD, LAST_SEEN, LIVE_SESSIONS,
+    OPEN_MESSAGES, OWNER, PK, STATUS, TITLE, TITLE_SOURCE, UPDATED_AT, WINDOW_START,
 };
 use super::keys::{self, Key};
 use super::schema::EXPIRY_INDEX;
@@ -693,6 +693,25 @@ impl Store for DynamoStore {
         self.update("set_worker_profile", u).await.map(drop)
     }
 
+    async fn set_agent_state(&self, id: &WorkerId, report: &AgentReport) -> StoreResult<Option<Worker>> {
+        // One conditional update: only a newer report replaces the stored one.
+        let cond = Cond::new("attribute_exists(#c_pk) AND (attribute_not_exists(#c_at) OR #c_at < :c_at)")
+            .name("#c_pk", PK)
+            .name("#c_at", AGENT_AT)
+            .value(":c_at", items::n(report.at));
+        let mut u = Update::new(keys::worker(id.as_str()), cond)
+            .set(AGENT_STATE, items::s(report.state.as_str()))
+            .set(AGENT_AT, items::n(report.at));
+        u = match &report.reason {
+            Some(reason) => u.set(AGENT_REASON, items::s(reason.as_str())),
+            None => u.remove(AGENT_REASON),
+        };
+        match self.update("set_agent_state", u).await? {
+            Some(item) => Ok(Some(Rec::<Worker>::from_item(&item)?.value)),
+            None => Ok(None),
+        }
+    }
+
     // ---- connections ----
 
     async fn put_connection(&self, conn: &Connection) -> StoreResult<()> {
@@ -993,6 +1012,24 @@ impl Store for DynamoStore {
                 Decided::Done => return Ok(Some(new.value)),
                 Decided::Retry | Decided::Conflict => retry.again().await?,
             }
+        }
+    }
+
+    async fn set_agent_title(&self, id: &SessionId, title: &str, now: Millis) -> StoreResult<Option<Session>> {
+        // The title is in no entry: one conditional update of the item.
+        let cond = Cond::new(
+            "attribute_exists(#c_pk) AND (attribute_not_exists(#c_src) OR #c_src = :c_agent)",
+        )
+        .name("#c_pk", PK)
+        .name("#c_src", TITLE_SOURCE)
+        .value(":c_agent", items::s(TitleSource::Agent.as_str()));
+        let u = Update::new(keys::session(id.as_str()), cond)
+            .set(TITLE, items::s(title))
+            .set(TITLE_SOURCE, items::s(TitleSource::Agent.as_str()))
+            .set(UPDATED_AT, items::n(now));
+        match self.update("set_agent_title", u).await? {
+            Some(item) => Ok(Some(Rec::<Session>::from_item(&item)?.value)),
+            None => Ok(None),
         }
     }
 

@@ -7,9 +7,9 @@ use tether_domain::auth::SecretHash;
 use tether_domain::ids::{ConnectionId, MessageId, PromptId, SessionId, UserId, WorkerId};
 use tether_domain::model::{
     Chunk, Connection, Message, MessageStatus, Millis, PairingToken, Prompt, Session,
-    SessionStatus, Ticket, User, Worker, WorkerStatus,
+    SessionStatus, Ticket, TitleSource, User, Worker, WorkerStatus,
 };
-use tether_domain::protocol::PromptAnswer;
+use tether_domain::protocol::{AgentReport, PromptAnswer};
 use tether_domain::store::{
     Capped, Inserted, MessagePatch, SessionPatch, Store, StoreError, StoreResult, WorkerProfile,
 };
@@ -130,6 +130,12 @@ pub(super) mod sql {
          models = COALESCE(?6, models), default_model = COALESCE(?7, default_model) \
          WHERE id = ?1"
     );
+    // Only a newer report replaces the stored one (?4 is its time).
+    query!(
+        SET_AGENT_STATE,
+        "UPDATE workers SET agent_state = ?2, agent_reason = ?3, agent_at = ?4 \
+         WHERE id = ?1 AND (agent_at IS NULL OR agent_at < ?4) RETURNING {WORKER_COLS}"
+    );
     query!(
         PUT_CONNECTION,
         "INSERT INTO connections ({CONNECTION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
@@ -208,7 +214,7 @@ pub(super) mod sql {
     query!(
         INSERT_SESSION,
         "INSERT INTO sessions ({SESSION_COLS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
     );
     query!(
         SESSIONS_OF,
@@ -234,6 +240,12 @@ pub(super) mod sql {
          agent_session_id = COALESCE(?4, agent_session_id), error = COALESCE(?5, error), \
          updated_at = ?6 \
          WHERE id = ?1 AND status IN (SELECT value FROM json_each(?2)) \
+         RETURNING {SESSION_COLS}"
+    );
+    query!(
+        SET_AGENT_TITLE,
+        "UPDATE sessions SET title = ?2, title_source = 'agent', updated_at = ?3 \
+         WHERE id = ?1 AND (title_source IS NULL OR title_source = 'agent') \
          RETURNING {SESSION_COLS}"
     );
     query!(
@@ -343,6 +355,7 @@ pub(super) mod sql {
             CLEAR_WORKER_CONNECTION,
             TOUCH_WORKER,
             SET_WORKER_PROFILE,
+            SET_AGENT_STATE,
             PUT_CONNECTION,
             CONNECTION_BY_ID,
             DELETE_CONNECTION,
@@ -363,6 +376,7 @@ pub(super) mod sql {
             SESSIONS_OF_WORKER,
             STARTING_SESSIONS,
             TRANSITION_SESSION,
+            SET_AGENT_TITLE,
             BUMP_MESSAGE_COUNT,
             MESSAGE_BY_ID,
             INSERT_MESSAGE,
@@ -465,8 +479,10 @@ fn opt_json<T: serde::Serialize>(what: &str, value: Option<&T>) -> StoreResult<O
 fn insert_worker(conn: &SqlConn, w: &Worker) -> StoreResult<()> {
     let sql = format!(
         "INSERT INTO workers ({WORKER_COLS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+         ?17, ?18, ?19)"
     );
+    let agent = w.agent.as_ref();
     let p = params![
         w.id.as_str(),
         w.owner.as_ref().map(UserId::as_str),
@@ -484,6 +500,9 @@ fn insert_worker(conn: &SqlConn, w: &Worker) -> StoreResult<()> {
         w.version,
         w.created_at,
         w.source,
+        agent.map(|a| a.state.as_str()),
+        agent.and_then(|a| a.reason.as_deref()),
+        agent.map(|a| a.at),
     ];
     exec(conn, "create_worker", &sql, p).map(drop)
 }
@@ -907,6 +926,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_agent_state(&self, id: &WorkerId, report: &AgentReport) -> StoreResult<Option<Worker>> {
+        let id = id.clone();
+        let r = report.clone();
+        self.run("set_agent_state", move |conn| {
+            let p = params![id.as_str(), r.state.as_str(), r.reason, r.at];
+            one(conn, "set_agent_state", &sql::SET_AGENT_STATE, p, worker_row)
+        })
+        .await
+    }
+
     // ---- connections ----
 
     async fn put_connection(&self, connection: &Connection) -> StoreResult<()> {
@@ -1131,7 +1160,8 @@ impl Store for SqliteStore {
                 s.error,
                 s.message_count,
                 s.created_at,
-                s.updated_at
+                s.updated_at,
+                s.title_source.map(TitleSource::as_str)
             ];
             exec(&tx, "insert_session", &sql::INSERT_SESSION, p)?;
             commit(tx, "insert_session")?;
@@ -1225,6 +1255,16 @@ impl Store for SqliteStore {
                 p,
                 session_row,
             )
+        })
+        .await
+    }
+
+    async fn set_agent_title(&self, id: &SessionId, title: &str, now: Millis) -> StoreResult<Option<Session>> {
+        let id = id.clone();
+        let title = title.to_owned();
+        self.run("set_agent_title", move |conn| {
+            let p = params![id.as_str(), title, now];
+            one(conn, "set_agent_title", &sql::SET_AGENT_TITLE, p, session_row)
         })
         .await
     }

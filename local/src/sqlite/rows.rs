@@ -11,9 +11,10 @@ use serde::Serialize;
 use tether_domain::auth::SecretHash;
 use tether_domain::ids::IdError;
 use tether_domain::model::{
-    Chunk, Connection, Message, MessageStatus, Principal, Prompt, PromptKind, Session,
-    SessionStatus, User, Worker, WorkerStatus,
+    AgentState, Chunk, Connection, Message, MessageStatus, Principal, Prompt, PromptKind,
+    Session, SessionStatus, TitleSource, User, Worker, WorkerStatus,
 };
+use tether_domain::protocol::AgentReport;
 use tether_domain::store::{StoreError, StoreResult};
 
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -54,6 +55,27 @@ fn enum_col<T>(row: &Row<'_>, idx: usize, parse: fn(&str) -> Option<T>) -> rusql
     parse(&s).ok_or_else(|| bad(idx, format!("unknown value {s:?}")))
 }
 
+fn opt_enum_col<T>(row: &Row<'_>, idx: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<Option<T>> {
+    let s: Option<String> = row.get(idx)?;
+    s.map(|s| parse(&s).ok_or_else(|| bad(idx, format!("unknown value {s:?}"))))
+        .transpose()
+}
+
+/// A worker's agent report from its three columns (state, reason, at),
+/// starting at `idx`: all absent, or a state and a time.
+fn agent_cols(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<AgentReport>> {
+    let Some(state) = opt_enum_col(row, idx, AgentState::parse)? else {
+        return Ok(None);
+    };
+    let at: Option<i64> = row.get(idx + 2)?;
+    let at = at.ok_or_else(|| bad(idx + 2, "an agent state without its time"))?;
+    Ok(Some(AgentReport {
+        state,
+        reason: row.get(idx + 1)?,
+        at,
+    }))
+}
+
 /// Encodes a value for a JSON column.
 pub(super) fn to_json<T: Serialize>(what: &str, value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("encode {what}: {e}")))
@@ -73,7 +95,7 @@ pub(super) fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
 
 pub(super) const WORKER_COLS: &str = "id, owner, status, credential_hash, machine, name, \
      workdir, pairing_code, pairing_expires_at, connection, last_seen, models, default_model, \
-     version, created_at, source";
+     version, created_at, source, agent_state, agent_reason, agent_at";
 
 pub(super) fn worker_row(row: &Row<'_>) -> rusqlite::Result<Worker> {
     Ok(Worker {
@@ -91,6 +113,7 @@ pub(super) fn worker_row(row: &Row<'_>) -> rusqlite::Result<Worker> {
         models: json(row, 11)?,
         default_model: opt_json(row, 12)?,
         version: row.get(13)?,
+        agent: agent_cols(row, 16)?,
         source: row.get(15)?,
         created_at: row.get(14)?,
     })
@@ -128,7 +151,7 @@ pub(super) fn connection_row(row: &Row<'_>) -> rusqlite::Result<Connection> {
 }
 
 pub(super) const SESSION_COLS: &str = "id, owner, worker, model, title, status, \
-     agent_session_id, error, message_count, created_at, updated_at";
+     agent_session_id, error, message_count, created_at, updated_at, title_source";
 
 pub(super) fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
     Ok(Session {
@@ -137,6 +160,7 @@ pub(super) fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
         worker: id(row, 2)?,
         model: json(row, 3)?,
         title: row.get(4)?,
+        title_source: opt_enum_col(row, 11, TitleSource::parse)?,
         status: enum_col(row, 5, SessionStatus::parse)?,
         agent_session_id: row.get(6)?,
         error: row.get(7)?,

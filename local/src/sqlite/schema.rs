@@ -245,6 +245,20 @@ CREATE INDEX sessions_live ON sessions (owner, status)
 CREATE INDEX messages_open_by_owner ON messages (owner, status)
     WHERE status IN ('queued', 'dispatched', 'streaming');
 "#,
+    // 5: a worker's last report of its agent (opencode installing,
+    // starting, ready or down, why, and when by the worker's clock, which
+    // orders reports), and where a session's title came from: its user at
+    // `session_start` (kept) or its agent later. Titles stored before this
+    // step were all given by users.
+    r#"
+ALTER TABLE workers ADD COLUMN agent_state TEXT
+    CHECK (agent_state IN ('installing', 'starting', 'ready', 'down'));
+ALTER TABLE workers ADD COLUMN agent_reason TEXT;
+ALTER TABLE workers ADD COLUMN agent_at INTEGER;
+ALTER TABLE sessions ADD COLUMN title_source TEXT
+    CHECK (title_source IN ('user', 'agent'));
+UPDATE sessions SET title_source = 'user' WHERE title <> '';
+"#,
 ];
 
 /// The schema version this build writes.

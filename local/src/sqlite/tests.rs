@@ -261,3 +261,67 @@ async fn a_burst_of_calls_commits_together_and_fails_apart() {
     assert_eq!(kept.len(), 150);
     assert!(reopened.user_by_name("same-name").await.expect("read").is_some());
 }
+
+/// A database of schema 4 migrates to where titles come from: a session
+/// with a title had it from its user (nothing else gave titles then), one
+/// without has none; no worker has an agent state until it reports one.
+#[tokio::test]
+async fn sessions_titled_before_schema_5_keep_their_titles_as_the_users() {
+    use rusqlite::params;
+    use tether_domain::model::TitleSource;
+    use tether_domain::store::Store as _;
+    use tether_domain::testkit::{self, T0};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tether.db");
+    let user = testkit::user("ada");
+    let worker = testkit::worker(&user.id);
+    let titled = testkit::session(&user.id, &worker.id, T0);
+    let untitled = testkit::session(&user.id, &worker.id, T0 + 1);
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open raw");
+        for step in &super::schema::MIGRATIONS[..4] {
+            conn.execute_batch(step).expect("schema 4");
+        }
+        conn.pragma_update(None, "user_version", 4).expect("version 4");
+        conn.execute(
+            "INSERT INTO workers (id, owner, status, credential_hash, machine, name, workdir, \
+             models, created_at) VALUES (?1, ?2, 'approved', ?3, 'm', 'w', '/w', '[]', ?4)",
+            params![worker.id.as_str(), user.id.as_str(), worker.credential_hash.as_str(), T0],
+        )
+        .expect("worker");
+        for (session, title) in [(&titled, "Fix the parser"), (&untitled, "")] {
+            conn.execute(
+                "INSERT INTO sessions (id, owner, worker, model, title, status, message_count, \
+                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'ready', 0, ?6, ?6)",
+                params![
+                    session.id.as_str(),
+                    user.id.as_str(),
+                    worker.id.as_str(),
+                    serde_json::to_string(&session.model).expect("model"),
+                    title,
+                    session.created_at
+                ],
+            )
+            .expect("session");
+        }
+    }
+
+    let store = SqliteStore::open(&path).expect("migrate");
+    let kept = store.session(&titled.id).await.expect("get").expect("kept");
+    assert_eq!((kept.title.as_str(), kept.title_source), ("Fix the parser", Some(TitleSource::User)));
+    let kept = store.session(&untitled.id).await.expect("get").expect("kept");
+    assert_eq!((kept.title.as_str(), kept.title_source), ("", None));
+    let named = store
+        .set_agent_title(&untitled.id, "Named by the agent", T0 + 9)
+        .await
+        .expect("title")
+        .expect("an untitled session takes the agent's title");
+    assert_eq!(named.title_source, Some(TitleSource::Agent));
+    assert_eq!(
+        store.set_agent_title(&titled.id, "Renamed", T0 + 9).await.expect("title"),
+        None,
+        "a title from before stays"
+    );
+    assert_eq!(store.worker(&worker.id).await.expect("get").expect("kept").agent, None);
+}

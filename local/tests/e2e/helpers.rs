@@ -1482,6 +1482,7 @@ impl WorkerClient {
             models,
             default_model,
             active_messages: active.to_vec(),
+            agent: None,
         })
         .await
     }

@@ -2,6 +2,11 @@
 import type { ModelRef } from "./ModelRef";
 import type { SessionId } from "./SessionId";
 import type { SessionStatus } from "./SessionStatus";
+import type { TitleSource } from "./TitleSource";
 import type { WorkerId } from "./WorkerId";
 
-export type SessionView = { session_id: SessionId, worker_id: WorkerId, model: ModelRef, title: string, status: SessionStatus, error?: string | null, message_count: number, created_at: number, updated_at: number, };
+export type SessionView = { session_id: SessionId, worker_id: WorkerId, model: ModelRef, title: string, 
+/**
+ * Who gave the title: the user at `session_start`, or the agent later.
+ */
+title_source?: TitleSource | null, status: SessionStatus, error?: string | null, message_count: number, created_at: number, updated_at: number, };
