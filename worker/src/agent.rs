@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tether_domain::ids::{MessageId, PromptId, RequestId, SessionId};
-use tether_domain::model::WorkerStatus;
+use tether_domain::model::{AgentState, WorkerStatus};
 use tether_domain::protocol::{
-    ChunkBody, ClientFrame, ModelRef, Outcome, PromptAnswer, Request, ServerFrame, SubagentStatus,
+    AgentReport, ChunkBody, ClientFrame, ModelRef, Outcome, PromptAnswer, Request, ServerFrame,
+    SubagentStatus, MAX_AGENT_REASON_BYTES,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::opencode::{explain, Models, OpencodeClient, Turn};
+use crate::opencode::{explain, title, Models, OpencodeClient, Turn};
 use crate::outbox::{AfterError, Completion, Outbox};
 use crate::relay::{Relay, RelayEvent};
 
@@ -33,10 +34,16 @@ pub struct Profile {
 #[derive(Debug)]
 pub enum Input {
     Relay(RelayEvent),
+    /// opencode is being installed (it was nowhere to be found).
+    OpencodeInstalling,
+    /// opencode is being started.
+    OpencodeStarting,
     /// opencode is (again) running.
     OpencodeUp(OpencodeClient, Models),
-    /// opencode stopped; it is being restarted.
-    OpencodeDown,
+    /// opencode is not running, for the reason given (for people, without
+    /// the word opencode: "exited with status 1; restarting it"); the
+    /// worker tries again.
+    OpencodeDown(String),
     /// opencode's event stream (re)connected.
     EventsUp,
     Event(Value),
@@ -100,6 +107,11 @@ struct SessionState {
     /// The opencode messages of the turns so far, whose late events the
     /// next turn must not take for its own.
     earlier_messages: HashSet<String>,
+    /// The session's title as last known: the user's (from `session_start`)
+    /// or the agent's.
+    title: Option<String>,
+    /// The host has been told `title` (or it is the user's own).
+    title_told: bool,
 }
 
 pub struct Agent {
@@ -107,6 +119,8 @@ pub struct Agent {
     inputs: mpsc::UnboundedSender<Input>,
     profile: Profile,
     models: Models,
+    /// What the worker last said of its agent (the host keeps the newest).
+    agent: AgentReport,
     client: Option<OpencodeClient>,
     connected: bool,
     sessions: HashMap<SessionId, SessionState>,
@@ -129,12 +143,19 @@ fn now_ms() -> i64 {
 }
 
 impl Agent {
-    pub fn new(relay: Relay, inputs: mpsc::UnboundedSender<Input>, profile: Profile) -> Self {
+    /// `first`: the agent's state before the supervisor reports
+    /// (`installing` when opencode was nowhere, else `starting`).
+    pub fn new(relay: Relay, inputs: mpsc::UnboundedSender<Input>, profile: Profile, first: AgentState) -> Self {
         Self {
             relay,
             inputs,
             profile,
             models: Models::default(),
+            agent: AgentReport {
+                state: first,
+                reason: None,
+                at: now_ms(),
+            },
             client: None,
             connected: false,
             sessions: HashMap::new(),
@@ -195,6 +216,7 @@ impl Agent {
             Input::Relay(RelayEvent::Connected) => {
                 self.connected = true;
                 self.hello();
+                self.tell_titles();
                 self.flush(true);
             }
             Input::Relay(RelayEvent::Disconnected) => {
@@ -205,10 +227,14 @@ impl Agent {
             }
             Input::Relay(RelayEvent::Refused { status, body }) => return Some(Exit::Refused(status, body)),
             Input::Relay(RelayEvent::Frame(frame)) => return self.on_frame(*frame),
+            Input::OpencodeInstalling => self.report_agent(AgentState::Installing, None),
+            Input::OpencodeStarting => self.report_agent(AgentState::Starting, None),
             Input::OpencodeUp(client, models) => {
                 info!(models = models.models.len(), "opencode is ready");
                 self.client = Some(client);
                 self.models = models;
+                // The hello says it, with the models: one frame.
+                self.agent = self.next_report(AgentState::Ready, None);
                 if self.connected {
                     self.hello();
                 }
@@ -218,8 +244,9 @@ impl Agent {
                     self.try_start(&s);
                 }
             }
-            Input::OpencodeDown => {
+            Input::OpencodeDown(reason) => {
                 self.client = None;
+                self.report_agent(AgentState::Down, Some(reason));
                 let active: Vec<MessageId> = self.turns.keys().cloned().collect();
                 for m in active {
                     if let Some((_, turn)) = self.turns.get_mut(&m) {
@@ -259,9 +286,69 @@ impl Agent {
             models: self.models.models.clone(),
             default_model: self.models.default.clone(),
             active_messages: active,
-            agent: None,
+            agent: Some(self.agent.clone()),
         };
         self.send(request);
+    }
+
+    /// A report of `state` later than the last one (by at least a
+    /// millisecond, so the host never takes it for a repeat).
+    fn next_report(&self, state: AgentState, reason: Option<String>) -> AgentReport {
+        AgentReport {
+            state,
+            reason: reason
+                .map(|r| title::one_line_within(&r, MAX_AGENT_REASON_BYTES))
+                .filter(|r| !r.is_empty()),
+            at: now_ms().max(self.agent.at + 1),
+        }
+    }
+
+    /// The agent's state changed: tell the host (a worker not connected
+    /// says it in its next hello).
+    fn report_agent(&mut self, state: AgentState, reason: Option<String>) {
+        self.agent = self.next_report(state, reason);
+        info!(state = state.as_str(), reason = self.agent.reason.as_deref().unwrap_or(""), "agent state");
+        self.send(Request::AgentState {
+            state,
+            reason: self.agent.reason.clone(),
+            at: self.agent.at,
+        });
+    }
+
+    /// Tells the host the titles it has not heard (once connected).
+    fn tell_titles(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let mut told = Vec::new();
+        for (id, state) in &mut self.sessions {
+            if let (Some(t), false) = (&state.title, state.title_told) {
+                state.title_told = true;
+                told.push((id.clone(), t.clone()));
+            }
+        }
+        for (session_id, title) in told {
+            debug!(session_id = %session_id, "the agent titled a session");
+            self.send(Request::SessionTitle { session_id, title });
+        }
+    }
+
+    /// opencode titled a session: if it is one of ours with another title,
+    /// the host hears of it.
+    fn on_title(&mut self, agent_session: &str, title: String) {
+        let Some(state) = self
+            .sessions
+            .values_mut()
+            .find(|s| s.agent_id.as_deref() == Some(agent_session))
+        else {
+            return;
+        };
+        if state.title.as_deref() == Some(title.as_str()) {
+            return;
+        }
+        state.title = Some(title);
+        state.title_told = false;
+        self.tell_titles();
     }
 
     fn on_frame(&mut self, frame: ServerFrame) -> Option<Exit> {
@@ -359,6 +446,11 @@ impl Agent {
 
     fn session_start(&mut self, session: SessionId, title: String) {
         let state = self.sessions.entry(session.clone()).or_default();
+        if !title.is_empty() && state.title.is_none() {
+            // The user's: opencode echoes it back, and that is no news.
+            state.title = Some(title.clone());
+            state.title_told = true;
+        }
         if let Some(agent) = state.agent_id.clone() {
             self.send(Request::SessionReady {
                 session_id: session,
@@ -530,6 +622,9 @@ impl Agent {
     }
 
     fn on_event(&mut self, event: &Value) {
+        if let Some((agent_session, title)) = title::from_event(event) {
+            self.on_title(agent_session, title);
+        }
         // The turn whose session this is, or one of whose subagents' (a
         // child session, or a new child of one of its sessions).
         let Some(message) = self

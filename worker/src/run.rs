@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use futures_util::StreamExt;
 use tether_domain::auth::Secret;
-use tether_domain::model::WorkerStatus;
+use tether_domain::model::{AgentState, WorkerStatus};
 use tether_domain::protocol::{PairRequest, ServerFrame};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -176,10 +176,10 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
         pending_until = paired.expires_at;
     }
 
-    let binary = tokio::select! {
-        binary = process::locate(config.opencode.as_deref(), &config.cache_dir) => binary?,
-        () = &mut shutdown => return Ok(()),
-    };
+    // Found now; installed (which takes a while) by the supervisor, once the
+    // worker is connected and can say so.
+    let binary = process::find(config.opencode.as_deref(), &config.cache_dir)?;
+    let first = if binary.is_some() { AgentState::Starting } else { AgentState::Installing };
     let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
     let (relay, mut relay_events) = Relay::start(RelayConfig {
         url: endpoints.websocket.clone(),
@@ -230,6 +230,7 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
     let (stop_opencode, opencode_stop) = watch::channel(false);
     let supervisor = tokio::spawn(supervise(
         binary,
+        config.cache_dir.clone(),
         workdir.clone(),
         config.state_dir.clone(),
         pairing::instance_key(&config.server, &workdir),
@@ -246,7 +247,7 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
     };
     let mut code_expired = false;
     let exit = tokio::select! {
-        exit = Agent::new(relay.clone(), inputs_tx, profile).run(inputs_rx) => Some(exit),
+        exit = Agent::new(relay.clone(), inputs_tx, profile, first).run(inputs_rx) => Some(exit),
         () = &mut shutdown => None,
         () = unapproved_at(pending_until, CLOCK_SLACK, approved) => {
             code_expired = true;
@@ -334,10 +335,14 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// Keeps one `opencode serve` running, restarting it when it dies, until
-/// `stop` is set: then it stops the one running and returns.
+/// Installs opencode if it was not found, then keeps one `opencode serve`
+/// running, restarting it when it dies, until `stop` is set: then it stops
+/// the one running and returns. Each step is reported to the agent loop
+/// (installing, starting, up, down with why), which tells the host.
+#[allow(clippy::too_many_arguments)]
 async fn supervise(
-    binary: PathBuf,
+    binary: Option<PathBuf>,
+    cache_dir: PathBuf,
     workdir: PathBuf,
     state_dir: PathBuf,
     instance: String,
@@ -345,15 +350,25 @@ async fn supervise(
     inputs: mpsc::UnboundedSender<Input>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let binary = match binary {
+        Some(binary) => binary,
+        None => match install(&cache_dir, &inputs, &mut stop).await {
+            Some(binary) => binary,
+            None => return,
+        },
+    };
     let mut attempt = 0u32;
     loop {
         let started = std::time::Instant::now();
+        if inputs.send(Input::OpencodeStarting).is_err() {
+            return;
+        }
         // A start cut short drops what it started, which kills it.
         let child = tokio::select! {
             child = OpencodeProcess::start(&binary, &workdir, &state_dir, &instance, access.as_ref()) => child,
             () = stopped(&mut stop) => return,
         };
-        match child {
+        let down = match child {
             Ok(mut child) => match OpencodeClient::new(&child.base_url, child.password.expose()) {
                 Ok(client) => {
                     let pump = tokio::spawn(pump_events(client.clone(), inputs.clone()));
@@ -385,16 +400,21 @@ async fn supervise(
                     };
                     pump.abort();
                     warn!(?status, "opencode exited; restarting it");
-                    if inputs.send(Input::OpencodeDown).is_err() {
-                        return;
-                    }
+                    format!("{}; restarting it", how_it_ended(&status))
                 }
                 Err(e) => {
                     error!(error = %e, "cannot talk to opencode");
                     child.stop().await;
+                    format!("the worker cannot talk to it ({e}); restarting it")
                 }
             },
-            Err(e) => error!(error = %format!("{e:#}"), "cannot start opencode"),
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "cannot start opencode");
+                format!("could not start: {e:#}; trying again")
+            }
+        };
+        if inputs.send(Input::OpencodeDown(down)).is_err() {
+            return;
         }
         if started.elapsed() > Duration::from_secs(60) {
             attempt = 0;
@@ -405,6 +425,51 @@ async fn supervise(
             () = stopped(&mut stop) => return,
         }
         attempt = attempt.saturating_add(1);
+    }
+}
+
+/// Installs opencode into the cache, trying again (npm may have had no
+/// network) until it is there; `None` if the worker stops first.
+async fn install(
+    cache_dir: &std::path::Path,
+    inputs: &mpsc::UnboundedSender<Input>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<PathBuf> {
+    let mut attempt = 0u32;
+    loop {
+        inputs.send(Input::OpencodeInstalling).ok()?;
+        let installed = tokio::select! {
+            installed = process::install(cache_dir) => installed,
+            () = stopped(stop) => return None,
+        };
+        match installed {
+            Ok(binary) => return Some(binary),
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "cannot install opencode");
+                inputs
+                    .send(Input::OpencodeDown(format!("could not be installed: {e:#}; trying again")))
+                    .ok()?;
+            }
+        }
+        let pause = backoff(attempt, Duration::from_secs(5), Duration::from_secs(300));
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stopped(stop) => return None,
+        }
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// How a child ended, for people: "exited with status 1", "killed by signal 9".
+fn how_it_ended(status: &std::io::Result<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None) => "stopped".into(),
+        },
+        Err(e) => format!("stopped ({e})"),
     }
 }
 

@@ -18,6 +18,11 @@
 //! - `HOME` and the XDG directories point into the test's temporary
 //!   directory: the worker keeps opencode's pid under the state directory,
 //!   and must neither read nor write the real one.
+//!
+//! The host answers every request frame `ok` and hands on what the worker
+//! said, so a test can follow what the worker reports of its opencode:
+//! without one it installs it with npm (a stub on the test's `PATH` that
+//! "installs" the opencode stub), and says so before it starts it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,15 +49,23 @@ enum Seen {
     Ended,
 }
 
-/// A plain host on 127.0.0.1: approves any pairing, accepts websockets and
-/// reports what comes over them.
+/// A plain host on 127.0.0.1: approves any pairing, accepts websockets,
+/// reports what comes over them and answers each request frame `ok`.
 async fn host() -> (u16, mpsc::UnboundedReceiver<Seen>) {
+    let (port, seen, _frames) = host_with_frames().await;
+    (port, seen)
+}
+
+/// [`host`], also handing on every request frame the worker sends.
+async fn host_with_frames() -> (u16, mpsc::UnboundedReceiver<Seen>, mpsc::UnboundedReceiver<serde_json::Value>) {
+    use futures_util::SinkExt as _;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+    let (frames_tx, frames_rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let seen = seen_tx.clone();
+            let (seen, frames) = (seen_tx.clone(), frames_tx.clone());
             tokio::spawn(async move {
                 if is_post(&tcp).await {
                     answer_pairing(tcp).await;
@@ -62,15 +75,24 @@ async fn host() -> (u16, mpsc::UnboundedReceiver<Seen>) {
                 let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
                 let _ = seen.send(Seen::Connected);
                 while let Some(Ok(message)) = ws.next().await {
-                    if let Message::Close(frame) = message {
-                        let _ = seen.send(Seen::Closed(frame));
+                    match message {
+                        Message::Close(frame) => {
+                            let _ = seen.send(Seen::Closed(frame));
+                        }
+                        Message::Text(text) => {
+                            let Ok(frame) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+                            let reply = serde_json::json!({"type": "reply", "id": frame["id"], "ok": true, "data": {}});
+                            let _ = ws.send(Message::text(reply.to_string())).await;
+                            let _ = frames.send(frame);
+                        }
+                        _ => {}
                     }
                 }
                 let _ = seen.send(Seen::Ended);
             });
         }
     });
-    (port, seen_rx)
+    (port, seen_rx, frames_rx)
 }
 
 /// Whether the request waiting on `tcp` is a POST (pairing) rather than a
@@ -267,6 +289,107 @@ async fn stops_cleanly_on(signal: &str) {
     assert!(!running(grandchild), "opencode's process group is stopped, not only opencode");
     // All gone: nothing for the guard to kill (their pids may be reused).
     leftovers.0.clear();
+}
+
+/// An `npm` for the test's `PATH`: its first run fails (as npm does with no
+/// network); later ones "install" `opencode` (the stub) under `--prefix`.
+/// Each run appends its arguments to `npm.log` beside it.
+fn npm_stub(root: &Path, opencode: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin directory");
+    let npm = bin.join("npm");
+    let log = root.join("npm.log");
+    std::fs::write(
+        &npm,
+        format!(
+            "#!/bin/sh
+             echo \"$@\" >> '{log}'
+             if [ \"$(wc -l < '{log}')\" -le 1 ]; then echo 'npm error network' >&2; exit 1; fi
+             while [ $# -gt 0 ]; do [ \"$1\" = --prefix ] && prefix=$2; shift; done
+             mkdir -p \"$prefix/node_modules/.bin\"
+             cp '{opencode}' \"$prefix/node_modules/.bin/opencode\"
+",
+            log = log.display(),
+            opencode = opencode.display(),
+        ),
+    )
+    .expect("write the npm stub");
+    std::fs::set_permissions(&npm, std::fs::Permissions::from_mode(0o755)).expect("chmod the npm stub");
+    bin
+}
+
+/// A worker with no opencode anywhere connects first, then installs it:
+/// the host hears `installing` (in the hello), the failed attempt as `down`
+/// with why, `installing` again, `starting`, and `ready` (in a hello with
+/// the models), each report later than the one before.
+#[tokio::test]
+async fn a_worker_without_opencode_says_it_installs_it_then_starts_it() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let workdir = root.path().join("project");
+    std::fs::create_dir_all(&workdir).expect("workdir");
+    let log = root.path().join("worker.log");
+    let bin = npm_stub(root.path(), &opencode_stub(root.path()));
+    let (port, mut seen, mut frames) = host_with_frames().await;
+
+    let mut child = worker(root.path())
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .args(["--server", &format!("http://127.0.0.1:{port}")])
+        .arg("--dir")
+        .arg(&workdir)
+        .arg("--config-dir")
+        .arg(root.path().join("tether"))
+        .args(["--machine", "test-machine"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start tether-worker");
+    let mut leftovers = Leftovers(vec![child.id()]);
+    assert!(matches!(next_seen(&mut seen, "the pairing request", &log).await, Seen::Paired));
+
+    // (state, reason, at) of each report, as the host heard them.
+    let mut reports: Vec<(String, Option<String>, i64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reports.last().is_none_or(|r| r.0 != "ready") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = match tokio::time::timeout(left, frames.recv()).await {
+            Ok(Some(frame)) => frame,
+            _ => panic!("no ready after {reports:?}; the worker's log:\n{}", read(&log)),
+        };
+        let report = match frame["action"].as_str() {
+            Some("worker_hello") => frame["agent"].clone(),
+            Some("agent_state") => frame.clone(),
+            _ => continue,
+        };
+        let state = report["state"].as_str().expect("a state").to_owned();
+        let reason = report["reason"].as_str().map(str::to_owned);
+        reports.push((state, reason, report["at"].as_i64().expect("a time")));
+    }
+    let mut states: Vec<&str> = reports.iter().map(|r| r.0.as_str()).collect();
+    states.dedup();
+    assert_eq!(states, ["installing", "down", "installing", "starting", "ready"], "{reports:?}");
+    assert_eq!(reports[0].0, "installing", "the first hello says it: {reports:?}");
+    // A repeat (a hello after a reconnect) may say the last report again.
+    assert!(reports.windows(2).all(|w| w[0].2 < w[1].2 || w[0] == w[1]), "each report is later: {reports:?}");
+    let down = reports.iter().find(|r| r.0 == "down").and_then(|r| r.1.clone()).expect("a reason");
+    assert!(down.starts_with("could not be installed: `npm install opencode-ai@1.18` failed"), "{down}");
+    assert!(!down.contains('\n'));
+    let npm_runs = read(&root.path().join("npm.log"));
+    assert!(npm_runs.lines().all(|l| l.contains("--prefix") && l.ends_with("opencode-ai@1.18")), "{npm_runs}");
+    assert!(root.path().join("cache/tether/opencode/node_modules/.bin/opencode").is_file());
+
+    let opencode = wait_for_pid(&workdir.join("opencode.pid"), &log).await;
+    let grandchild = wait_for_pid(&workdir.join("grandchild.pid"), &log).await;
+    leftovers.0.extend([opencode, grandchild]);
+    assert!(running(opencode), "the installed opencode runs");
+
+    let stopped = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().expect("wait for the worker").is_none() {
+        assert!(Instant::now() < deadline, "the worker did not exit; its log:\n{}", read(&log));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs the worker to its end, which must come quickly (before any

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tether_domain::ids::{MessageId, SessionId, WorkerId};
-use tether_domain::model::{MessageStatus, SessionStatus};
+use tether_domain::model::{AgentState, MessageStatus, SessionStatus, TitleSource};
 use tether_domain::protocol::{
     ChunkBody, ModelRef, PermissionReply, PromptAnswer, Request, ServerFrame, SessionView, SubagentStatus, ToolStatus,
     WorkerView,
@@ -78,15 +78,21 @@ async fn online_worker(user: &mut UserClient) -> WorkerView {
     }
 }
 
-/// Starts a session and waits until it is ready; watches it.
+/// Starts a session titled "agent" and waits until it is ready; watches it.
 async fn ready_session(user: &mut UserClient, worker: &WorkerId) -> SessionId {
+    ready_session_titled(user, worker, Some("agent")).await
+}
+
+/// Starts a session (titled `title`, or not) and waits until it is ready;
+/// watches it.
+async fn ready_session_titled(user: &mut UserClient, worker: &WorkerId, title: Option<&str>) -> SessionId {
     let session: SessionId = new_id("ses_");
     let view: SessionView = user
         .call(Request::SessionStart {
             session_id: session.clone(),
             worker_id: worker.clone(),
             model: fake_model(),
-            title: Some("agent".into()),
+            title: title.map(Into::into),
         })
         .await
         .field("session");
@@ -472,10 +478,87 @@ async fn a_killed_worker_or_opencode_leaves_a_clear_state() {
         let answer = finish(&mut user, &message, seen).await;
         assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Failed));
         assert!(answer.chunks.iter().any(|c| matches!(c.body, ChunkBody::Error { .. })), "the user sees an error");
+        // The owner sees opencode down, with why, then ready again.
+        let is_state = |state: AgentState| {
+            move |e: &ServerFrame| {
+                matches!(e, ServerFrame::WorkerUpdated { worker } if worker.agent.as_ref().is_some_and(|a| a.state == state))
+            }
+        };
+        let down = match user.next_event("the worker saying opencode is down", is_state(AgentState::Down)).await {
+            ServerFrame::WorkerUpdated { worker } => worker.agent.expect("a report"),
+            _ => unreachable!(),
+        };
+        assert_eq!(down.reason.as_deref(), Some("killed by signal 9; restarting it"));
+        let since = down.at;
+        let back = move |e: &ServerFrame| {
+            matches!(e, ServerFrame::WorkerUpdated { worker }
+                if worker.agent.as_ref().is_some_and(|a| a.state == AgentState::Ready && a.at > since))
+        };
+        user.next_event("the worker saying opencode is ready again", back).await;
         let next = ask(&mut user, &session, "[tokens 12]").await;
         let answer = follow(&mut user, &next).await;
         assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
         assert_eq!(text_of(&answer), numbered_text(12));
+    })
+    .await;
+}
+
+/// opencode names a session after its first message (it asks the model,
+/// which the fake answers with that message's first line): where the user
+/// gave no title, the title reaches the host and every tab of the owner,
+/// and the session list. A subagent's child session, titled by opencode
+/// too, changes nothing; a session the user titled keeps its title.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_title_opencode_makes_reaches_the_host() {
+    run("titles", async {
+        let agent = Agentic::new().await;
+        let server = agent.up(Mode::Concurrent).await;
+        let mut user = UserClient::connect(&server, &server.owner()).await;
+        let worker = online_worker(&mut user).await;
+        assert_eq!(
+            worker.agent.as_ref().map(|a| a.state),
+            Some(AgentState::Ready),
+            "a worker with its models says its opencode is ready"
+        );
+
+        let untitled = ready_session_titled(&mut user, &worker.worker_id, None).await;
+        let message = ask(&mut user, &untitled, "Fix the parser tests\n[tokens 3]").await;
+        let s = untitled.clone();
+        let titled = match user
+            .next_event("the session's title from opencode", |e| {
+                matches!(e, ServerFrame::SessionUpdated { session } if session.session_id == s && session.title_source.is_some())
+            })
+            .await
+        {
+            ServerFrame::SessionUpdated { session } => session,
+            _ => unreachable!(),
+        };
+        assert_eq!(titled.title, "Fix the parser tests");
+        assert_eq!(titled.title_source, Some(TitleSource::Agent));
+        let answer = follow(&mut user, &message).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+
+        let delegated = ask(&mut user, &untitled, r#"[subagent "Say hello" [tokens 2]]"#).await;
+        let answer = follow(&mut user, &delegated).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+        assert_eq!(subagents_of(&answer).len(), 1, "a subagent ran, in a child session");
+
+        let users = ready_session(&mut user, &worker.worker_id).await;
+        let other = ask(&mut user, &users, "Something else entirely [tokens 2]").await;
+        let answer = follow(&mut user, &other).await;
+        assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+
+        let listed = user.sessions().await;
+        let title_of = |id: &SessionId| {
+            let s = listed.iter().find(|s| &s.session_id == id).expect("listed");
+            (s.title.clone(), s.title_source)
+        };
+        assert_eq!(
+            title_of(&untitled),
+            ("Fix the parser tests".to_owned(), Some(TitleSource::Agent)),
+            "the subagent's own title went nowhere"
+        );
+        assert_eq!(title_of(&users), ("agent".to_owned(), Some(TitleSource::User)));
     })
     .await;
 }

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod explain;
 pub mod process;
+pub mod title;
 pub mod translate;
 
 pub use client::{Models, OpencodeClient};

@@ -240,29 +240,38 @@ fn die_with_parent(command: &mut Command) {
     }
 }
 
-/// Finds opencode: an explicit path, then `PATH`, then the worker's cache;
-/// installs it from npm into the cache when it is nowhere.
-pub async fn locate(explicit: Option<&Path>, cache_dir: &Path) -> anyhow::Result<PathBuf> {
+/// Finds opencode: an explicit path, then `PATH`, then the worker's cache.
+/// `None` when it is nowhere ([`install`] puts it in the cache); an error
+/// only for an explicit path that is no file.
+pub fn find(explicit: Option<&Path>, cache_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
     if let Some(path) = explicit {
         if path.is_file() {
-            return Ok(path.to_owned());
+            return Ok(Some(path.to_owned()));
         }
         bail!("--opencode {} is not a file", path.display());
     }
     if let Some(found) = on_path("opencode") {
-        return Ok(found);
+        return Ok(Some(found));
     }
-    let cached = cache_dir.join("node_modules/.bin/opencode");
-    if cached.is_file() {
-        return Ok(cached);
-    }
+    let cached = cached_binary(cache_dir);
+    Ok(cached.is_file().then_some(cached))
+}
+
+fn cached_binary(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("node_modules/.bin/opencode")
+}
+
+/// Installs opencode from npm into the worker's cache; returns the binary.
+pub async fn install(cache_dir: &Path) -> anyhow::Result<PathBuf> {
+    let cached = cached_binary(cache_dir);
     let Some(npm) = on_path("npm") else {
         bail!(
             "opencode is not installed and npm is missing: install Node.js (with npm), \
              or opencode itself (`npm install -g {OPENCODE_PACKAGE}`), or pass --opencode PATH"
         );
     };
-    std::fs::create_dir_all(cache_dir)?;
+    std::fs::create_dir_all(cache_dir)
+        .with_context(|| format!("creating {}", cache_dir.display()))?;
     eprintln!(
         "Installing opencode ({OPENCODE_PACKAGE}) into {} — this happens once…",
         cache_dir.display()
@@ -271,11 +280,13 @@ pub async fn locate(explicit: Option<&Path>, cache_dir: &Path) -> anyhow::Result
         .args(["install", "--no-audit", "--no-fund", "--loglevel", "error", "--prefix"])
         .arg(cache_dir)
         .arg(OPENCODE_PACKAGE)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
         .status()
         .await
         .context("running npm")?;
     if !status.success() || !cached.is_file() {
-        bail!("`npm install {OPENCODE_PACKAGE}` failed ({status}); see its output above");
+        bail!("`npm install {OPENCODE_PACKAGE}` failed ({status}); the worker's output shows why");
     }
     eprintln!("Installed opencode.");
     Ok(cached)
