@@ -2,8 +2,9 @@ import type { ComponentChildren } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 
 import type { WorkerView } from "../protocol";
-import { confirmRequest, errorMessage, navigate, newSessionDialog, workers } from "../app/store";
+import { confirmRequest, errorMessage, navigate, newSessionDialog, now, workers } from "../app/store";
 import { startSession } from "../app/store";
+import { workerState } from "./common";
 import { IconX } from "./icons";
 
 /** A native modal dialog (focus trap, Esc, backdrop) shown while `open`. */
@@ -70,12 +71,20 @@ export function NewSessionDialog() {
 
 function NewSessionForm({ initialWorker }: { initialWorker?: string }) {
   const all = [...workers.value.values()].filter((w) => w.status === "approved");
-  const firstOnline = all.find((w) => w.online);
+  const blockedBy = (w: WorkerView) => workerState(w, now.value).cannotStart;
+  const firstReady = all.find((w) => blockedBy(w) === null);
   const [workerId, setWorkerId] = useState<string>(
-    initialWorker && all.some((w) => w.worker_id === initialWorker) ? initialWorker : (firstOnline?.worker_id ?? ""),
+    initialWorker && all.some((w) => w.worker_id === initialWorker)
+      ? initialWorker
+      : (firstReady ?? all.find((w) => w.online))?.worker_id ?? "",
   );
   const worker = all.find((w) => w.worker_id === workerId);
+  // Why the chosen worker cannot take a session now (it may change while
+  // the dialog is open: its opencode starts, it goes offline).
+  const blocked = worker ? blockedBy(worker) : null;
   const [model, setModel] = useState<string>(defaultModelKey(worker));
+  // The models arrive with a worker's opencode: until one is chosen, its default.
+  const shownModel = model && worker?.models.some((m) => modelKey(m) === model) ? model : defaultModelKey(worker);
   const [title, setTitle] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
@@ -87,8 +96,8 @@ function NewSessionForm({ initialWorker }: { initialWorker?: string }) {
 
   async function submit(e: Event) {
     e.preventDefault();
-    if (!worker) return;
-    const chosen = worker.models.find((m) => modelKey(m) === model);
+    if (!worker || blocked) return;
+    const chosen = worker.models.find((m) => modelKey(m) === shownModel);
     const ref = chosen
       ? { provider_id: chosen.provider_id, model_id: chosen.model_id }
       : worker.default_model;
@@ -139,7 +148,7 @@ function NewSessionForm({ initialWorker }: { initialWorker?: string }) {
           <label class="field">
             <span class="field-label">Model</span>
             <select
-              value={model}
+              value={shownModel}
               onChange={(e) => setModel((e.target as HTMLSelectElement).value)}
               disabled={!worker || worker.models.length === 0}
             >
@@ -161,7 +170,13 @@ function NewSessionForm({ initialWorker }: { initialWorker?: string }) {
               onInput={(e) => setTitle((e.target as HTMLInputElement).value)}
             />
           </label>
-          {!firstOnline ? <p class="muted small">Every worker is offline. Start one, then try again.</p> : null}
+          {!all.some((w) => w.online) ? (
+            <p class="muted small">Every worker is offline. Start one, then try again.</p>
+          ) : blocked ? (
+            <p class="muted small" role="status" id="new-session-blocked">
+              {blocked}.
+            </p>
+          ) : null}
           {error ? (
             <p class="form-error" role="alert">
               {error}
@@ -173,7 +188,12 @@ function NewSessionForm({ initialWorker }: { initialWorker?: string }) {
         <button type="button" class="btn btn-ghost" onClick={() => (newSessionDialog.value = null)}>
           Cancel
         </button>
-        <button type="submit" class="btn btn-primary" disabled={busy || !worker || !worker.online}>
+        <button
+          type="submit"
+          class="btn btn-primary"
+          disabled={busy || !worker || blocked !== null}
+          aria-describedby={blocked ? "new-session-blocked" : undefined}
+        >
           {busy ? <span class="spinner" aria-hidden="true" /> : null}
           Start session
         </button>

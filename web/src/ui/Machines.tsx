@@ -12,7 +12,7 @@ import {
   usePendingPoll,
 } from "../app/store";
 import { relativeTime } from "../lib/format";
-import { EmptyState, PendingList, PresencePill, TopBar } from "./common";
+import { EmptyState, PendingList, PresencePill, TopBar, WorkerDetail, workerState } from "./common";
 import { HeadlessPairing } from "./Pair";
 import { IconBan, IconChat, IconLaptop, IconLink, IconPlus } from "./icons";
 
@@ -83,6 +83,7 @@ export function MachinesPage() {
 function WorkerRow({ w }: { w: WorkerView }) {
   const count = sessions.value.filter((s) => s.worker_id === w.worker_id).length;
   const usable = w.status === "approved";
+  const blocked = workerState(w, now.value).cannotStart;
   return (
     <li class={`worker-row ${usable ? "" : "is-inactive"}`} aria-label={`Worker ${w.name}`}>
       <div class="worker-main">
@@ -95,10 +96,10 @@ function WorkerRow({ w }: { w: WorkerView }) {
         <div class="worker-dir mono" title={w.workdir}>
           {w.workdir}
         </div>
+        <WorkerDetail w={w} />
         <div class="worker-meta">
-          {w.models.length} {w.models.length === 1 ? "model" : "models"}
-          {count ? ` · ${count} ${count === 1 ? "session" : "sessions"}` : ""}
-          {` · paired ${relativeTime(w.created_at, now.value)}`}
+          {count ? `${count} ${count === 1 ? "session" : "sessions"} · ` : ""}
+          {`paired ${relativeTime(w.created_at, now.value)}`}
         </div>
       </div>
       {usable ? (
@@ -106,9 +107,9 @@ function WorkerRow({ w }: { w: WorkerView }) {
           <button
             type="button"
             class="btn btn-small btn-secondary"
-            disabled={!w.online}
+            disabled={blocked !== null}
             aria-label={`New session on ${w.name}`}
-            title={w.online ? "Start a session" : "The worker is offline"}
+            title={blocked ?? "Start a session"}
             onClick={() => (newSessionDialog.value = { workerId: w.worker_id })}
           >
             <IconPlus size={14} /> New session

@@ -4,7 +4,7 @@ import type { SessionView } from "../protocol";
 import { href } from "../app/route";
 import { conn, loadSessions, machinesLoaded, newSessionDialog, now, revokeWorker, sessions, sessionsLoaded, workers } from "../app/store";
 import { absoluteTime, relativeTime } from "../lib/format";
-import { EmptyState, PresencePill, SessionStatusPill, TopBar, modelLabel } from "./common";
+import { EmptyState, PresencePill, SessionStatusPill, TopBar, WorkerDetail, modelLabel, workerState } from "./common";
 import { IconBan, IconChat, IconChevron, IconPlus } from "./icons";
 
 function SessionRows({ list, showWorker }: { list: SessionView[]; showWorker: boolean }) {
@@ -45,6 +45,7 @@ export function WorkerPage({ workerId }: { workerId: string }) {
   const w = workers.value.get(workerId);
   const list = sessions.value.filter((s) => s.worker_id === workerId);
   const open = conn.value.status === "open";
+  const blocked = w ? workerState(w, now.value).cannotStart : null;
 
   useEffect(() => {
     if (open) void loadSessions(workerId);
@@ -76,8 +77,8 @@ export function WorkerPage({ workerId }: { workerId: string }) {
             <button
               type="button"
               class="btn btn-primary"
-              disabled={!w.online}
-              title={w.online ? undefined : "The worker is offline"}
+              disabled={blocked !== null}
+              title={blocked ?? undefined}
               onClick={() => (newSessionDialog.value = { workerId })}
             >
               <IconPlus size={16} /> <span class="hide-narrow">New session</span>
@@ -91,9 +92,6 @@ export function WorkerPage({ workerId }: { workerId: string }) {
           <section class="card worker-card" aria-label="Worker details">
             <div class="worker-card-row">
               <PresencePill w={w} />
-              <span class="muted small">
-                {w.models.length} {w.models.length === 1 ? "model" : "models"}
-              </span>
               {w.status === "approved" ? (
                 <button
                   type="button"
@@ -104,6 +102,7 @@ export function WorkerPage({ workerId }: { workerId: string }) {
                 </button>
               ) : null}
             </div>
+            <WorkerDetail w={w} />
             {w.models.length ? (
               <div class="model-chips">
                 {w.models.map((m) => (

@@ -59,23 +59,73 @@ export function SessionStatusPill({ status }: { status: SessionStatus }) {
   );
 }
 
-/** "Online", or "Offline · seen 5 min ago", or the pairing state. */
-export function workerPresence(w: WorkerView, at: number): { label: string; tone: "online" | "offline" | "warn" } {
-  if (w.status === "pending") return { label: "Waiting for approval", tone: "warn" };
-  if (w.status === "revoked") return { label: "Revoked", tone: "offline" };
-  if (w.status === "rejected") return { label: "Rejected", tone: "offline" };
-  if (w.online) return { label: "Online", tone: "online" };
-  return { label: `Offline · seen ${relativeTime(w.last_seen, at)}`, tone: "offline" };
+export type WorkerState = {
+  /** Short, for a pill: "Online · 3 models", "Starting opencode…", "Offline · seen 5 min ago". */
+  label: string;
+  tone: "online" | "offline" | "warn" | "failed";
+  /** A sentence beside the pill, when the pill cannot say it all ("opencode is down: …"). */
+  detail?: string;
+  /** Why no session can start on it now; `null` when one can. */
+  cannotStart: string | null;
+};
+
+function countModels(n: number): string {
+  return `${n} ${n === 1 ? "model" : "models"}`;
+}
+
+/**
+ * A worker as its owner should read it: its pairing, its presence, then what
+ * its opencode is doing (installing, starting, down with why, ready with its
+ * models). A session can start only on an online worker whose opencode is
+ * ready and offers a model.
+ */
+export function workerState(w: WorkerView, at: number): WorkerState {
+  if (w.status === "pending") return { label: "Waiting for approval", tone: "warn", cannotStart: "The worker is waiting for approval" };
+  if (w.status === "revoked") return { label: "Revoked", tone: "offline", cannotStart: "The worker was revoked" };
+  if (w.status === "rejected") return { label: "Rejected", tone: "offline", cannotStart: "The worker was rejected" };
+  if (!w.online) {
+    return { label: `Offline · seen ${relativeTime(w.last_seen, at)}`, tone: "offline", cannotStart: "The worker is offline" };
+  }
+  switch (w.agent?.state) {
+    case "installing":
+      return { label: "Installing opencode…", tone: "warn", cannotStart: "opencode is being installed on this worker" };
+    case "starting":
+      return { label: "Starting opencode…", tone: "warn", cannotStart: "opencode is starting on this worker" };
+    case "down": {
+      const detail = w.agent.reason ? `opencode is down: ${w.agent.reason}` : "opencode is down";
+      return { label: "opencode is down", tone: "failed", detail, cannotStart: detail };
+    }
+    default:
+      // Ready, or a worker too old to say: its models tell.
+      if (w.models.length === 0) {
+        return {
+          label: "Online · no models",
+          tone: "warn",
+          cannotStart: "This worker offers no model: its opencode has no provider configured",
+        };
+      }
+      return { label: `Online · ${countModels(w.models.length)}`, tone: "online", cannotStart: null };
+  }
 }
 
 export function PresencePill({ w }: { w: WorkerView }) {
-  const p = workerPresence(w, now.value);
+  const p = workerState(w, now.value);
   return (
     <span class={`pill pill-${p.tone}`} data-presence={p.tone}>
       <span class="dot" aria-hidden="true" />
       {p.label}
     </span>
   );
+}
+
+/** The sentence a worker's pill cannot hold (why its opencode is down). */
+export function WorkerDetail({ w }: { w: WorkerView }) {
+  const detail = workerState(w, now.value).detail;
+  return detail ? (
+    <p class="worker-detail" role="status">
+      {detail}
+    </p>
+  ) : null;
 }
 
 /** Says when the websocket is down and when it tries again. */

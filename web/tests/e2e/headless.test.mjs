@@ -67,7 +67,7 @@ test("a token minted on the machines screen pairs a headless worker to you", asy
   assert.equal(worker.code, undefined, "no code to type");
   await page.setViewportSize(DESKTOP);
   const row = page.getByRole("listitem", { name: "Worker app" });
-  await row.getByText("Online", { exact: true }).waitFor({ timeout: WAIT });
+  await row.getByText(/^(Starting opencode…|Online · 1 model)$/).waitFor({ timeout: WAIT });
   await page.getByRole("region", { name: "Machine buildbox" }).waitFor();
 
   // Used once: a second machine with the same token is refused.

@@ -62,13 +62,13 @@ test("approve by link, reject, see presence live, revoke", async () => {
   await page.getByRole("button", { name: "Look up" }).click();
   await page.getByRole("alert").filter({ hasText: "No worker is waiting" }).waitFor({ timeout: WAIT });
 
-  // Machines: the approved worker is online, with the one model its
-  // opencode offers.
+  // Machines: the approved worker is online, starting its opencode or
+  // already with the one model its opencode offers.
   await page.getByRole("link", { name: "Machines", exact: true }).click();
   const row = page.getByRole("listitem", { name: "Worker app" });
-  await row.getByText("Online", { exact: true }).waitFor({ timeout: WAIT });
+  await row.getByText(/^(Starting opencode…|Online · 1 model)$/).waitFor({ timeout: WAIT });
   await laptop.ready();
-  await row.getByText(/\b1 model\b/).waitFor({ timeout: WAIT });
+  await row.getByText("Online · 1 model", { exact: true }).waitFor({ timeout: WAIT });
   assert.equal(await page.getByRole("region", { name: "Pending pairings" }).count(), 0);
   await screenshotAll(page, "machines");
 
@@ -76,14 +76,14 @@ test("approve by link, reject, see presence live, revoke", async () => {
   await laptop.goOffline();
   await row.getByText(/Offline · seen/).waitFor({ timeout: WAIT });
   await laptop.goOnline();
-  await row.getByText("Online", { exact: true }).waitFor({ timeout: WAIT });
+  await row.getByText("Online · 1 model", { exact: true }).waitFor({ timeout: 60_000 });
 
   // Revoke asks first; cancelling keeps the worker.
   await page.getByRole("button", { name: "Revoke app" }).click();
   const confirm = page.getByRole("dialog", { name: "Revoke app?" });
   await confirm.waitFor();
   await confirm.getByRole("button", { name: "Cancel" }).click();
-  await row.getByText("Online", { exact: true }).waitFor();
+  await row.getByText("Online · 1 model", { exact: true }).waitFor();
   await page.getByRole("button", { name: "Revoke app" }).click();
   await page.getByRole("dialog", { name: "Revoke app?" }).getByRole("button", { name: "Revoke" }).click();
   await row.getByText("Revoked").waitFor({ timeout: WAIT });

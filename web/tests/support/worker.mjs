@@ -134,10 +134,13 @@ async function startFakeLlm(logFile) {
  * `machine` names the machine; the project directory is named after the
  * last part of `workdir` (default "project"). With `token` (a pairing
  * token, passed as `TETHER_PAIRING_TOKEN`) it is approved at once and
- * shows no code: `approvedBy` is the name it printed.
+ * shows no code: `approvedBy` is the name it printed. With
+ * `opencodeStartDelayMs` its `--opencode` is a script that waits that long
+ * before it runs the real opencode, as a slow machine's first start does:
+ * the worker says "starting" meanwhile (no product code is involved).
  * Returns { code, approvedBy, workerId, machine, workdir, goOffline(), goOnline(), ready(), logs(), stop() }.
  */
-export async function startWorker(baseUrl, { machine = "testbox", workdir = "project", token } = {}) {
+export async function startWorker(baseUrl, { machine = "testbox", workdir = "project", token, opencodeStartDelayMs } = {}) {
   const root = mkdtempSync(join(tmpdir(), "tether-web-worker-"));
   const project = join(root, basename(workdir));
   const configDir = join(root, "worker-config");
@@ -177,6 +180,13 @@ export async function startWorker(baseUrl, { machine = "testbox", workdir = "pro
     OPENCODE_DISABLE_AUTOUPDATE: "1",
     ...(token ? { TETHER_PAIRING_TOKEN: token } : {}),
   });
+  let opencode = opencodeBinary();
+  if (opencodeStartDelayMs) {
+    const slow = join(root, "slow-opencode");
+    const seconds = (opencodeStartDelayMs / 1000).toFixed(3);
+    writeFileSync(slow, `#!/bin/sh\nsleep ${seconds}\nexec '${opencode}' "$@"\n`, { mode: 0o755 });
+    opencode = slow;
+  }
   const args = [
     "worker",
     "--server",
@@ -186,7 +196,7 @@ export async function startWorker(baseUrl, { machine = "testbox", workdir = "pro
     "--machine",
     machine,
     "--opencode",
-    opencodeBinary(),
+    opencode,
     "--config-dir",
     configDir,
     "--heartbeat-secs",
