@@ -47,8 +47,15 @@ pub struct SqliteStore {
 
 struct Inner {
     jobs: mpsc::Sender<Job>,
+    /// The reader's queue, for a database file (WAL lets it read beside the
+    /// writer); a database in memory is one connection, and reads go to
+    /// the writer.
+    reads: Option<mpsc::Sender<Read>>,
     path: Option<PathBuf>,
 }
+
+/// A read for the reader thread: runs on its connection, outside any batch.
+type Read = Box<dyn FnOnce(&Connection) + Send>;
 
 /// A call for the writer: runs on the connection inside the batch's
 /// transaction (or not at all, given none), and gives back how to answer
@@ -114,13 +121,17 @@ impl SqliteStore {
         }
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn)?;
+        let reads = match &path {
+            Some(path) => Some(start_reader(path)?),
+            None => None,
+        };
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("tether-sqlite".into())
             .spawn(move || writer(conn, queue))
             .map_err(|e| StoreError::Unavailable(format!("start the store's writer: {e}")))?;
         Ok(Self {
-            inner: Arc::new(Inner { jobs, path }),
+            inner: Arc::new(Inner { jobs, reads, path }),
         })
     }
 
@@ -164,6 +175,34 @@ impl SqliteStore {
             Err(e @ StoreError::Conflict(_)) => tracing::debug!(op, error = %e, "store conflict"),
             Err(e) => tracing::warn!(op, error = %e, "store call failed"),
             Ok(_) => {}
+        }
+        result
+    }
+
+    /// Runs a read. On a database file it goes to the reader's connection,
+    /// which sees every committed write and waits for no batch or fsync: a
+    /// caller that was answered for a write reads it back, since the writer
+    /// answers only after its commit. In memory it runs on the writer.
+    async fn run_read<T, F>(&self, op: &'static str, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let Some(reads) = &self.inner.reads else {
+            return self.run(op, move |conn| f(conn)).await;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let read: Read = Box::new(move |conn| {
+            let result = catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!("{op}: the store call panicked")))
+            });
+            let _ = tx.send(result);
+        });
+        let stopped = || StoreError::Unavailable(format!("{op}: the store's reader has stopped"));
+        reads.send(read).map_err(|_| stopped())?;
+        let result = rx.await.map_err(|_| stopped())?;
+        if let Err(e) = &result {
+            tracing::warn!(op, error = %e, "store read failed");
         }
         result
     }
@@ -253,6 +292,28 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>) {
             answer(committed.clone());
         }
     }
+}
+
+/// Opens the reader's connection on the database file (read-only, with the
+/// writer's settings where they matter) and starts its thread.
+fn start_reader(path: &Path) -> StoreResult<mpsc::Sender<Read>> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| db_err(&format!("open {} to read", path.display()), e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| db_err("set busy timeout", e))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    let (reads, queue) = mpsc::channel::<Read>();
+    std::thread::Builder::new()
+        .name("tether-sqlite-read".into())
+        .spawn(move || {
+            while let Ok(read) = queue.recv() {
+                read(&conn);
+            }
+        })
+        .map_err(|e| StoreError::Unavailable(format!("start the store's reader: {e}")))?;
+    Ok(reads)
 }
 
 /// Commits the writer's batch; on failure, rolls it back.

@@ -528,7 +528,7 @@ impl Store for SqliteStore {
 
     async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
         let id = id.clone();
-        self.run("user", move |conn| {
+        self.run_read("user", move |conn| {
             one(conn, "user", &sql::USER_BY_ID, [id.as_str()], user_row)
         })
         .await
@@ -536,7 +536,7 @@ impl Store for SqliteStore {
 
     async fn user_by_name(&self, name: &str) -> StoreResult<Option<User>> {
         let name = name.to_owned();
-        self.run("user_by_name", move |conn| {
+        self.run_read("user_by_name", move |conn| {
             one(conn, "user_by_name", &sql::USER_BY_NAME, [name], user_row)
         })
         .await
@@ -544,7 +544,7 @@ impl Store for SqliteStore {
 
     async fn user_by_secret(&self, hash: &SecretHash) -> StoreResult<Option<User>> {
         let hash = hash.clone();
-        self.run("user_by_secret", move |conn| {
+        self.run_read("user_by_secret", move |conn| {
             one(
                 conn,
                 "user_by_secret",
@@ -557,7 +557,7 @@ impl Store for SqliteStore {
     }
 
     async fn users(&self) -> StoreResult<Vec<User>> {
-        self.run("users", move |conn| {
+        self.run_read("users", move |conn| {
             let sql = format!("SELECT {USER_COLS} FROM users ORDER BY name");
             all(conn, "users", &sql, [], user_row)
         })
@@ -750,7 +750,7 @@ impl Store for SqliteStore {
 
     async fn worker(&self, id: &WorkerId) -> StoreResult<Option<Worker>> {
         let id = id.clone();
-        self.run("worker", move |conn| {
+        self.run_read("worker", move |conn| {
             one(
                 conn,
                 "worker",
@@ -764,7 +764,7 @@ impl Store for SqliteStore {
 
     async fn worker_by_credential(&self, hash: &SecretHash) -> StoreResult<Option<Worker>> {
         let hash = hash.clone();
-        self.run("worker_by_credential", move |conn| {
+        self.run_read("worker_by_credential", move |conn| {
             let sql = &sql::WORKER_BY_CREDENTIAL;
             one(
                 conn,
@@ -779,7 +779,7 @@ impl Store for SqliteStore {
 
     async fn worker_by_pairing_code(&self, code: &str) -> StoreResult<Option<Worker>> {
         let code = code.to_owned();
-        self.run("worker_by_pairing_code", move |conn| {
+        self.run_read("worker_by_pairing_code", move |conn| {
             let sql = &sql::WORKER_BY_PAIRING_CODE;
             one(conn, "worker_by_pairing_code", sql, [code], worker_row)
         })
@@ -788,7 +788,7 @@ impl Store for SqliteStore {
 
     async fn workers_of(&self, owner: &UserId) -> StoreResult<Vec<Worker>> {
         let owner = owner.clone();
-        self.run("workers_of", move |conn| {
+        self.run_read("workers_of", move |conn| {
             all(
                 conn,
                 "workers_of",
@@ -810,7 +810,7 @@ impl Store for SqliteStore {
             Some((t, id)) => (t, id.as_str().to_owned()),
             None => (Millis::MIN, String::new()),
         };
-        self.run("pending_workers", move |conn| {
+        self.run_read("pending_workers", move |conn| {
             let p = params![now, after_time, after_id, limit];
             all(
                 conn,
@@ -958,7 +958,7 @@ impl Store for SqliteStore {
 
     async fn connection(&self, id: &ConnectionId) -> StoreResult<Option<Connection>> {
         let id = id.clone();
-        self.run("connection", move |conn| {
+        self.run_read("connection", move |conn| {
             one(
                 conn,
                 "connection",
@@ -1032,7 +1032,7 @@ impl Store for SqliteStore {
 
     async fn user_connections(&self, user: &UserId, now: Millis) -> StoreResult<Vec<ConnectionId>> {
         let user = user.clone();
-        self.run("user_connections", move |conn| {
+        self.run_read("user_connections", move |conn| {
             let p = params![user.as_str(), now];
             parse_connection_ids(all(
                 conn,
@@ -1062,7 +1062,7 @@ impl Store for SqliteStore {
 
     async fn worker_connections(&self, worker: &WorkerId) -> StoreResult<Vec<ConnectionId>> {
         let worker = worker.clone();
-        self.run("worker_connections", move |conn| {
+        self.run_read("worker_connections", move |conn| {
             parse_connection_ids(all(
                 conn,
                 "worker_connections",
@@ -1120,7 +1120,7 @@ impl Store for SqliteStore {
 
     async fn watchers(&self, session: &SessionId) -> StoreResult<Vec<ConnectionId>> {
         let session = session.clone();
-        self.run("watchers", move |conn| {
+        self.run_read("watchers", move |conn| {
             let p = [session.as_str()];
             parse_connection_ids(all(conn, "watchers", &sql::WATCHERS, p, connection_id)?)
         })
@@ -1172,7 +1172,7 @@ impl Store for SqliteStore {
 
     async fn session(&self, id: &SessionId) -> StoreResult<Option<Session>> {
         let id = id.clone();
-        self.run("session", move |conn| {
+        self.run_read("session", move |conn| {
             one(
                 conn,
                 "session",
@@ -1194,7 +1194,7 @@ impl Store for SqliteStore {
         let owner = owner.clone();
         let worker = worker.cloned();
         let before = before.unwrap_or(NO_UPPER_BOUND);
-        self.run("sessions_of", move |conn| match &worker {
+        self.run_read("sessions_of", move |conn| match &worker {
             Some(w) => {
                 let p = params![owner.as_str(), w.as_str(), before, limit];
                 all(
@@ -1215,7 +1215,7 @@ impl Store for SqliteStore {
 
     async fn starting_sessions(&self, worker: &WorkerId) -> StoreResult<Vec<Session>> {
         let worker = worker.clone();
-        self.run("starting_sessions", move |conn| {
+        self.run_read("starting_sessions", move |conn| {
             let p = [worker.as_str()];
             all(
                 conn,
@@ -1317,7 +1317,7 @@ impl Store for SqliteStore {
 
     async fn message(&self, id: &MessageId) -> StoreResult<Option<Message>> {
         let id = id.clone();
-        self.run("message", move |conn| {
+        self.run_read("message", move |conn| {
             one(
                 conn,
                 "message",
@@ -1336,7 +1336,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<Message>> {
         let session = session.clone();
-        self.run("messages_of", move |conn| {
+        self.run_read("messages_of", move |conn| {
             let p = params![session.as_str(), from, limit];
             all(conn, "messages_of", &sql::MESSAGES_OF, p, message_row)
         })
@@ -1345,7 +1345,7 @@ impl Store for SqliteStore {
 
     async fn open_messages(&self, worker: &WorkerId) -> StoreResult<Vec<Message>> {
         let worker = worker.clone();
-        self.run("open_messages", move |conn| {
+        self.run_read("open_messages", move |conn| {
             all(
                 conn,
                 "open_messages",
@@ -1416,7 +1416,7 @@ impl Store for SqliteStore {
 
     async fn chunks(&self, message: &MessageId, from: u32, limit: u32) -> StoreResult<Vec<Chunk>> {
         let message = message.clone();
-        self.run("chunks", move |conn| {
+        self.run_read("chunks", move |conn| {
             all(
                 conn,
                 "chunks",
@@ -1464,7 +1464,7 @@ impl Store for SqliteStore {
 
     async fn prompt(&self, id: &PromptId) -> StoreResult<Option<Prompt>> {
         let id = id.clone();
-        self.run("prompt", move |conn| {
+        self.run_read("prompt", move |conn| {
             one(
                 conn,
                 "prompt",
@@ -1501,7 +1501,7 @@ impl Store for SqliteStore {
 
     async fn undelivered_prompts(&self, worker: &WorkerId) -> StoreResult<Vec<Prompt>> {
         let worker = worker.clone();
-        self.run("undelivered_prompts", move |conn| {
+        self.run_read("undelivered_prompts", move |conn| {
             let p = [worker.as_str()];
             all(
                 conn,
