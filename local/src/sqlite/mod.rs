@@ -294,15 +294,17 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>) {
     }
 }
 
-/// Opens the reader's connection on the database file (read-only, with the
-/// writer's settings where they matter) and starts its thread.
+/// Opens the reader's connection on the database file (refusing writes)
+/// and starts its thread.
 fn start_reader(path: &Path) -> StoreResult<mpsc::Sender<Read>> {
-    use rusqlite::OpenFlags;
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| db_err(&format!("open {} to read", path.display()), e))?;
+    // Read-write at the file level but refusing writes: whichever of the two
+    // connections closes last folds the WAL into the database file, which a
+    // read-only connection could not.
+    let conn = Connection::open(path).map_err(|e| db_err(&format!("open {} to read", path.display()), e))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| db_err("set busy timeout", e))?;
+    conn.pragma_update(None, "query_only", true)
+        .map_err(|e| db_err("make the reader read-only", e))?;
     conn.set_prepared_statement_cache_capacity(64);
     let (reads, queue) = mpsc::channel::<Read>();
     std::thread::Builder::new()
