@@ -395,6 +395,22 @@ pub trait Store: Send + Sync + 'static {
     /// changes nothing and returns `Existing` with the first one.
     fn insert_chunk(&self, chunk: &Chunk)
         -> impl Future<Output = StoreResult<Inserted<Chunk>>> + Send;
+    /// [`Store::insert_chunk`] for each of a frame's chunks, in order, with
+    /// one answer each. A store that can make it one call does (SQLite: one
+    /// job of its writer); the default makes one call per chunk. An error
+    /// may leave the chunks before it stored: each is a retry-safe put.
+    fn insert_chunks(
+        &self,
+        chunks: &[Chunk],
+    ) -> impl Future<Output = StoreResult<Vec<Inserted<Chunk>>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(chunks.len());
+            for c in chunks {
+                out.push(self.insert_chunk(c).await?);
+            }
+            Ok(out)
+        }
+    }
     /// A message's chunks with `seq >= from`, in seq order.
     fn chunks(
         &self,

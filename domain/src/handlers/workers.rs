@@ -486,20 +486,23 @@ impl<S: Store, P: Push> Domain<S, P> {
             duplicate: Vec::new(),
         };
         let mut fresh = Vec::new();
-        for c in chunks {
-            let chunk = Chunk {
+        let chunks: Vec<Chunk> = chunks
+            .into_iter()
+            .map(|c| Chunk {
                 message: message.id.clone(),
                 seq: c.seq,
                 body: c.body,
                 created_at: now,
-            };
-            match self.store.insert_chunk(&chunk).await? {
+            })
+            .collect();
+        for inserted in self.store.insert_chunks(&chunks).await? {
+            match inserted {
                 Inserted::New(stored) => {
                     self.record_prompt(&message, &stored, now).await?;
                     ack.stored.push(stored.seq);
                     fresh.push(chunk_view(&message.session, &stored));
                 }
-                Inserted::Existing(_) => ack.duplicate.push(c.seq),
+                Inserted::Existing(stored) => ack.duplicate.push(stored.seq),
             }
         }
         if !fresh.is_empty() {

@@ -378,6 +378,7 @@ where
         message_transitions,
         concurrent_message_transitions_have_one_winner,
         chunks_idempotent_and_ordered,
+        a_frames_chunks_are_put_in_one_call,
         prompts_idempotent_and_answered_once,
         concurrent_prompt_answers_have_one_winner,
         live_sessions_are_capped_per_user,
@@ -1838,6 +1839,28 @@ pub async fn concurrent_message_transitions_have_one_winner<S: Store + Clone>(s:
 }
 
 // ---- chunks ----
+
+/// `insert_chunks` answers each chunk of a frame as `insert_chunk` would,
+/// in the frame's order: new ones stored, repeats found.
+pub async fn a_frames_chunks_are_put_in_one_call<S: Store>(s: S) {
+    let seed = seed(&s).await;
+    let sess = seed_session(&s, &seed, T0).await;
+    let m = seed_message(&s, &sess, "hello").await;
+    let first = text_chunk(&m.id, 1, "first");
+    assert_new(s.insert_chunk(&first).await.expect("insert"));
+    let frame = vec![
+        text_chunk(&m.id, 2, "b"),
+        text_chunk(&m.id, 1, "again"),
+        text_chunk(&m.id, 0, "a"),
+    ];
+    let answers = s.insert_chunks(&frame).await.expect("insert the frame");
+    assert_eq!(answers.len(), 3);
+    assert!(matches!(&answers[0], Inserted::New(c) if c == &frame[0]), "{answers:?}");
+    assert!(matches!(&answers[1], Inserted::Existing(c) if c == &first), "the first write stays: {answers:?}");
+    assert!(matches!(&answers[2], Inserted::New(c) if c == &frame[2]), "{answers:?}");
+    let stored = s.chunks(&m.id, 0, 10).await.expect("all");
+    assert_eq!(stored, vec![frame[2].clone(), first, frame[0].clone()]);
+}
 
 pub async fn chunks_idempotent_and_ordered<S: Store>(s: S) {
     let seed = seed(&s).await;

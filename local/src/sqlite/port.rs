@@ -451,6 +451,26 @@ fn commit(tx: Savepoint<'_>, op: &str) -> StoreResult<()> {
     tx.commit().map_err(|e| db_err(op, e))
 }
 
+/// Stores a chunk once per (message, seq); a second put finds the first.
+fn put_chunk(conn: &mut SqlConn, c: Chunk) -> StoreResult<Inserted<Chunk>> {
+    const OP: &str = "insert_chunk";
+    let body = to_json("chunk body", &c.body)?;
+    let tx = immediate(conn, OP)?;
+    let p = params![c.message.as_str(), c.seq, body, c.created_at];
+    if exec(&tx, OP, &sql::INSERT_CHUNK, p)? == 1 {
+        commit(tx, OP)?;
+        return Ok(Inserted::New(c));
+    }
+    let key = params![c.message.as_str(), c.seq];
+    match one(&tx, OP, &sql::CHUNK_BY_KEY, key, chunk_row)? {
+        Some(stored) => Ok(Inserted::Existing(stored)),
+        None => Err(StoreError::Unavailable(format!(
+            "{OP}: chunk {} of {} was neither inserted nor found",
+            c.seq, c.message
+        ))),
+    }
+}
+
 fn connection_id(row: &Row<'_>) -> rusqlite::Result<String> {
     row.get(0)
 }
@@ -1393,23 +1413,15 @@ impl Store for SqliteStore {
 
     async fn insert_chunk(&self, chunk: &Chunk) -> StoreResult<Inserted<Chunk>> {
         let c = chunk.clone();
-        self.run("insert_chunk", move |conn| {
-            const OP: &str = "insert_chunk";
-            let body = to_json("chunk body", &c.body)?;
-            let tx = immediate(conn, OP)?;
-            let p = params![c.message.as_str(), c.seq, body, c.created_at];
-            if exec(&tx, OP, &sql::INSERT_CHUNK, p)? == 1 {
-                commit(tx, OP)?;
-                return Ok(Inserted::New(c));
-            }
-            let key = params![c.message.as_str(), c.seq];
-            match one(&tx, OP, &sql::CHUNK_BY_KEY, key, chunk_row)? {
-                Some(stored) => Ok(Inserted::Existing(stored)),
-                None => Err(StoreError::Unavailable(format!(
-                    "{OP}: chunk {} of {} was neither inserted nor found",
-                    c.seq, c.message
-                ))),
-            }
+        self.run("insert_chunk", move |conn| put_chunk(conn, c)).await
+    }
+
+    async fn insert_chunks(&self, chunks: &[Chunk]) -> StoreResult<Vec<Inserted<Chunk>>> {
+        let chunks = chunks.to_vec();
+        // One job for the frame: its chunks share the writer's batch anyway,
+        // and this takes one trip to the writer instead of one per chunk.
+        self.run("insert_chunks", move |conn| {
+            chunks.into_iter().map(|c| put_chunk(conn, c)).collect()
         })
         .await
     }
