@@ -251,6 +251,24 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &ConnectionId,
     ) -> impl Future<Output = StoreResult<Option<Connection>>> + Send;
+    /// A connection and, for a worker's, the worker: what every frame reads
+    /// first. One call where the store can make it one (SQLite); the
+    /// default reads the two in turn.
+    fn connection_and_worker(
+        &self,
+        id: &ConnectionId,
+    ) -> impl Future<Output = StoreResult<Option<(Connection, Option<Worker>)>>> + Send {
+        async move {
+            let Some(conn) = self.connection(id).await? else {
+                return Ok(None);
+            };
+            let worker = match &conn.principal {
+                crate::model::Principal::Worker(w) => self.worker(w).await?,
+                crate::model::Principal::User(_) => None,
+            };
+            Ok(Some((conn, worker)))
+        }
+    }
     /// Deletes a connection and its watches; returns what was stored.
     fn delete_connection(
         &self,

@@ -173,11 +173,11 @@ impl<S: Store, P: Push> Domain<S, P> {
     }
 
     async fn caller(&self, conn: &ConnectionId, now: Millis) -> Result<Caller, ApiError> {
-        let record = self
+        let (record, worker) = self
             .store
-            .connection(conn)
+            .connection_and_worker(conn)
             .await?
-            .filter(|c| c.expires_at > now)
+            .filter(|(c, _)| c.expires_at > now)
             .ok_or_else(|| {
                 ApiError::new(ErrorCode::Unauthorized, "this connection is not known; reconnect")
             })?;
@@ -186,8 +186,8 @@ impl<S: Store, P: Push> Domain<S, P> {
                 user: user.clone(),
                 conn: record,
             }),
-            Principal::Worker(id) => {
-                let worker = self.store.worker(id).await?.ok_or_else(|| {
+            Principal::Worker(_) => {
+                let worker = worker.ok_or_else(|| {
                     ApiError::new(ErrorCode::Unauthorized, "this worker no longer exists")
                 })?;
                 Ok(Caller::Worker {

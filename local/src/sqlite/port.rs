@@ -990,6 +990,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn connection_and_worker(&self, id: &ConnectionId) -> StoreResult<Option<(Connection, Option<Worker>)>> {
+        let id = id.clone();
+        // One trip to the reader for both.
+        self.run_read("connection_and_worker", move |conn| {
+            let Some(c) = one(conn, "connection", &sql::CONNECTION_BY_ID, [id.as_str()], connection_row)? else {
+                return Ok(None);
+            };
+            let worker = match &c.principal {
+                tether_domain::model::Principal::Worker(w) => one(conn, "worker", &sql::WORKER_BY_ID, [w.as_str()], worker_row)?,
+                tether_domain::model::Principal::User(_) => None,
+            };
+            Ok(Some((c, worker)))
+        })
+        .await
+    }
+
     async fn delete_connection(&self, id: &ConnectionId) -> StoreResult<Option<Connection>> {
         let id = id.clone();
         // The watches go with it by the foreign key's cascade, in the same
