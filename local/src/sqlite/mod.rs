@@ -107,6 +107,10 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| db_err("set synchronous", e))?;
+        // Under constant reads the log grows between the checkpoints that
+        // reset it; this gives the space back when one does.
+        conn.pragma_update(None, "journal_size_limit", 8 * 1024 * 1024)
+            .map_err(|e| db_err("set journal size limit", e))?;
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(|e| db_err("enable foreign keys", e))?;
         // Watches are deleted with their connection by a cascade, so the
