@@ -180,19 +180,11 @@ async fn local_worker<S: Store, P: Push>(
         .map_err(|e| anyhow!("pairing this machine's worker: {}", e.message))?;
     if paired.status == WorkerStatus::Pending {
         let owner = domain
-            .store
-            .users()
+            .approve_for_first_admin(&paired.worker_id)
             .await
-            .context("reading users")?
-            .into_iter()
-            .find(|u| u.admin);
+            .map_err(|e| anyhow!("approving this machine's worker: {}", e.message))?;
         if let Some(owner) = owner {
-            domain
-                .store
-                .transition_worker(&paired.worker_id, WorkerStatus::Pending, WorkerStatus::Approved, Some(&owner.id), None)
-                .await
-                .context("approving this machine's worker")?;
-            info!(worker_id = %paired.worker_id, owner = %owner.name, "this machine's worker is paired to the owner");
+            info!(worker_id = %paired.worker_id, owner = %owner, "this machine's worker is paired to the owner");
         }
     }
     Ok(config)

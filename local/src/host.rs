@@ -141,7 +141,7 @@ pub fn gateway<S: Store>(
     domain: Arc<Domain<S, Hub>>,
     config: GatewayConfig,
 ) -> Gateway<DomainBackend<S>> {
-    let hub = domain.push.clone();
+    let hub = domain.push().clone();
     Gateway::new(DomainBackend::new(domain), hub, config)
 }
 
@@ -175,10 +175,10 @@ pub async fn serve<S: Store + DataDir>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // How `tether user reset|remove`, another process, close websockets here.
-    let control = ControlSocket::start_for(&domain.store, domain.push.clone()).await?;
+    let control = ControlSocket::start_for(domain.host_store(), domain.push().clone()).await?;
     // This host alone serves the data now: no recorded socket is open.
     let forgotten = domain
-        .store
+        .host_store()
         .forget_connections()
         .await
         .context("forgetting the connections of an earlier run")?;
@@ -217,7 +217,7 @@ async fn purge_periodically<S: Store>(domain: Arc<Domain<S, Hub>>) {
     let mut tick = tokio::time::interval(PURGE_EVERY);
     loop {
         tick.tick().await;
-        match domain.store.purge_expired(now_millis()).await {
+        match domain.purge_expired(now_millis()).await {
             Ok(0) => {}
             Ok(n) => info!(rows = n, "purged expired records"),
             Err(e) => warn!(error = %e, "purging expired records failed"),

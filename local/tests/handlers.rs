@@ -801,7 +801,7 @@ async fn a_users_connections_are_capped() {
         open.push(h.connect_user(secret.expose()).await.expect("within the cap"));
     }
     assert_eq!(h.connect_user(secret.expose()).await, Err(ErrorCode::TooManyConnections));
-    assert_eq!(h.domain.store.connection_count(&ada, h.now()).await.expect("count"), 3, "the refused one left no record");
+    assert_eq!(h.domain.host_store().connection_count(&ada, h.now()).await.expect("count"), 3, "the refused one left no record");
     for conn in &open {
         h.ok(conn, json!({"action": "ping"})).await;
     }
@@ -829,15 +829,15 @@ async fn a_workers_sockets_are_capped_one_while_pending() {
     let worker = Principal::Worker(pair.worker_id.clone());
     let first = h.connect_worker(credential).await.expect("the pending worker connects");
     assert_eq!(h.connect_worker(credential).await, Err(ErrorCode::TooManyConnections));
-    assert_eq!(h.domain.store.connection_count(&worker, h.now()).await.expect("count"), 1);
-    let stored = h.domain.store.worker(&pair.worker_id).await.expect("get").expect("worker");
+    assert_eq!(h.domain.host_store().connection_count(&worker, h.now()).await.expect("count"), 1);
+    let stored = h.domain.host_store().worker(&pair.worker_id).await.expect("get").expect("worker");
     assert_eq!(stored.connection.as_ref(), Some(&first), "the refusal left its presence alone");
     h.ok(&first, json!({"action": "worker_hello"})).await;
 
     h.ok(&owner, json!({"action": "pairing_approve", "code": pair.code.expect("code")})).await;
     let second = h.connect_worker(credential).await.expect("an approved worker has two");
     assert_eq!(h.connect_worker(credential).await, Err(ErrorCode::TooManyConnections));
-    let stored = h.domain.store.worker(&pair.worker_id).await.expect("get").expect("worker");
+    let stored = h.domain.host_store().worker(&pair.worker_id).await.expect("get").expect("worker");
     assert_eq!(stored.connection.as_ref(), Some(&second));
     h.domain.disconnect(&first, h.now()).await;
     h.connect_worker(credential).await.expect("a closed one frees a slot");
@@ -872,7 +872,7 @@ async fn racing_connects_never_pass_the_cap() {
             }
         }
         assert!(kept.len() <= 3, "round {round}: {} kept", kept.len());
-        let count = h.domain.store.connection_count(&ada, h.now()).await.expect("count");
+        let count = h.domain.host_store().connection_count(&ada, h.now()).await.expect("count");
         assert_eq!(count as usize, kept.len(), "round {round}: only the kept ones have records");
         for conn in &kept {
             h.domain.disconnect(conn, h.now()).await;
@@ -1157,9 +1157,9 @@ async fn pending_workers_expire_with_their_code() {
     let forgotten = h.credential();
     let third = h.pair(&forgotten, "198.51.100.1", None).await.expect("pair");
     h.advance(Config::default().pairing_ttl_ms);
-    let purged = h.domain.store.purge_expired(h.now()).await.expect("purge");
+    let purged = h.domain.host_store().purge_expired(h.now()).await.expect("purge");
     assert!(purged >= 1, "purged {purged}");
-    assert!(h.domain.store.worker(&third.worker_id).await.expect("read").is_none());
+    assert!(h.domain.host_store().worker(&third.worker_id).await.expect("read").is_none());
 }
 
 #[tokio::test]

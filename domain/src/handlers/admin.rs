@@ -240,6 +240,21 @@ impl Report {
 }
 
 impl<S: Store, P: Push> Domain<S, P> {
+    /// Approves a pending worker for the first admin, as `tether up` does
+    /// for its own machine's worker (the person running it is the owner).
+    /// Returns the admin's name, or `None` if there is no admin yet or the
+    /// worker was not pending.
+    pub async fn approve_for_first_admin(&self, worker: &crate::ids::WorkerId) -> Result<Option<String>, ApiError> {
+        let Some(owner) = self.store.users().await?.into_iter().find(|u| u.admin) else {
+            return Ok(None);
+        };
+        let approved = self
+            .store
+            .transition_worker(worker, WorkerStatus::Pending, WorkerStatus::Approved, Some(&owner.id), None)
+            .await?;
+        Ok(approved.map(|_| owner.name))
+    }
+
     /// Whether the store has no user yet (a fresh install).
     pub async fn no_users(&self) -> Result<bool, ApiError> {
         Ok(self.store.users().await?.is_empty())

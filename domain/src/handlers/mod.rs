@@ -78,8 +78,8 @@ impl Default for Config {
 
 /// The domain with its two ports. Cheap to share: hosts wrap it in an `Arc`.
 pub struct Domain<S, P> {
-    pub store: S,
-    pub push: P,
+    pub(crate) store: S,
+    pub(crate) push: P,
     pub config: Config,
 }
 
@@ -90,6 +90,26 @@ impl<S: Store, P: Push> Domain<S, P> {
             push,
             config,
         }
+    }
+
+    /// The push port, for the host that made it (its gateway delivers
+    /// through the same hub).
+    pub fn push(&self) -> &P {
+        &self.push
+    }
+
+    /// The store, for the host's own upkeep of what it owns beyond the
+    /// port (a local host's data directory, its records of an earlier
+    /// run). Users, workers and conversations change only through the
+    /// domain's methods.
+    pub fn host_store(&self) -> &S {
+        &self.store
+    }
+
+    /// Deletes what has expired (tickets, connection records, pairing
+    /// leftovers); returns how many records went.
+    pub async fn purge_expired(&self, now: crate::model::Millis) -> Result<u64, crate::ApiError> {
+        Ok(self.store.purge_expired(now).await?)
     }
 }
 
