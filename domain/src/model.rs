@@ -321,8 +321,6 @@ pub struct Message {
     pub status: MessageStatus,
     /// Set when final: how many chunks the answer has (seqs `0..chunk_count`).
     pub chunk_count: Option<u32>,
-    /// The answer's text when complete (as the agent has it).
-    pub final_text: Option<String>,
     pub error: Option<String>,
     pub created_at: Millis,
     pub updated_at: Millis,

@@ -428,12 +428,12 @@ pub enum Request {
         chunks: Vec<ChunkIn>,
     },
     /// The answer ended. `chunk_count` is how many chunks it has (seqs 0..count).
+    /// It carries no text: the host has the chunks, and an answer's text is
+    /// its text chunks in seq order.
     MessageComplete {
         message_id: MessageId,
         outcome: Outcome,
         chunk_count: u32,
-        #[serde(default)]
-        final_text: Option<String>,
         #[serde(default)]
         error: Option<String>,
     },
@@ -656,6 +656,8 @@ pub struct SessionView {
     pub updated_at: Millis,
 }
 
+/// A user message and the state of its answer. The answer's text is not here:
+/// it is the message's text chunks, in seq order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct MessageView {
@@ -666,8 +668,6 @@ pub struct MessageView {
     pub status: MessageStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_count: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub final_text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub created_at: Millis,

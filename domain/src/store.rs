@@ -63,7 +63,6 @@ impl<T> From<Inserted<T>> for Capped<T> {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MessagePatch {
     pub chunk_count: Option<u32>,
-    pub final_text: Option<String>,
     pub error: Option<String>,
 }
 

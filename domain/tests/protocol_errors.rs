@@ -40,3 +40,17 @@ fn a_valid_frame_parses() {
     let f = ClientFrame::parse(r#"{"id":"r1","action":"ping"}"#).expect("valid");
     assert_eq!(f.request, Request::Ping {});
 }
+
+/// A completion carries no text: the host has the chunks. A worker that
+/// still sends `final_text` is told so, not silently trimmed.
+#[test]
+fn a_completion_with_final_text_is_refused() {
+    let frame = r#"{"id":"w9","action":"message_complete","message_id":"msg_1","outcome":"complete","chunk_count":2,"final_text":"Hello"}"#;
+    let err = ClientFrame::parse(frame).expect_err("must be refused");
+    assert_eq!(err.error.code, ErrorCode::BadRequest);
+    assert!(err.error.message.contains("final_text"), "{}", err.error.message);
+    assert_eq!(err.id.map(|i| i.into_string()), Some("w9".to_owned()));
+    let without = frame.replace(r#","final_text":"Hello""#, "");
+    let ok = ClientFrame::parse(&without).expect("valid without it");
+    assert!(matches!(ok.request, Request::MessageComplete { chunk_count: 2, .. }));
+}

@@ -570,12 +570,25 @@ async fn a_worker_pairs_and_streams_to_its_watchers_and_a_gone_watcher_is_droppe
     )
     .await;
     assert_eq!(ack, json!({"stored": [], "duplicate": [1]}));
-    ok(
+    // A completion carries no text (the host has the chunks): one that
+    // does is refused and changes nothing.
+    let refused = send(
         &deps,
         WORKER,
         json!({"action": "message_complete", "id": "w6", "message_id": "msg_a1", "outcome": "complete", "chunk_count": 2, "final_text": "Hello"}),
     )
     .await;
+    assert_eq!(refused["error"]["code"], json!("bad_request"), "{refused}");
+    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("final_text")), "{refused}");
+    let done = ok(
+        &deps,
+        WORKER,
+        json!({"action": "message_complete", "id": "w7", "message_id": "msg_a1", "outcome": "complete", "chunk_count": 2}),
+    )
+    .await;
+    assert_eq!(done["message"]["status"], json!("complete"));
+    assert_eq!(done["message"]["chunk_count"], json!(2));
+    assert!(done["message"].get("final_text").is_none(), "{done}");
 
     // `$disconnect` forgets the connection: its next frame is refused.
     let event = fixture(
@@ -817,7 +830,7 @@ async fn what_one_streamed_answer_costs() {
     }
     phases.push(phase("chunks (worker), per frame", u64::from(FRAMES), &tap, &deps, &conns));
     ok(&deps, WORKER, json!({"action": "message_complete", "id": "m3", "message_id": "msg_c1",
-        "outcome": "complete", "chunk_count": FRAMES, "final_text": "word ".repeat(800)})).await;
+        "outcome": "complete", "chunk_count": FRAMES})).await;
     phases.push(phase("message_complete (worker)", 1, &tap, &deps, &conns));
     ok(&deps, WORKER, json!({"action": "ping", "id": "p1"})).await;
     phases.push(phase("ping (worker heartbeat)", 1, &tap, &deps, &conns));

@@ -158,7 +158,8 @@ async fn the_largest_message_fits_in_an_item() {
     let store = fresh_store(&client()).await;
     let seed = testkit::seed(&store).await;
     let session = testkit::seed_session(&store, &seed, T0).await;
-    // The protocol's limits: 30 KB of text, a 128 KB completion frame.
+    // The protocol's limits: 30 KB of text, and an error the host cuts to
+    // 2,000 characters (4 bytes each at most). The answer is in its chunks.
     let m = Message {
         text: "x".repeat(30 * 1024),
         ..testkit::message(&session, "")
@@ -166,14 +167,13 @@ async fn the_largest_message_fits_in_an_item() {
     let m = testkit::assert_new(store.insert_message(&m, testkit::NO_CAP).await.expect("insert"));
     let patch = MessagePatch {
         chunk_count: Some(1),
-        final_text: Some("y".repeat(128 * 1024)),
-        error: None,
+        error: Some("𝄞".repeat(2000)),
     };
     let done = store
         .transition_message(
             &m.id,
             &[MessageStatus::Queued],
-            MessageStatus::Complete,
+            MessageStatus::Failed,
             &patch,
             T0 + 1,
         )

@@ -11,9 +11,9 @@ use std::time::Duration;
 use tether_domain::fakes::RecordingPush;
 use tether_domain::testkit::Jitter;
 use tether_domain::handlers::ConnectRequest;
-use tether_domain::ids::ConnectionId;
+use tether_domain::ids::{ConnectionId, MessageId};
 use tether_domain::model::Principal;
-use tether_domain::protocol::{PairData, PairRequest, ServerFrame};
+use tether_domain::protocol::{ChunkBody, ChunkView, PairData, PairRequest, ServerFrame};
 use tether_domain::store::Store as _;
 use tether_domain::{ApiError, Config, Domain, ErrorCode};
 use tether_local::sqlite::SqliteStore;
@@ -218,6 +218,18 @@ fn text_chunk(seq: u32, delta: &str) -> Value {
     json!({"seq": seq, "kind": "text", "part_id": "p1", "delta": delta})
 }
 
+/// The text of an answer: its text deltas in seq order.
+fn answer_text(chunks: &[ChunkView], message: &MessageId) -> String {
+    let mut mine: Vec<&ChunkView> = chunks.iter().filter(|c| &c.message_id == message).collect();
+    mine.sort_by_key(|c| c.seq);
+    mine.iter()
+        .filter_map(|c| match &c.body {
+            ChunkBody::Text { delta, .. } => Some(delta.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn seqs(history: &Value) -> Vec<u64> {
     history["chunks"]
         .as_array()
@@ -356,13 +368,23 @@ async fn the_chat_flow_streams_to_watchers_in_order() {
         .flatten()
         .collect();
     assert_eq!(pushed, vec![0, 1, 2]);
+    // A completion carries no text: the host has the chunks.
+    let with_text = json!({"action": "message_complete", "message_id": mid, "outcome": "complete", "chunk_count": 3, "final_text": "Hello there"});
+    match h.send(&wconn, with_text).await {
+        Err((ErrorCode::BadRequest, why)) => assert!(why.contains("final_text"), "{why}"),
+        other => panic!("a completion with text must be a bad_request, got {other:?}"),
+    }
+    assert_eq!(h.history(&owner, &sid).await["messages"][0]["status"], "streaming");
     let done = h
-        .ok(&wconn, json!({"action": "message_complete", "message_id": mid, "outcome": "complete", "chunk_count": 3, "final_text": "Hello there"}))
+        .ok(&wconn, json!({"action": "message_complete", "message_id": mid, "outcome": "complete", "chunk_count": 3}))
         .await;
     assert_eq!(done["message"]["status"], "complete");
     let hist = h.history(&owner, &sid).await;
     assert_eq!(seqs(&hist), vec![0, 1, 2]);
-    assert_eq!(hist["messages"][0]["final_text"], "Hello there");
+    let chunks: Vec<ChunkView> = serde_json::from_value(hist["chunks"].clone()).expect("chunk views");
+    let mid = MessageId::parse(mid.as_str()).expect("message id");
+    assert_eq!(answer_text(&chunks, &mid), "Hello there");
+    assert!(hist["messages"][0].get("final_text").is_none(), "{}", hist["messages"][0]);
     assert_eq!(hist["session"]["status"], "ready");
 }
 

@@ -212,7 +212,6 @@ impl Outbox {
                         message_id: self.message.clone(),
                         outcome: c.outcome,
                         chunk_count: self.next_seq,
-                        final_text: None,
                         error: c.error.as_deref().map(clip_error),
                     },
                 });
@@ -591,8 +590,9 @@ mod tests {
         assert!(largest <= FRAME_BUDGET + 1024, "every frame fits: {largest} bytes");
         let completion = frames.last().expect("frames");
         match &completion.request {
-            Request::MessageComplete { final_text, error, chunk_count, .. } => {
-                assert_eq!(*final_text, None, "no text in the completion");
+            Request::MessageComplete { error, chunk_count, .. } => {
+                let size = completion.to_json().len();
+                assert!(size <= MAX_ERROR_BYTES + 512, "no answer text in the completion: {size} bytes");
                 assert!(error.as_ref().is_some_and(|e| e.len() <= MAX_ERROR_BYTES), "clipped error");
                 assert!(*chunk_count >= 25, "{chunk_count} chunks for 300 KB");
             }

@@ -91,7 +91,6 @@ pub(crate) fn message_view(m: &Message) -> MessageView {
         text: m.text.clone(),
         status: m.status,
         chunk_count: m.chunk_count,
-        final_text: m.final_text.clone(),
         error: m.error.clone(),
         created_at: m.created_at,
         updated_at: m.updated_at,
@@ -303,7 +302,6 @@ impl<S: Store, P: Push> Domain<S, P> {
             let patch = MessagePatch {
                 chunk_count: Some(0),
                 error: Some(why.to_owned()),
-                ..MessagePatch::default()
             };
             if let Some(m) = self
                 .store

@@ -392,7 +392,6 @@ impl<S: Store, P: Push> Domain<S, P> {
             text,
             status: MessageStatus::Queued,
             chunk_count: None,
-            final_text: None,
             error: None,
             created_at: now,
             updated_at: now,
@@ -511,7 +510,6 @@ impl<S: Store, P: Push> Domain<S, P> {
         let patch = MessagePatch {
             chunk_count: Some(0),
             error: Some("aborted before it started".into()),
-            ..MessagePatch::default()
         };
         let current = match self
             .store

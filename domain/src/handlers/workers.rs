@@ -95,12 +95,8 @@ impl<S: Store, P: Push> Domain<S, P> {
                 message_id,
                 outcome,
                 chunk_count,
-                final_text,
                 error,
-            } => {
-                self.complete(worker, &message_id, outcome, chunk_count, final_text, error, now)
-                    .await
-            }
+            } => self.complete(worker, &message_id, outcome, chunk_count, error, now).await,
             Request::PromptDelivered { prompt_id } => {
                 let prompt = self
                     .store
@@ -542,14 +538,12 @@ impl<S: Store, P: Push> Domain<S, P> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn complete(
         &self,
         worker: &Worker,
         message_id: &MessageId,
         outcome: Outcome,
         chunk_count: u32,
-        final_text: Option<String>,
         error: Option<String>,
         now: Millis,
     ) -> Result<Value, ApiError> {
@@ -573,7 +567,6 @@ impl<S: Store, P: Push> Domain<S, P> {
         }
         let patch = MessagePatch {
             chunk_count: Some(chunk_count),
-            final_text,
             error: error.map(|e| truncate_chars(&e, 2000)),
         };
         let done = match self

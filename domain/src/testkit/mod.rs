@@ -175,7 +175,6 @@ pub fn message(session: &Session, text: &str) -> Message {
         text: text.to_owned(),
         status: MessageStatus::Queued,
         chunk_count: None,
-        final_text: None,
         error: None,
         created_at: session.created_at,
         updated_at: session.created_at,
@@ -1747,7 +1746,6 @@ pub async fn message_transitions<S: Store>(s: S) {
 
     let patch = MessagePatch {
         chunk_count: Some(3),
-        final_text: Some("hi there".into()),
         error: None,
     };
     let complete = s
@@ -1764,7 +1762,6 @@ pub async fn message_transitions<S: Store>(s: S) {
     let expected = Message {
         status: MessageStatus::Complete,
         chunk_count: Some(3),
-        final_text: Some("hi there".into()),
         updated_at: T0 + 3,
         ..m.clone()
     };
@@ -1773,7 +1770,6 @@ pub async fn message_transitions<S: Store>(s: S) {
 
     let failed_patch = MessagePatch {
         chunk_count: Some(0),
-        final_text: None,
         error: Some("worker lost".into()),
     };
     let other = seed_message(&s, &sess, "second").await;
@@ -1790,7 +1786,16 @@ pub async fn message_transitions<S: Store>(s: S) {
         .expect("was queued");
     assert_eq!(failed.error.as_deref(), Some("worker lost"));
     assert_eq!(failed.chunk_count, Some(0));
-    assert_eq!(failed.final_text, None);
+    assert_eq!(
+        failed,
+        Message {
+            status: MessageStatus::Failed,
+            chunk_count: Some(0),
+            error: Some("worker lost".into()),
+            updated_at: T0 + 4,
+            ..other.clone()
+        }
+    );
 
     let missing = s
         .transition_message(

@@ -761,7 +761,6 @@ impl Entity for MessageRecord {
             .s("text", m.text.as_str())
             .s(STATUS, m.status.as_str())
             .opt_n("chunk_count", m.chunk_count)
-            .opt_s("final_text", m.final_text.as_deref())
             .opt_s("error", m.error.as_deref())
             .n("created_at", m.created_at)
             .n(UPDATED_AT, m.updated_at)
@@ -782,7 +781,6 @@ impl Entity for MessageRecord {
                 text: a.s("text")?,
                 status: a.parsed(STATUS, MessageStatus::parse)?,
                 chunk_count: a.opt_n("chunk_count")?,
-                final_text: a.opt_s("final_text")?,
                 error: a.opt_s("error")?,
                 created_at: a.n("created_at")?,
                 updated_at: a.n(UPDATED_AT)?,
@@ -1065,8 +1063,7 @@ mod tests {
             text: "hi".into(),
             status: MessageStatus::Complete,
             chunk_count: Some(0),
-            final_text: Some(String::new()),
-            error: None,
+            error: Some(String::new()),
             created_at: T0,
             updated_at: T0,
         };
@@ -1180,6 +1177,33 @@ mod tests {
         assert_eq!(ttl_seconds(1_001), 2);
         assert_eq!(ttl_seconds(0), 0);
         assert_eq!(ttl_seconds(-1), 0);
+    }
+
+    /// Messages written before completions stopped carrying text may still
+    /// have a `final_text` attribute: it is read past, and never written.
+    #[test]
+    fn a_message_item_with_an_old_final_text_reads_without_it() {
+        let record = MessageRecord {
+            message: Message {
+                id: MessageId::random(),
+                session: SessionId::random(),
+                owner: UserId::random(),
+                worker: WorkerId::random(),
+                number: 0,
+                text: "hi".into(),
+                status: MessageStatus::Complete,
+                chunk_count: Some(2),
+                error: None,
+                created_at: T0,
+                updated_at: T0 + 1,
+            },
+            session_created: T0 - 1,
+            rev: 3,
+        };
+        let mut item = record.to_item(3).expect("encode");
+        assert!(!item.contains_key("final_text"), "not written");
+        item.insert("final_text".into(), s("Hello there"));
+        assert_eq!(MessageRecord::from_item(&item).expect("decode"), record);
     }
 
     #[test]

@@ -1151,7 +1151,6 @@ impl Store for DynamoStore {
                 .set(STATUS, items::s(to.as_str()))
                 .set(UPDATED_AT, items::n(now))
                 .set_opt("chunk_count", patch.chunk_count.map(items::n))
-                .set_opt("final_text", patch.final_text.as_deref().map(items::s))
                 .set_opt("error", patch.error.as_deref().map(items::s));
             return match self.update(OP, u).await? {
                 Some(item) => Ok(Some(MessageRecord::from_item(&item)?.message)),
@@ -1171,7 +1170,6 @@ impl Store for DynamoStore {
                 message: Message {
                     status: to,
                     chunk_count: patch.chunk_count.or(m.chunk_count),
-                    final_text: patch.final_text.clone().or_else(|| m.final_text.clone()),
                     error: patch.error.clone().or_else(|| m.error.clone()),
                     updated_at: now,
                     ..m.clone()

@@ -260,7 +260,7 @@ pub(super) mod sql {
     query!(
         INSERT_MESSAGE,
         "INSERT INTO messages ({MESSAGE_COLS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
     );
     query!(
         MESSAGES_OF,
@@ -283,8 +283,7 @@ pub(super) mod sql {
     query!(
         TRANSITION_MESSAGE,
         "UPDATE messages SET status = ?3, chunk_count = COALESCE(?4, chunk_count), \
-         final_text = COALESCE(?5, final_text), error = COALESCE(?6, error), \
-         updated_at = ?7 \
+         error = COALESCE(?5, error), updated_at = ?6 \
          WHERE id = ?1 AND status IN (SELECT value FROM json_each(?2)) \
          RETURNING {MESSAGE_COLS}"
     );
@@ -1339,7 +1338,6 @@ impl Store for SqliteStore {
                 m.text,
                 m.status.as_str(),
                 m.chunk_count,
-                m.final_text,
                 m.error,
                 m.created_at,
                 m.updated_at
@@ -1410,7 +1408,6 @@ impl Store for SqliteStore {
                 from,
                 to.as_str(),
                 patch.chunk_count,
-                patch.final_text,
                 patch.error,
                 now
             ];

@@ -171,7 +171,7 @@ pub(super) fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
 }
 
 pub(super) const MESSAGE_COLS: &str = "id, session, owner, worker, number, text, status, \
-     chunk_count, final_text, error, created_at, updated_at";
+     chunk_count, error, created_at, updated_at";
 
 pub(super) fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -183,10 +183,9 @@ pub(super) fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         text: row.get(5)?,
         status: enum_col(row, 6, MessageStatus::parse)?,
         chunk_count: row.get(7)?,
-        final_text: row.get(8)?,
-        error: row.get(9)?,
-        created_at: row.get(10)?,
-        updated_at: row.get(11)?,
+        error: row.get(8)?,
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
     })
 }
 

@@ -259,6 +259,13 @@ ALTER TABLE sessions ADD COLUMN title_source TEXT
     CHECK (title_source IN ('user', 'agent'));
 UPDATE sessions SET title_source = 'user' WHERE title <> '';
 "#,
+    // 6: a message no longer keeps its answer's text: the answer is its
+    // chunks (the text ones, in seq order), which the store already has.
+    // The column is in no index or constraint, so SQLite (3.35+) drops it
+    // in place; text kept by earlier versions goes with it.
+    r#"
+ALTER TABLE messages DROP COLUMN final_text;
+"#,
 ];
 
 /// The schema version this build writes.

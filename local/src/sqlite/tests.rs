@@ -344,3 +344,140 @@ async fn closing_the_store_folds_the_wal_into_the_file() {
     }
     assert!(!wal.exists(), "the WAL is folded and removed when the store closes");
 }
+
+/// A database of schema 5, whose messages kept their answer's text in
+/// `final_text`, migrates: the column is gone, every message and chunk is
+/// kept as it was, the answer still reads from its chunks, and messages are
+/// written and completed as before.
+#[tokio::test]
+async fn messages_that_kept_their_final_text_migrate_to_schema_6() {
+    use rusqlite::params;
+    use tether_domain::model::{Message, MessageStatus};
+    use tether_domain::store::{MessagePatch, Store as _};
+    use tether_domain::testkit::{self, T0};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tether.db");
+    let user = testkit::user("ada");
+    let worker = testkit::worker(&user.id);
+    let session = testkit::session(&user.id, &worker.id, T0);
+    let answered = Message {
+        status: MessageStatus::Complete,
+        chunk_count: Some(2),
+        updated_at: T0 + 5,
+        ..testkit::message(&session, "why does it hang?")
+    };
+    let chunks = [
+        testkit::text_chunk(&answered.id, 0, "It hangs because "),
+        testkit::text_chunk(&answered.id, 1, "the socket stays open."),
+    ];
+    let failed = Message {
+        number: 1,
+        status: MessageStatus::Failed,
+        chunk_count: Some(0),
+        error: Some("worker lost".into()),
+        ..testkit::message(&session, "and now?")
+    };
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open raw");
+        for step in &super::schema::MIGRATIONS[..5] {
+            conn.execute_batch(step).expect("schema 5");
+        }
+        conn.pragma_update(None, "user_version", 5).expect("version 5");
+        conn.execute(
+            "INSERT INTO workers (id, owner, status, credential_hash, machine, name, workdir, \
+             models, created_at) VALUES (?1, ?2, 'approved', ?3, 'm', 'w', '/w', '[]', ?4)",
+            params![worker.id.as_str(), user.id.as_str(), worker.credential_hash.as_str(), T0],
+        )
+        .expect("worker");
+        conn.execute(
+            "INSERT INTO sessions (id, owner, worker, model, title, status, message_count, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, '', 'ready', 2, ?5, ?5)",
+            params![
+                session.id.as_str(),
+                user.id.as_str(),
+                worker.id.as_str(),
+                serde_json::to_string(&session.model).expect("model"),
+                T0
+            ],
+        )
+        .expect("session");
+        for (m, final_text) in [
+            (&answered, Some("It hangs because the socket stays open.")),
+            (&failed, None),
+        ] {
+            conn.execute(
+                "INSERT INTO messages (id, session, owner, worker, number, text, status, \
+                 chunk_count, final_text, error, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    m.id.as_str(),
+                    m.session.as_str(),
+                    m.owner.as_str(),
+                    m.worker.as_str(),
+                    m.number,
+                    m.text,
+                    m.status.as_str(),
+                    m.chunk_count,
+                    final_text,
+                    m.error,
+                    m.created_at,
+                    m.updated_at
+                ],
+            )
+            .expect("message");
+        }
+        for c in &chunks {
+            conn.execute(
+                "INSERT INTO chunks (message, seq, body, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    c.message.as_str(),
+                    c.seq,
+                    serde_json::to_string(&c.body).expect("body"),
+                    c.created_at
+                ],
+            )
+            .expect("chunk");
+        }
+    }
+
+    let store = SqliteStore::open(&path).expect("migrate");
+    let (version, columns) = store.with_connection(|conn| {
+        let version: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('messages')")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .expect("columns");
+        (version, columns)
+    });
+    assert_eq!(version, super::SCHEMA_VERSION);
+    assert!(version >= 6);
+    assert!(!columns.iter().any(|c| c == "final_text"), "columns: {columns:?}");
+    assert_eq!(store.message(&answered.id).await.expect("get"), Some(answered.clone()));
+    assert_eq!(store.message(&failed.id).await.expect("get"), Some(failed.clone()));
+    assert_eq!(
+        store.messages_of(&session.id, 0, 10).await.expect("list"),
+        vec![answered.clone(), failed.clone()]
+    );
+    assert_eq!(store.chunks(&answered.id, 0, 10).await.expect("chunks"), chunks.to_vec());
+
+    // Writes go on as before.
+    let next = testkit::seed_message(&store, &session, "one more").await;
+    let done = store
+        .transition_message(
+            &next.id,
+            &[MessageStatus::Queued],
+            MessageStatus::Complete,
+            &MessagePatch { chunk_count: Some(0), error: None },
+            T0 + 9,
+        )
+        .await
+        .expect("complete")
+        .expect("was queued");
+    assert_eq!(
+        done,
+        Message { status: MessageStatus::Complete, chunk_count: Some(0), updated_at: T0 + 9, ..next }
+    );
+}

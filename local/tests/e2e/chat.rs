@@ -67,10 +67,12 @@ async fn answer_checked(
         assert!(ack.duplicate.is_empty(), "ack of {chunks:?}: {ack:?}");
     }
     let count = seq;
-    let done = worker.complete(&message, count, &full).await;
+    let done = worker.complete(&message, count).await;
     assert_eq!(done.status, MessageStatus::Complete);
     assert_eq!(done.chunk_count, Some(count));
-    assert_eq!(done.final_text.as_deref(), Some(full.as_str()));
+    let stored = user.history(session).await;
+    assert_eq!(stored.next, None, "a short session fits one page");
+    assert_eq!(answer_text(&stored.chunks, &message), full, "the answer is its stored chunks");
 
     // The watcher saw every chunk once, in order, and each status.
     let followed = user.follow_to_end(&message).await;
@@ -91,8 +93,7 @@ async fn answer_checked(
     );
     let last = followed.last.clone().expect("a final message_updated");
     assert_eq!(last.chunk_count, Some(count));
-    assert_eq!(last.final_text.as_deref(), Some(full.as_str()));
-    assert_eq!(answer_text(&followed.chunks, &message), full);
+    assert_eq!(answer_text(&followed.chunks, &message), full, "the watcher has the whole answer");
     assert!(followed.chunks.iter().all(|c| c.session_id == *session));
     (message, full, followed.chunks)
 }
@@ -228,7 +229,7 @@ pub async fn chat_flow(mode: Mode) {
         assert_eq!(m.number, number);
         assert_eq!(m.text, text);
         assert_eq!(m.status, MessageStatus::Complete);
-        assert_eq!(m.final_text.as_deref(), Some(answer.as_str()));
+        assert_eq!(answer_text(&history.chunks, &m.message_id), *answer);
     }
     assert_eq!(history.messages[0].chunk_count, Some(6));
     assert_eq!(history.messages[1].chunk_count, Some(4));
@@ -333,7 +334,7 @@ pub async fn offline_queue(mode: Mode) {
     worker.started(&queued).await;
     let ack = worker.chunks(&queued, &[(0, "Yes, "), (1, "I am.")]).await;
     assert_eq!(ack.stored, vec![0, 1]);
-    worker.complete(&queued, 2, "Yes, I am.").await;
+    worker.complete(&queued, 2).await;
     let followed = user.follow_to_end(&queued).await;
     assert_eq!(followed.seqs(), vec![0, 1]);
     assert_eq!(
@@ -350,7 +351,7 @@ pub async fn offline_queue(mode: Mode) {
     worker.dispatched(&waiting).await;
     worker.started(&waiting).await;
     worker.chunks(&waiting, &[(0, "Hi.")]).await;
-    worker.complete(&waiting, 1, "Hi.").await;
+    worker.complete(&waiting, 1).await;
 
     let history = user.history(&session).await;
     assert_eq!(history.messages.len(), 1);
@@ -408,7 +409,6 @@ pub async fn pipelined_burst(mode: Mode) {
                     &message,
                     tether_domain::protocol::Outcome::Complete,
                     16,
-                    &full,
                 ))
                 .await,
         );

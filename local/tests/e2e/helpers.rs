@@ -1521,35 +1521,21 @@ impl WorkerClient {
             .data_as()
     }
 
-    pub fn complete_request(
-        message: &MessageId,
-        outcome: Outcome,
-        chunk_count: u32,
-        final_text: &str,
-    ) -> Request {
+    /// A completion: how many chunks the answer has. It carries no text,
+    /// the host has the chunks.
+    pub fn complete_request(message: &MessageId, outcome: Outcome, chunk_count: u32) -> Request {
         Request::MessageComplete {
             message_id: message.clone(),
             outcome,
             chunk_count,
-            final_text: Some(final_text.to_owned()),
             error: None,
         }
     }
 
-    pub async fn complete(
-        &self,
-        message: &MessageId,
-        chunk_count: u32,
-        final_text: &str,
-    ) -> MessageView {
-        self.call(Self::complete_request(
-            message,
-            Outcome::Complete,
-            chunk_count,
-            final_text,
-        ))
-        .await
-        .field("message")
+    pub async fn complete(&self, message: &MessageId, chunk_count: u32) -> MessageView {
+        self.call(Self::complete_request(message, Outcome::Complete, chunk_count))
+            .await
+            .field("message")
     }
 
     /// Waits for a `message_dispatch` of this message.
@@ -1719,7 +1705,7 @@ pub async fn exchange(
         );
     }
     let full: String = deltas.concat();
-    let done = worker.complete(&message, seq, &full).await;
+    let done = worker.complete(&message, seq).await;
     assert_eq!(done.status, MessageStatus::Complete);
     (message, full)
 }

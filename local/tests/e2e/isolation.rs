@@ -130,7 +130,7 @@ pub async fn second_user_isolation(mode: Mode) {
 
     // Alice's work goes on, and bob hears nothing of it.
     worker.chunks(&running, &[(1, " on")]).await;
-    worker.complete(&running, 2, "Going on").await;
+    worker.complete(&running, 2).await;
     let followed = alice.follow_to_end(&running).await;
     assert_eq!(
         followed.last.map(|m| m.status),

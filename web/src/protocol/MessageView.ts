@@ -3,4 +3,8 @@ import type { MessageId } from "./MessageId";
 import type { MessageStatus } from "./MessageStatus";
 import type { SessionId } from "./SessionId";
 
-export type MessageView = { session_id: SessionId, message_id: MessageId, number: number, text: string, status: MessageStatus, chunk_count?: number | null, final_text?: string | null, error?: string | null, created_at: number, updated_at: number, };
+/**
+ * A user message and the state of its answer. The answer's text is not here:
+ * it is the message's text chunks, in seq order.
+ */
+export type MessageView = { session_id: SessionId, message_id: MessageId, number: number, text: string, status: MessageStatus, chunk_count?: number | null, error?: string | null, created_at: number, updated_at: number, };
