@@ -6,7 +6,7 @@
 //! | `TETHER_MANAGEMENT_ENDPOINT` | the Management API endpoint, e.g. `http://127.0.0.1:8787/local`; default: `https://{requestContext.domainName}/{requestContext.stage}` of each event |
 //! | `TETHER_DYNAMODB_ENDPOINT` | a DynamoDB endpoint other than AWS's (moto in tests); the SDK's own `AWS_ENDPOINT_URL_DYNAMODB` works too |
 //! | `TETHER_PUSH_CONCURRENCY` | pushes in flight per fan-out (default 16) |
-//! | `TETHER_TICKET_TTL_MS`, `TETHER_PAIRING_TTL_MS`, `TETHER_HEARTBEAT_MS`, `TETHER_PRESENCE_TIMEOUT_MS`, `TETHER_WORKER_LEASE_MS`, `TETHER_CONNECTION_TTL_MS` | the domain's timings (default: `tether_domain::Config::default()`) |
+//! | `TETHER_TICKET_TTL_MS`, `TETHER_PAIRING_TTL_MS`, `TETHER_HEARTBEAT_MS`, `TETHER_PRESENCE_TIMEOUT_MS`, `TETHER_WORKER_LEASE_MS`, `TETHER_FRAME_INTERVAL_MS`, `TETHER_CONNECTION_TTL_MS` | the domain's timings (default: `tether_domain::Config::default()`) |
 //! | `TETHER_ORIGIN_SECRET` | **required by `tether-connect` and `tether-http`**: the value CloudFront puts in the [`ORIGIN_HEADER`] of every request it forwards to the APIs (32 to 256 visible ASCII characters); requests without it are refused |
 //!
 //! Region and credentials come from the standard AWS variables, which
@@ -51,6 +51,7 @@ pub const PAIRING_TTL_VAR: &str = "TETHER_PAIRING_TTL_MS";
 pub const HEARTBEAT_VAR: &str = "TETHER_HEARTBEAT_MS";
 pub const PRESENCE_TIMEOUT_VAR: &str = "TETHER_PRESENCE_TIMEOUT_MS";
 pub const WORKER_LEASE_VAR: &str = "TETHER_WORKER_LEASE_MS";
+pub const FRAME_INTERVAL_VAR: &str = "TETHER_FRAME_INTERVAL_MS";
 pub const CONNECTION_TTL_VAR: &str = "TETHER_CONNECTION_TTL_MS";
 pub const ORIGIN_SECRET_VAR: &str = "TETHER_ORIGIN_SECRET";
 
@@ -101,6 +102,7 @@ impl FunctionConfig {
             (HEARTBEAT_VAR, &mut domain.heartbeat_ms),
             (PRESENCE_TIMEOUT_VAR, &mut domain.presence_timeout_ms),
             (WORKER_LEASE_VAR, &mut domain.worker_lease_ms),
+            (FRAME_INTERVAL_VAR, &mut domain.frame_interval_ms),
             (CONNECTION_TTL_VAR, &mut domain.connection_ttl_ms),
         ] {
             if let Some(v) = get(name) {

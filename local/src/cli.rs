@@ -103,6 +103,9 @@ pub struct ServeArgs {
     pub tuning: Tuning,
 }
 
+/// The local host's frame interval (see `--frame-interval-ms`).
+const LOCAL_FRAME_INTERVAL_MS: u32 = 25;
+
 /// Gateway and domain timings. The defaults mirror API Gateway; tests
 /// shorten them. Decimals are allowed (0.5 is half a second).
 #[derive(Debug, Args)]
@@ -133,6 +136,11 @@ pub struct Tuning {
     /// failed and their sessions take messages again [default: 120].
     #[arg(long, env = "TETHER_WORKER_LEASE_SECS", value_name = "SECS", value_parser = parse_secs)]
     pub worker_lease_secs: Option<f64>,
+
+    /// How often a worker sends a streaming answer's chunk frames, in
+    /// milliseconds [default: 25].
+    #[arg(long, env = "TETHER_FRAME_INTERVAL_MS", value_name = "MS", value_parser = clap::value_parser!(u32).range(10..=1000), hide = true)]
+    pub frame_interval_ms: Option<u32>,
 
     /// How long a websocket ticket stays valid [default: 60].
     #[arg(long, env = "TETHER_TICKET_TTL_SECS", value_name = "SECS", value_parser = parse_secs)]
@@ -380,6 +388,9 @@ impl Tuning {
         if let Some(d) = secs(self.worker_lease_secs, file.worker_lease_secs) {
             config.worker_lease_ms = millis(d);
         }
+        // Frames cost a local host little: a short interval makes the
+        // stream livelier (AWS keeps the domain's 100 ms).
+        config.frame_interval_ms = i64::from(self.frame_interval_ms.unwrap_or(LOCAL_FRAME_INTERVAL_MS));
         if let Some(d) = secs(self.ticket_ttl_secs, file.ticket_ttl_secs) {
             config.ticket_ttl_ms = millis(d);
         }

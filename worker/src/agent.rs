@@ -114,6 +114,12 @@ struct SessionState {
     title_told: bool,
 }
 
+/// The frame intervals a host may ask for: no faster than this (a busy
+/// answer would be a frame per token) …
+const MIN_FRAME_INTERVAL_MS: u64 = 10;
+/// … and no slower than this (the stream would stutter).
+const MAX_FRAME_INTERVAL_MS: u64 = 1_000;
+
 pub struct Agent {
     relay: Relay,
     inputs: mpsc::UnboundedSender<Input>,
@@ -129,6 +135,8 @@ pub struct Agent {
     /// word: whether a message or part update came since.
     settling: HashMap<MessageId, bool>,
     outboxes: HashMap<MessageId, Outbox>,
+    /// The host's frame interval (its hello reply's `frame_interval_ms`).
+    frame_interval: Duration,
     taken: HashSet<MessageId>,
     next_id: u64,
     /// Chunk frames sent over the worker's life (for figures and tests).
@@ -162,6 +170,7 @@ impl Agent {
             turns: HashMap::new(),
             settling: HashMap::new(),
             outboxes: HashMap::new(),
+            frame_interval: crate::outbox::MIN_INTERVAL,
             taken: HashSet::new(),
             next_id: 0,
             frames_sent: 0,
@@ -354,6 +363,19 @@ impl Agent {
     fn on_frame(&mut self, frame: ServerFrame) -> Option<Exit> {
         match frame {
             ServerFrame::Reply { id: None, .. } => {}
+            ServerFrame::Reply {
+                ok: true,
+                data: Some(data),
+                ..
+            } if data.get("frame_interval_ms").is_some() => {
+                // The hello's reply: how often this host wants chunk frames.
+                if let Some(ms) = data["frame_interval_ms"].as_u64() {
+                    self.frame_interval = Duration::from_millis(ms.clamp(MIN_FRAME_INTERVAL_MS, MAX_FRAME_INTERVAL_MS));
+                    for ob in self.outboxes.values_mut() {
+                        ob.set_interval(self.frame_interval);
+                    }
+                }
+            }
             ServerFrame::Reply { id: Some(id), ok, error, .. } => {
                 if let Some(ob) = self.outboxes.values_mut().find(|ob| ob.owns(&id)) {
                     if ok {
@@ -488,7 +510,7 @@ impl Agent {
         let turn = Turn::new(agent.clone(), now_ms() - 1000).with_foreign(state.earlier_messages.clone());
         self.turns.insert(job.message.clone(), (session.clone(), turn));
         self.outboxes
-            .insert(job.message.clone(), Outbox::new(job.message.clone()));
+            .insert(job.message.clone(), Outbox::new(job.message.clone()).with_interval(self.frame_interval));
         self.send(Request::MessageStarted {
             message_id: job.message.clone(),
         });

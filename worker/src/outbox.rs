@@ -4,10 +4,13 @@
 //!
 //! Coalescing: the first delta of a burst goes out at once. After that,
 //! deltas accumulate and go out together when nothing is in flight and the
-//! last frame left at least [`MIN_INTERVAL`] ago, when the oldest waiting
-//! delta is [`MIN_INTERVAL`] old, or when the batch nears the frame limit.
-//! Frames per answer then grow with its duration (at most about ten a
-//! second), not with its token count, and latency stays near one round trip.
+//! last frame left at least the frame interval ago, when the oldest waiting
+//! delta is [`MAX_HOLD`] old (or the interval, if longer), or when the batch
+//! nears the frame limit. The host sets the interval (its hello reply's
+//! `frame_interval_ms`: short on a local host, [`MIN_INTERVAL`] on AWS,
+//! where each frame is an invocation), and acknowledgements pace the rest: a
+//! slow host gets bigger batches, not more frames. Frames per answer grow
+//! with its duration, not with its token count.
 //!
 //! No frame grows with the answer: the completion carries the chunk count,
 //! never the text (the host has the chunks), and its error is clipped. An
@@ -21,8 +24,11 @@ use std::time::{Duration, Instant};
 use tether_domain::ids::{MessageId, RequestId};
 use tether_domain::protocol::{ChunkBody, ChunkIn, ClientFrame, Outcome, Request};
 
-/// Least time between two chunk frames of one answer (except size flushes).
+/// The frame interval until the host says otherwise: least time between two
+/// chunk frames of one answer (except size flushes).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest a delta waits behind a frame the host has not acknowledged.
+pub const MAX_HOLD: Duration = Duration::from_millis(100);
 /// A batch this large goes out at once.
 pub const FLUSH_BYTES: usize = 20 * 1024;
 /// Budget for one chunk frame's JSON (API Gateway's frame limit is 32 KB).
@@ -80,6 +86,8 @@ pub struct Outbox {
     retry_at: Option<Instant>,
     /// The wait after the next retriable error.
     retry_delay: Duration,
+    /// Least time between two frames (the host's frame interval).
+    interval: Duration,
 }
 
 impl Outbox {
@@ -98,6 +106,7 @@ impl Outbox {
             frames_sent: 0,
             retry_at: None,
             retry_delay: RETRY_MIN,
+            interval: MIN_INTERVAL,
         }
     }
 
@@ -151,6 +160,22 @@ impl Outbox {
         }
     }
 
+    /// This outbox with the host's frame interval.
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Takes a new frame interval (a host's hello reply).
+    pub fn set_interval(&mut self, interval: Duration) {
+        self.interval = interval;
+    }
+
+    /// How long a delta may wait behind an unacknowledged frame.
+    fn hold(&self) -> Duration {
+        self.interval.max(MAX_HOLD)
+    }
+
     fn should_flush(&self, now: Instant) -> bool {
         if self.pending.is_empty() {
             return false;
@@ -158,10 +183,10 @@ impl Outbox {
         if self.pending_bytes >= FLUSH_BYTES || self.is_completed() {
             return true;
         }
-        let quiet = self.last_sent.is_none_or(|t| now.duration_since(t) >= MIN_INTERVAL);
+        let quiet = self.last_sent.is_none_or(|t| now.duration_since(t) >= self.interval);
         let waited = self
             .pending_since
-            .is_some_and(|t| now.duration_since(t) >= MIN_INTERVAL);
+            .is_some_and(|t| now.duration_since(t) >= self.hold());
         (self.in_flight.is_empty() && quiet) || waited
     }
 
@@ -313,7 +338,15 @@ impl Outbox {
 
     /// When the caller should look again, if something waits on the clock.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let coalescing = self.pending_since.map(|t| t + MIN_INTERVAL);
+        let quiet = match (self.in_flight.is_empty(), self.last_sent) {
+            (true, Some(t)) => Some(t + self.interval),
+            _ => None,
+        };
+        let held = self.pending_since.map(|t| t + self.hold());
+        let coalescing = match (quiet, held) {
+            (Some(a), Some(b)) if self.pending_since.is_some() => Some(a.min(b)),
+            (_, b) => b,
+        };
         match (coalescing, self.retry_at) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -457,6 +490,35 @@ mod tests {
                 assert_eq!(chunks.len(), 1, "50 deltas became one chunk");
                 assert_eq!(chunks[0].body, text(&"b".repeat(50)));
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_hosts_interval_sets_the_pace_and_acknowledgements_hold_the_rest() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut ids = Ids(0);
+        let mut ob = Outbox::new(MessageId::parse("m").unwrap()).with_interval(Duration::from_millis(25));
+        ob.push(text("a"), t0);
+        let first = ob.frames(t0, || ids.next());
+        assert_eq!(first.len(), 1, "the first delta goes out at once");
+        ob.push(text("b"), ms(5));
+        ob.on_ok(&first[0].id);
+        assert!(ob.frames(ms(20), || ids.next()).is_empty(), "acked, but within the interval");
+        assert_eq!(ob.next_deadline(), Some(ms(25)), "it says when to look again");
+        let second = ob.frames(ms(25), || ids.next());
+        assert_eq!(second.len(), 1, "a fast host gets a frame every 25 ms");
+        // A slow host: the frame is not acknowledged, so deltas wait for it
+        // up to the hold (100 ms from the oldest), then go out as one.
+        for i in 30..120 {
+            ob.push(text("c"), ms(i));
+        }
+        assert!(ob.frames(ms(120), || ids.next()).is_empty(), "held behind the unacked frame");
+        let third = ob.frames(ms(130), || ids.next());
+        assert_eq!(third.len(), 1, "past the hold it goes, unacked or not");
+        match &third[0].request {
+            Request::Chunks { chunks, .. } => assert_eq!(chunks[0].body, text(&"c".repeat(90)), "one batch"),
             other => panic!("{other:?}"),
         }
     }

@@ -19,6 +19,11 @@ pub struct Config {
     /// new messages again. Applied when a busy session is next read or
     /// written to (no timer, so it costs nothing while nobody looks).
     pub worker_lease_ms: i64,
+    /// How often a worker sends a streaming answer's chunk frames (told in
+    /// its hello's reply; acknowledgements pace it further). Each frame is
+    /// a handler call: on AWS an invocation, so longer there; a local host
+    /// takes a short one for a livelier stream.
+    pub frame_interval_ms: i64,
     /// A connection record expires this long after it was made (API Gateway's 2 h cap, plus slack).
     pub connection_ttl_ms: i64,
     /// Open websockets one user may have (browser tabs and devices). More
@@ -58,6 +63,7 @@ impl Default for Config {
             heartbeat_ms: 60_000,
             presence_timeout_ms: 150_000,
             worker_lease_ms: 120_000,
+            frame_interval_ms: 100,
             connection_ttl_ms: 2 * 3_600_000 + 10 * 60_000,
             // Limits a real user never meets, each one a bound on what a
             // hostile or broken client can make the host keep.

@@ -248,6 +248,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             "worker": worker_view(&worker, now, self.config.presence_timeout_ms),
             "approved_by": self.user_name(worker.owner.as_ref()).await?,
             "heartbeat_ms": self.config.heartbeat_ms,
+            "frame_interval_ms": self.config.frame_interval_ms,
         }))
     }
 

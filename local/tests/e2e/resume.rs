@@ -447,7 +447,9 @@ pub async fn worker_gone_for_good(mode: Mode) {
     // Back, still running both: it is told to stop them, what it still
     // sends of them is refused, and the new message reaches it.
     let mut worker = WorkerClient::connect(&server, &identity).await;
-    worker.hello(&[m1.clone(), m2.clone(), m4.clone()]).await.ok();
+    let hello = worker.hello(&[m1.clone(), m2.clone(), m4.clone()]).await;
+    // The host says how often it wants chunk frames (the local default).
+    assert_eq!(hello.ok()["frame_interval_ms"], 25, "{:?}", hello.ok());
     for m in [&m1, &m2, &m4] {
         worker
             .next_event(&format!("message_abort of {m}"), |e| {

@@ -188,6 +188,7 @@ fn function_env(
         (HEARTBEAT_VAR, d.heartbeat_ms.to_string()),
         (PRESENCE_TIMEOUT_VAR, d.presence_timeout_ms.to_string()),
         (WORKER_LEASE_VAR, d.worker_lease_ms.to_string()),
+        (FRAME_INTERVAL_VAR, d.frame_interval_ms.to_string()),
         (CONNECTION_TTL_VAR, d.connection_ttl_ms.to_string()),
         (ORIGIN_SECRET_VAR, origin_secret.to_owned()),
         ("AWS_REGION", host.tier.region.clone()),
