@@ -46,12 +46,30 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    jobs: mpsc::Sender<Job>,
+    jobs: Option<mpsc::Sender<Job>>,
     /// The reader's queue, for a database file (WAL lets it read beside the
     /// writer); a database in memory is one connection, and reads go to
     /// the writer.
     reads: Option<mpsc::Sender<Read>>,
+    /// The reader's thread, then the writer's: joined when the store goes,
+    /// so the connections are closed (and the WAL folded into the file)
+    /// before the process can end.
+    threads: Vec<std::thread::JoinHandle<()>>,
     path: Option<PathBuf>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queues ends the threads once they have done what was
+        // sent; the reader first, so the writer's connection closes last.
+        self.reads = None;
+        self.jobs = None;
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("a store thread panicked");
+            }
+        }
+    }
 }
 
 /// A read for the reader thread: runs on its connection, outside any batch.
@@ -125,17 +143,28 @@ impl SqliteStore {
         }
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn)?;
+        let mut threads = Vec::new();
         let reads = match &path {
-            Some(path) => Some(start_reader(path)?),
+            Some(path) => {
+                let (reads, thread) = start_reader(path)?;
+                threads.push(thread);
+                Some(reads)
+            }
             None => None,
         };
         let (jobs, queue) = mpsc::channel();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("tether-sqlite".into())
             .spawn(move || writer(conn, queue))
             .map_err(|e| StoreError::Unavailable(format!("start the store's writer: {e}")))?;
+        threads.push(writer);
         Ok(Self {
-            inner: Arc::new(Inner { jobs, reads, path }),
+            inner: Arc::new(Inner {
+                jobs: Some(jobs),
+                reads,
+                threads,
+                path,
+            }),
         })
     }
 
@@ -168,7 +197,8 @@ impl SqliteStore {
                 let _ = tx.send(result);
             })
         });
-        self.inner.jobs.send(job).map_err(|_| {
+        let jobs = self.inner.jobs.as_ref().expect("the queue lives as long as the store");
+        jobs.send(job).map_err(|_| {
             StoreError::Unavailable(format!("{op}: the store's writer has stopped"))
         })?;
         let result = rx.await.map_err(|_| {
@@ -223,7 +253,8 @@ impl SqliteStore {
             let _ = tx.send(f(conn.expect("the batch began")));
             Box::new(|_| {})
         });
-        self.inner.jobs.send(job).expect("the writer runs");
+        let jobs = self.inner.jobs.as_ref().expect("the queue lives as long as the store");
+        jobs.send(job).expect("the writer runs");
         rx.recv().expect("the job ran")
     }
 
@@ -300,7 +331,7 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>) {
 
 /// Opens the reader's connection on the database file (refusing writes)
 /// and starts its thread.
-fn start_reader(path: &Path) -> StoreResult<mpsc::Sender<Read>> {
+fn start_reader(path: &Path) -> StoreResult<(mpsc::Sender<Read>, std::thread::JoinHandle<()>)> {
     // Read-write at the file level but refusing writes: whichever of the two
     // connections closes last folds the WAL into the database file, which a
     // read-only connection could not.
@@ -311,7 +342,7 @@ fn start_reader(path: &Path) -> StoreResult<mpsc::Sender<Read>> {
         .map_err(|e| db_err("make the reader read-only", e))?;
     conn.set_prepared_statement_cache_capacity(64);
     let (reads, queue) = mpsc::channel::<Read>();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("tether-sqlite-read".into())
         .spawn(move || {
             while let Ok(read) = queue.recv() {
@@ -319,7 +350,7 @@ fn start_reader(path: &Path) -> StoreResult<mpsc::Sender<Read>> {
             }
         })
         .map_err(|e| StoreError::Unavailable(format!("start the store's reader: {e}")))?;
-    Ok(reads)
+    Ok((reads, thread))
 }
 
 /// Commits the writer's batch; on failure, rolls it back.
