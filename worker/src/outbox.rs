@@ -343,8 +343,9 @@ impl Outbox {
             _ => None,
         };
         let held = self.pending_since.map(|t| t + self.hold());
+        // Only waiting deltas need a look; whichever comes first lets them go.
         let coalescing = match (quiet, held) {
-            (Some(a), Some(b)) if self.pending_since.is_some() => Some(a.min(b)),
+            (Some(a), Some(b)) => Some(a.min(b)),
             (_, b) => b,
         };
         match (coalescing, self.retry_at) {

@@ -348,7 +348,6 @@ impl<S: Store, P: Push> Domain<S, P> {
     /// is read or written to, so a worker that went away costs nothing
     /// until someone looks (and then one query).
     pub(crate) async fn end_if_worker_gone(&self, worker: &Worker, now: Millis) -> Result<bool, ApiError> {
-        use crate::store::MessagePatch;
         if !worker.lease_lapsed(now, self.config.presence_timeout_ms, self.config.worker_lease_ms) {
             return Ok(false);
         }
@@ -357,23 +356,36 @@ impl<S: Store, P: Push> Domain<S, P> {
             if !matches!(m.status, MessageStatus::Dispatched | MessageStatus::Streaming) {
                 continue;
             }
-            let patch = MessagePatch {
-                error: Some(WORKER_WENT_AWAY.into()),
-                ..MessagePatch::default()
-            };
             let from = [MessageStatus::Dispatched, MessageStatus::Streaming];
-            if let Some(m) = self
-                .store
-                .transition_message(&m.id, &from, MessageStatus::Failed, &patch, now)
-                .await?
-            {
+            if let Some(m) = self.end_here(&m.id, &from, MessageStatus::Failed, WORKER_WENT_AWAY, now).await? {
                 info!(worker_id = %worker.id, message_id = %m.id, "answer ended: its worker went away");
                 ended = true;
-                self.announce_message(&m, now).await;
-                self.settle_session(&m.worker, &m.session, now).await?;
             }
         }
         Ok(ended)
+    }
+
+    /// Ends an answer here, its worker not being there to: moves it from
+    /// one of `from` to `to` with `why` (keeping the chunks stored so far),
+    /// announces it and readies its session. `None` if it had moved on.
+    pub(crate) async fn end_here(
+        &self,
+        message: &crate::ids::MessageId,
+        from: &[MessageStatus],
+        to: MessageStatus,
+        why: &str,
+        now: Millis,
+    ) -> Result<Option<Message>, ApiError> {
+        let patch = crate::store::MessagePatch {
+            error: Some(why.to_owned()),
+            ..crate::store::MessagePatch::default()
+        };
+        let Some(m) = self.store.transition_message(message, from, to, &patch, now).await? else {
+            return Ok(None);
+        };
+        self.announce_message(&m, now).await;
+        self.settle_session(&m.worker, &m.session, now).await?;
+        Ok(Some(m))
     }
 
     /// [`Domain::end_if_worker_gone`] for a busy session's worker; returns

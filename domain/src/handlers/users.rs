@@ -326,17 +326,9 @@ impl<S: Store, P: Push> Domain<S, P> {
                 if m.session != session.id || m.status != MessageStatus::Streaming {
                     continue;
                 }
-                let patch = MessagePatch {
-                    error: Some("the session ended while its worker was offline".into()),
-                    ..MessagePatch::default()
-                };
-                if let Some(m) = self
-                    .store
-                    .transition_message(&m.id, &[MessageStatus::Streaming], MessageStatus::Aborted, &patch, now)
-                    .await?
-                {
-                    self.announce_message(&m, now).await;
-                }
+                let why = "the session ended while its worker was offline";
+                self.end_here(&m.id, &[MessageStatus::Streaming], MessageStatus::Aborted, why, now)
+                    .await?;
             }
         }
         if let Some(worker) = worker {
@@ -486,20 +478,12 @@ impl<S: Store, P: Push> Domain<S, P> {
             // Nobody is there to stop it: it ends here, with the chunks the
             // host has. The worker, when it is back, hears of it in its
             // hello's reply and stops the agent.
-            let patch = MessagePatch {
-                error: Some("stopped while the worker was offline".into()),
-                ..MessagePatch::default()
-            };
+            let why = "stopped while the worker was offline";
             let current = match self
-                .store
-                .transition_message(&message.id, &[MessageStatus::Streaming], MessageStatus::Aborted, &patch, now)
+                .end_here(&message.id, &[MessageStatus::Streaming], MessageStatus::Aborted, why, now)
                 .await?
             {
-                Some(m) => {
-                    self.announce_message(&m, now).await;
-                    self.settle_session(&m.worker, &m.session, now).await?;
-                    m
-                }
+                Some(m) => m,
                 None => self.store.message(&message.id).await?.unwrap_or(message),
             };
             return Ok(json!({ "message": message_view(&current) }));

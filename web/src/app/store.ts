@@ -521,9 +521,10 @@ async function deliver(c: ChatState, messageId: string, text: string): Promise<v
  */
 export function messageTooLarge(text: string): string | null {
   const body = text.trim();
-  const bytes = new TextEncoder().encode(body).length;
+  const encoder = new TextEncoder();
+  const bytes = encoder.encode(body).length;
   // The frame that carries it: its JSON escapes count too.
-  const frame = new TextEncoder().encode(
+  const frame = encoder.encode(
     JSON.stringify({ action: "message_send", id: "r_000000", session_id: "s".repeat(40), message_id: "m".repeat(40), text: body }),
   ).length;
   if (bytes <= MAX_TEXT_BYTES && frame <= MAX_FRAME_BYTES) return null;
