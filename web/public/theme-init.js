@@ -1,8 +1,14 @@
-// Applies a chosen theme before the first paint (no flash of the wrong one).
+// Applies the theme before the first paint (no flash of the wrong one): the
+// one chosen, or else the system's. The stylesheet knows only
+// html[data-theme] (src/styles/theme.css); the app keeps it up to date.
+var chosen = null;
 try {
-  var t = localStorage.getItem("tether.theme");
-  if (t === "light" || t === "dark") {
-    document.documentElement.dataset.theme = t;
-    document.documentElement.style.colorScheme = t;
-  }
+  chosen = localStorage.getItem("tether.theme");
 } catch (e) {}
+if (chosen === "light" || chosen === "dark") {
+  document.documentElement.dataset.theme = chosen;
+  document.documentElement.style.colorScheme = chosen;
+} else {
+  var dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+  document.documentElement.dataset.theme = dark ? "dark" : "light";
+}

@@ -1,5 +1,5 @@
 import "@fontsource-variable/inter";
-import "./styles.css";
+import "./styles/index.css";
 
 import { render } from "preact";
 
