@@ -143,6 +143,19 @@ pub struct Agent {
     pub frames_sent: u64,
 }
 
+/// Resolves at `deadline`; never without one.
+async fn wake_at(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The loop's clock: tokio's, so that tests with paused time drive it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -177,22 +190,33 @@ impl Agent {
         }
     }
 
-    /// Runs until the worker must stop.
+    /// Runs until the worker must stop. Between inputs it sleeps until the
+    /// outboxes' earliest deadline (a held delta, a retry), looked up again
+    /// after every input: an idle worker does not wake, and a delta goes out
+    /// when its deadline comes, not at the next tick of a clock.
     pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) -> Exit {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let deadline = self.next_deadline();
             let input = tokio::select! {
                 input = inputs.recv() => match input {
                     Some(i) => i,
                     None => return Exit::Closed,
                 },
-                _ = tick.tick() => Input::Tick,
+                () = wake_at(deadline) => Input::Tick,
             };
             if let Some(exit) = self.handle(input) {
                 return exit;
             }
         }
+    }
+
+    /// When the outboxes next need a look (none while disconnected: the
+    /// connection's return sends everything).
+    fn next_deadline(&self) -> Option<Instant> {
+        if !self.connected {
+            return None;
+        }
+        self.outboxes.values().filter_map(Outbox::next_deadline).min()
     }
 
     fn request_id(&mut self) -> RequestId {
@@ -381,7 +405,7 @@ impl Agent {
                     if ok {
                         ob.on_ok(&id);
                     } else if let Some(e) = error {
-                        if ob.on_error(&id, e.code, Instant::now()) == AfterError::Abandon {
+                        if ob.on_error(&id, e.code, now()) == AfterError::Abandon {
                             warn!(message_id = %ob.message(), code = e.code.as_str(), message = %e.message, "the host refused this answer's chunks");
                         }
                     }
@@ -696,7 +720,7 @@ impl Agent {
 
     fn push_chunk(&mut self, message: &MessageId, body: ChunkBody) {
         if let Some(ob) = self.outboxes.get_mut(message) {
-            ob.push(body, Instant::now());
+            ob.push(body, now());
         }
     }
 
@@ -784,12 +808,12 @@ impl Agent {
         if !self.connected {
             return;
         }
-        let now = Instant::now();
+        let at = now();
         let mut frames = Vec::new();
         let mut next = self.next_id;
         for ob in self.outboxes.values_mut() {
             let before = ob.frames_sent();
-            frames.extend(ob.frames(now, || {
+            frames.extend(ob.frames(at, || {
                 next += 1;
                 RequestId::parse(format!("w{next}")).expect("generated ids are valid")
             }));

@@ -192,8 +192,11 @@ impl Outbox {
 
     /// Frames to send now, each with its request id (registered as in flight).
     pub fn frames(&mut self, now: Instant, mut new_id: impl FnMut() -> RequestId) -> Vec<ClientFrame> {
-        if self.retry_at.is_some_and(|t| now < t) {
-            return Vec::new();
+        match self.retry_at {
+            Some(t) if now < t => return Vec::new(),
+            // Passed: no longer a deadline (the caller sleeps until the next).
+            Some(_) => self.retry_at = None,
+            None => {}
         }
         if self.should_flush(now) {
             for body in std::mem::take(&mut self.pending) {
@@ -624,6 +627,7 @@ mod tests {
             now = due;
             f = ob.frames(now, || ids.next());
             assert_eq!(seqs(&f[0]), vec![0]);
+            assert_eq!(ob.next_deadline(), None, "re-sent: nothing waits on the clock");
         }
         let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, vec![250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000]);
