@@ -10,10 +10,10 @@ use tracing::{debug, info, warn};
 
 use super::turns::Job;
 use super::{now, now_ms, Agent, Done, Exit, MAX_FRAME_INTERVAL_MS, MIN_FRAME_INTERVAL_MS};
-use crate::opencode::{explain, title};
+use crate::opencode::{explain, title, Opencode};
 use crate::outbox::AfterError;
 
-impl Agent {
+impl<O: Opencode> Agent<O> {
     pub(super) fn hello(&mut self) {
         // Every message this worker holds in any form: queued here, running,
         // or with output not yet acknowledged. The host fails a streaming

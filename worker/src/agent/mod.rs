@@ -4,6 +4,8 @@
 //! question a question about one loop, and leaves slow work (HTTP calls to
 //! opencode) to spawned tasks that report back as inputs.
 //!
+//! What it asks of opencode goes through the [`Opencode`] trait.
+//!
 //! - `host`: the host's frames, the hello, the agent's state and titles.
 //! - `turns`: sessions and their queued messages, one running turn each,
 //!   opencode's events and results, how a turn ends.
@@ -23,7 +25,7 @@ use tether_domain::protocol::{AgentReport, ChunkBody, ClientFrame, Request};
 use tokio::sync::mpsc;
 use tracing::info;
 
-use crate::opencode::{Models, OpencodeClient, Turn};
+use crate::opencode::{Models, Opencode, OpencodeClient, Turn};
 use crate::outbox::Outbox;
 use crate::relay::{Relay, RelayEvent};
 use turns::SessionState;
@@ -37,16 +39,16 @@ pub struct Profile {
     pub version: String,
 }
 
-/// Everything the agent loop reacts to.
+/// Everything the agent loop reacts to (`O`: its opencode).
 #[derive(Debug)]
-pub enum Input {
+pub enum Input<O = OpencodeClient> {
     Relay(RelayEvent),
     /// opencode is being installed (it was nowhere to be found).
     OpencodeInstalling,
     /// opencode is being started.
     OpencodeStarting,
     /// opencode is (again) running.
-    OpencodeUp(OpencodeClient, Models),
+    OpencodeUp(O, Models),
     /// opencode is not running, for the reason given (for people, without
     /// the word opencode: "exited with status 1; restarting it"); the
     /// worker tries again.
@@ -101,14 +103,14 @@ const MIN_FRAME_INTERVAL_MS: u64 = 10;
 /// … and no slower than this (the stream would stutter).
 const MAX_FRAME_INTERVAL_MS: u64 = 1_000;
 
-pub struct Agent {
+pub struct Agent<O = OpencodeClient> {
     relay: Relay,
-    inputs: mpsc::UnboundedSender<Input>,
+    inputs: mpsc::UnboundedSender<Input<O>>,
     profile: Profile,
     models: Models,
     /// What the worker last said of its agent (the host keeps the newest).
     agent: AgentReport,
-    client: Option<OpencodeClient>,
+    client: Option<O>,
     connected: bool,
     sessions: HashMap<SessionId, SessionState>,
     turns: HashMap<MessageId, (SessionId, Turn)>,
@@ -144,10 +146,10 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-impl Agent {
+impl<O: Opencode> Agent<O> {
     /// `first`: the agent's state before the supervisor reports
     /// (`installing` when opencode was nowhere, else `starting`).
-    pub fn new(relay: Relay, inputs: mpsc::UnboundedSender<Input>, profile: Profile, first: AgentState) -> Self {
+    pub fn new(relay: Relay, inputs: mpsc::UnboundedSender<Input<O>>, profile: Profile, first: AgentState) -> Self {
         Self {
             relay,
             inputs,
@@ -175,7 +177,7 @@ impl Agent {
     /// outboxes' earliest deadline (a held delta, a retry), looked up again
     /// after every input: an idle worker does not wake, and a delta goes out
     /// when its deadline comes, not at the next tick of a clock.
-    pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) -> Exit {
+    pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input<O>>) -> Exit {
         loop {
             let deadline = self.next_deadline();
             let input = tokio::select! {
@@ -225,7 +227,7 @@ impl Agent {
     }
 
     /// One input. Returns `Some` when the worker must stop.
-    pub fn handle(&mut self, input: Input) -> Option<Exit> {
+    pub fn handle(&mut self, input: Input<O>) -> Option<Exit> {
         match input {
             Input::Relay(RelayEvent::Connected) => {
                 self.connected = true;

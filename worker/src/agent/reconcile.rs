@@ -7,13 +7,13 @@ use std::collections::{HashSet, VecDeque};
 use serde_json::Value;
 
 use super::{Agent, Done};
-use crate::opencode::OpencodeClient;
+use crate::opencode::Opencode;
 
 /// At most this many subagent sessions are read back per turn after
 /// opencode's event stream came back.
 const MAX_SUBAGENTS: usize = 64;
 
-impl Agent {
+impl<O: Opencode> Agent<O> {
     /// After opencode's event stream came back: read what was missed.
     pub(super) fn reconcile_all(&mut self) {
         let Some(client) = self.client.clone() else { return };
@@ -48,8 +48,8 @@ impl Agent {
 /// `root`, breadth first (parents before children), those the turn knew
 /// (`known`) or that started with it (not before `since`; older ones are
 /// earlier turns'), with their messages. At most [`MAX_SUBAGENTS`].
-async fn read_subagents(
-    client: &OpencodeClient,
+async fn read_subagents<O: Opencode>(
+    client: &O,
     root: &str,
     known: Vec<String>,
     since: i64,
@@ -86,6 +86,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+    use crate::opencode::OpencodeClient;
 
     /// A stand-in for opencode's HTTP API: answers GETs of the paths it
     /// knows with their JSON (`[]` for others), and counts the requests.

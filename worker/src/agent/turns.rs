@@ -11,7 +11,7 @@ use tether_domain::protocol::{ChunkBody, ModelRef, Outcome, Request, SubagentSta
 use tracing::{info, warn};
 
 use super::{now, now_ms, Agent, Done, ABORT_SETTLE};
-use crate::opencode::{explain, title, Turn};
+use crate::opencode::{explain, title, Opencode, Turn};
 use crate::outbox::{Completion, Outbox};
 
 /// A message waiting for its session's turn.
@@ -38,7 +38,7 @@ pub(super) struct SessionState {
     pub(super) title_told: bool,
 }
 
-impl Agent {
+impl<O: Opencode> Agent<O> {
     /// Starts the next queued message of a session if nothing runs there.
     pub(super) fn try_start(&mut self, session: &SessionId) {
         let Some(client) = self.client.clone() else { return };

@@ -9,6 +9,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tether_domain::protocol::{ModelInfo, ModelRef, PermissionReply};
 
+use super::Opencode;
+
 /// A client of one `opencode serve` (loopback, basic auth).
 #[derive(Clone)]
 pub struct OpencodeClient {
@@ -89,113 +91,6 @@ impl OpencodeClient {
         Ok(parse_models(&v))
     }
 
-    /// Creates a session; returns its id.
-    pub async fn create_session(&self, title: &str) -> anyhow::Result<String> {
-        let body = if title.is_empty() { json!({}) } else { json!({ "title": title }) };
-        let v = self
-            .post_json("/session", body, "create session")
-            .await?
-            .context("opencode create session: empty reply")?;
-        v["id"]
-            .as_str()
-            .map(str::to_owned)
-            .context("opencode create session: no id")
-    }
-
-    /// Whether a session exists (it survives opencode restarts on disk).
-    pub async fn session_exists(&self, id: &str) -> anyhow::Result<bool> {
-        let res = self
-            .http
-            .get(self.url(&format!("/session/{id}")))
-            .basic_auth("opencode", Some(&self.password))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .context("opencode get session")?;
-        Ok(res.status().is_success())
-    }
-
-    /// Sends a prompt; the answer arrives on the event stream.
-    pub async fn prompt(&self, session: &str, model: &ModelRef, text: &str) -> anyhow::Result<()> {
-        let body = json!({
-            "model": { "providerID": model.provider_id, "modelID": model.model_id },
-            "parts": [{ "type": "text", "text": text }],
-        });
-        self.post_json(&format!("/session/{session}/prompt_async"), body, "prompt")
-            .await
-            .map(|_| ())
-    }
-
-    pub async fn abort(&self, session: &str) -> anyhow::Result<()> {
-        self.post_json(&format!("/session/{session}/abort"), json!({}), "abort")
-            .await
-            .map(|_| ())
-    }
-
-    pub async fn reply_permission(&self, id: &str, reply: PermissionReply) -> anyhow::Result<()> {
-        let reply = match reply {
-            PermissionReply::Once => "once",
-            PermissionReply::Always => "always",
-            PermissionReply::Reject => "reject",
-        };
-        self.post_json(&format!("/permission/{id}/reply"), json!({ "reply": reply }), "permission reply")
-            .await
-            .map(|_| ())
-    }
-
-    pub async fn reply_question(&self, id: &str, answers: &[Vec<String>]) -> anyhow::Result<()> {
-        self.post_json(&format!("/question/{id}/reply"), json!({ "answers": answers }), "question reply")
-            .await
-            .map(|_| ())
-    }
-
-    pub async fn reject_question(&self, id: &str) -> anyhow::Result<()> {
-        self.post_json(&format!("/question/{id}/reject"), json!({}), "question reject")
-            .await
-            .map(|_| ())
-    }
-
-    /// A session's messages with their parts (`GET /session/{id}/message`).
-    pub async fn messages(&self, session: &str) -> anyhow::Result<Vec<Value>> {
-        let v = self
-            .get_json(&format!("/session/{session}/message"), "messages")
-            .await?;
-        Ok(v.as_array().cloned().unwrap_or_default())
-    }
-
-    /// A session's child sessions (its subagents'), `GET /session/{id}/children`.
-    pub async fn children(&self, session: &str) -> anyhow::Result<Vec<Value>> {
-        let v = self
-            .get_json(&format!("/session/{session}/children"), "session children")
-            .await?;
-        Ok(v.as_array().cloned().unwrap_or_default())
-    }
-
-    /// Pending permission requests of every session.
-    pub async fn permissions(&self) -> anyhow::Result<Vec<Value>> {
-        let v = self.get_json("/permission", "permissions").await?;
-        Ok(v.as_array().cloned().unwrap_or_default())
-    }
-
-    /// Pending questions of every session.
-    pub async fn questions(&self) -> anyhow::Result<Vec<Value>> {
-        let v = self.get_json("/question", "questions").await?;
-        Ok(v.as_array().cloned().unwrap_or_default())
-    }
-
-    /// Busy sessions (idle ones are left out).
-    pub async fn busy_sessions(&self) -> anyhow::Result<Vec<String>> {
-        let v = self.get_json("/session/status", "session status").await?;
-        Ok(v.as_object()
-            .map(|m| {
-                m.iter()
-                    .filter(|(_, s)| s["type"].as_str() != Some("idle"))
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
     /// The event stream: each item one event's JSON.
     pub async fn events(&self) -> anyhow::Result<impl Stream<Item = anyhow::Result<Value>>> {
         use eventsource_stream::Eventsource;
@@ -214,6 +109,110 @@ impl OpencodeClient {
             Ok(event) => serde_json::from_str::<Value>(&event.data).context("opencode event: bad JSON"),
             Err(e) => Err(anyhow::anyhow!("opencode event stream: {e}")),
         }))
+    }
+}
+
+/// The routes as observed on opencode 1.18 (see the fixtures README).
+impl Opencode for OpencodeClient {
+    async fn create_session(&self, title: &str) -> anyhow::Result<String> {
+        let body = if title.is_empty() { json!({}) } else { json!({ "title": title }) };
+        let v = self
+            .post_json("/session", body, "create session")
+            .await?
+            .context("opencode create session: empty reply")?;
+        v["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("opencode create session: no id")
+    }
+
+    async fn session_exists(&self, id: &str) -> anyhow::Result<bool> {
+        let res = self
+            .http
+            .get(self.url(&format!("/session/{id}")))
+            .basic_auth("opencode", Some(&self.password))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .context("opencode get session")?;
+        Ok(res.status().is_success())
+    }
+
+    async fn prompt(&self, session: &str, model: &ModelRef, text: &str) -> anyhow::Result<()> {
+        let body = json!({
+            "model": { "providerID": model.provider_id, "modelID": model.model_id },
+            "parts": [{ "type": "text", "text": text }],
+        });
+        self.post_json(&format!("/session/{session}/prompt_async"), body, "prompt")
+            .await
+            .map(|_| ())
+    }
+
+    async fn abort(&self, session: &str) -> anyhow::Result<()> {
+        self.post_json(&format!("/session/{session}/abort"), json!({}), "abort")
+            .await
+            .map(|_| ())
+    }
+
+    async fn reply_permission(&self, id: &str, reply: PermissionReply) -> anyhow::Result<()> {
+        let reply = match reply {
+            PermissionReply::Once => "once",
+            PermissionReply::Always => "always",
+            PermissionReply::Reject => "reject",
+        };
+        self.post_json(&format!("/permission/{id}/reply"), json!({ "reply": reply }), "permission reply")
+            .await
+            .map(|_| ())
+    }
+
+    async fn reply_question(&self, id: &str, answers: &[Vec<String>]) -> anyhow::Result<()> {
+        self.post_json(&format!("/question/{id}/reply"), json!({ "answers": answers }), "question reply")
+            .await
+            .map(|_| ())
+    }
+
+    async fn reject_question(&self, id: &str) -> anyhow::Result<()> {
+        self.post_json(&format!("/question/{id}/reject"), json!({}), "question reject")
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /session/{id}/message`.
+    async fn messages(&self, session: &str) -> anyhow::Result<Vec<Value>> {
+        let v = self
+            .get_json(&format!("/session/{session}/message"), "messages")
+            .await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// `GET /session/{id}/children`.
+    async fn children(&self, session: &str) -> anyhow::Result<Vec<Value>> {
+        let v = self
+            .get_json(&format!("/session/{session}/children"), "session children")
+            .await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    async fn permissions(&self) -> anyhow::Result<Vec<Value>> {
+        let v = self.get_json("/permission", "permissions").await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    async fn questions(&self) -> anyhow::Result<Vec<Value>> {
+        let v = self.get_json("/question", "questions").await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    async fn busy_sessions(&self) -> anyhow::Result<Vec<String>> {
+        let v = self.get_json("/session/status", "session status").await?;
+        Ok(v.as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, s)| s["type"].as_str() != Some("idle"))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 
