@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _};
 use futures_util::StreamExt;
 use tether_domain::auth::Secret;
 use tether_domain::model::{AgentState, WorkerStatus};
-use tether_domain::protocol::{PairRequest, ServerFrame};
+use tether_domain::protocol::{ClientFrame, PairRequest, ServerFrame};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
@@ -245,15 +245,22 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
         workdir: workdir.display().to_string(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
+    let (outbound_tx, outbound) = mpsc::unbounded_channel();
+    let outbound = tokio::spawn(to_host(outbound, relay.clone()));
     let mut code_expired = false;
     let exit = tokio::select! {
-        exit = Agent::new(relay.clone(), inputs_tx, profile, first).run(inputs_rx) => Some(exit),
+        exit = Agent::new(outbound_tx, inputs_tx, profile, first).run(inputs_rx) => Some(exit),
         () = &mut shutdown => None,
         () = unapproved_at(pending_until, CLOCK_SLACK, approved) => {
             code_expired = true;
             None
         }
     };
+    // The agent is gone, and with it the frames' sender: what it sent last
+    // reaches the relay before the close frame.
+    if let Err(e) = outbound.await {
+        warn!(error = %e, "the worker's outbound frames were lost");
+    }
     // However the worker ends, the host hears a close frame rather than a
     // dropped socket, and opencode does not outlive it.
     stop_opencode.send_replace(true);
@@ -275,6 +282,14 @@ pub async fn run_until(config: WorkerConfig, shutdown: impl Future<Output = ()>)
             path.display()
         ),
         Some(Exit::Closed) => Ok(()),
+    }
+}
+
+/// Sends the agent's frames to the host, each serialised once, in order,
+/// until the agent is gone.
+async fn to_host(mut frames: mpsc::UnboundedReceiver<ClientFrame>, relay: Relay) {
+    while let Some(frame) = frames.recv().await {
+        relay.send(frame.to_json());
     }
 }
 

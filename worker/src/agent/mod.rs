@@ -4,7 +4,9 @@
 //! question a question about one loop, and leaves slow work (HTTP calls to
 //! opencode) to spawned tasks that report back as inputs.
 //!
-//! What it asks of opencode goes through the [`Opencode`] trait.
+//! It reaches the outside through two seams: the frames it sends go to an
+//! outbound channel (which [`crate::run`] drains onto the relay), and what it
+//! asks of opencode goes through the [`Opencode`] trait.
 //!
 //! - `host`: the host's frames, the hello, the agent's state and titles.
 //! - `turns`: sessions and their queued messages, one running turn each,
@@ -27,7 +29,7 @@ use tracing::info;
 
 use crate::opencode::{Models, Opencode, OpencodeClient, Turn};
 use crate::outbox::Outbox;
-use crate::relay::{Relay, RelayEvent};
+use crate::relay::RelayEvent;
 use turns::SessionState;
 
 /// What the worker says of itself in its hello.
@@ -104,7 +106,8 @@ const MIN_FRAME_INTERVAL_MS: u64 = 10;
 const MAX_FRAME_INTERVAL_MS: u64 = 1_000;
 
 pub struct Agent<O = OpencodeClient> {
-    relay: Relay,
+    /// Where its frames go (to the host, once connected).
+    outbound: mpsc::UnboundedSender<ClientFrame>,
     inputs: mpsc::UnboundedSender<Input<O>>,
     profile: Profile,
     models: Models,
@@ -147,11 +150,18 @@ fn now_ms() -> i64 {
 }
 
 impl<O: Opencode> Agent<O> {
-    /// `first`: the agent's state before the supervisor reports
-    /// (`installing` when opencode was nowhere, else `starting`).
-    pub fn new(relay: Relay, inputs: mpsc::UnboundedSender<Input<O>>, profile: Profile, first: AgentState) -> Self {
+    /// `outbound`: where the frames for the host go; `inputs`: the loop's
+    /// own inputs (results of the work it spawns come back there); `first`:
+    /// the agent's state before the supervisor reports (`installing` when
+    /// opencode was nowhere, else `starting`).
+    pub fn new(
+        outbound: mpsc::UnboundedSender<ClientFrame>,
+        inputs: mpsc::UnboundedSender<Input<O>>,
+        profile: Profile,
+        first: AgentState,
+    ) -> Self {
         Self {
-            relay,
+            outbound,
             inputs,
             profile,
             models: Models::default(),
@@ -215,7 +225,13 @@ impl<O: Opencode> Agent<O> {
             id: self.request_id(),
             request,
         };
-        self.relay.send(frame.to_json());
+        self.emit(frame);
+    }
+
+    /// A frame for the host (dropped if the run loop is gone: so is the
+    /// worker).
+    fn emit(&self, frame: ClientFrame) {
+        let _ = self.outbound.send(frame);
     }
 
     fn spawn(&self, work: impl std::future::Future<Output = Done> + Send + 'static) {
@@ -300,7 +316,7 @@ impl<O: Opencode> Agent<O> {
         }
         self.next_id = next;
         for f in frames {
-            self.relay.send(f.to_json());
+            self.emit(f);
         }
         self.outboxes.retain(|_, ob| !ob.is_done());
     }
