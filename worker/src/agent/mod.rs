@@ -6,7 +6,8 @@
 //!
 //! It reaches the outside through two seams: the frames it sends go to an
 //! outbound channel (which [`crate::run`] drains onto the relay), and what it
-//! asks of opencode goes through the [`Opencode`] trait.
+//! asks of opencode goes through the [`Opencode`] trait. Its tests drive it
+//! with recorded opencode event streams and read the frames it sends.
 //!
 //! - `host`: the host's frames, the hello, the agent's state and titles.
 //! - `turns`: sessions and their queued messages, one running turn each,
@@ -15,6 +16,8 @@
 
 mod host;
 mod reconcile;
+#[cfg(test)]
+mod tests;
 mod turns;
 
 use std::collections::{HashMap, HashSet};
