@@ -122,6 +122,8 @@ export interface Turn {
   blocks: Block[];
   usage: Usage;
   steps: number;
+  /** The figures of the answer's latest step: what the model last read and wrote. */
+  lastStep?: Usage;
   /** Bumped on every change, for renderers that skip unchanged turns. */
   version: number;
 }
@@ -206,6 +208,16 @@ export class Transcript {
       const bt = b.view?.created_at ?? b.local?.createdAt ?? 0;
       return at - bt;
     });
+  }
+
+  /** The latest step of the latest answer that has one: what the model last had in its context. */
+  lastStep(): Usage | undefined {
+    const turns = this.ordered();
+    for (let i = turns.length - 1; i >= 0; i--) {
+      const step = turns[i].lastStep;
+      if (step) return step;
+    }
+    return undefined;
   }
 
   turn(messageId: string): Turn | undefined {
@@ -500,6 +512,7 @@ function apply(t: Turn, c: ChunkView): void {
       t.usage.cache_read += u.cache_read;
       t.usage.cache_write += u.cache_write;
       t.usage.cost += u.cost;
+      t.lastStep = { ...u };
       t.steps++;
       break;
     }

@@ -14,6 +14,9 @@ import {
   sendMessage,
   workers,
 } from "../app/store";
+import { contextMeter, type ContextMeter } from "../lib/context";
+import { tokens } from "../lib/format";
+import type { ModelInfo, SessionView, WorkerView } from "../protocol";
 import { EmptyState, SessionStatusPill, TopBar, modelLabel } from "./common";
 import { IconAlert, IconChat, IconPlus, IconSend, IconStop } from "./icons";
 import { TurnView, turnStamp, type TurnContext } from "./Turn";
@@ -201,6 +204,7 @@ export function ChatPage({ sessionId }: { sessionId: string }) {
       ) : (
         <Composer
           running={!!running}
+          meter={contextMeter(c.transcript.lastStep(), sessionModel(w, session)?.context_limit)}
           onSend={(text) => {
             stick.current = true;
             return sendMessage(text);
@@ -211,7 +215,51 @@ export function ChatPage({ sessionId }: { sessionId: string }) {
   );
 }
 
-function Composer({ running, onSend }: { running: boolean; onSend: (text: string) => boolean }) {
+function sessionModel(w: WorkerView | undefined, session: SessionView | undefined): ModelInfo | undefined {
+  if (!w || !session) return undefined;
+  return w.models.find((m) => m.provider_id === session.model.provider_id && m.model_id === session.model.model_id);
+}
+
+/** How full the model's context is after the latest step; warns near the limit. */
+function ContextGauge({ meter }: { meter: ContextMeter }) {
+  const pct = Math.min(100, Math.round(meter.share * 100));
+  const label =
+    meter.level === "full"
+      ? "Context is full: the agent will summarise the session or fail"
+      : meter.level === "warn"
+        ? "Context is nearly full"
+        : "Context";
+  return (
+    <div
+      class={`context-meter level-${meter.level}`}
+      role="meter"
+      aria-label="Context used"
+      aria-valuemin={0}
+      aria-valuemax={meter.limit}
+      aria-valuenow={Math.min(meter.used, meter.limit)}
+      aria-valuetext={`${pct}% of ${tokens(meter.limit)} tokens`}
+      data-level={meter.level}
+      title={`${meter.used.toLocaleString()} of ${meter.limit.toLocaleString()} tokens in the model's context after the latest step`}
+    >
+      <span class="context-bar" aria-hidden="true">
+        <span class="context-fill" style={{ width: `${pct}%` }} />
+      </span>
+      <span class="context-text">
+        {label} {pct}% · {tokens(meter.used)} / {tokens(meter.limit)}
+      </span>
+    </div>
+  );
+}
+
+function Composer({
+  running,
+  meter,
+  onSend,
+}: {
+  running: boolean;
+  meter: ContextMeter | null;
+  onSend: (text: string) => boolean;
+}) {
   const [text, setText] = useState("");
   const area = useRef<HTMLTextAreaElement>(null);
 
@@ -276,6 +324,7 @@ function Composer({ running, onSend }: { running: boolean; onSend: (text: string
           </button>
         </div>
       </form>
+      {meter ? <ContextGauge meter={meter} /> : null}
       {tooLarge ? (
         <div class="callout callout-error composer-error" role="alert">
           <IconAlert size={16} /> {tooLarge}

@@ -1,11 +1,82 @@
+import { signal, type Signal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
 
 import type { SessionView } from "../protocol";
 import { href } from "../app/route";
 import { conn, loadSessions, machinesLoaded, newSessionDialog, now, revokeWorker, sessions, sessionsLoaded, workers } from "../app/store";
 import { absoluteTime, relativeTime } from "../lib/format";
+import { NO_FILTER, filterSessions, isFiltered, type SessionFilter, type StatusFilter } from "../lib/sessions";
 import { EmptyState, PresencePill, SessionStatusPill, TopBar, WorkerDetail, modelLabel, workerState } from "./common";
-import { IconBan, IconChat, IconChevron, IconPlus } from "./icons";
+import { IconBan, IconChat, IconChevron, IconPlus, IconSearch } from "./icons";
+
+/** The filters of the two lists, kept while the app is open. */
+const allFilter = signal<SessionFilter>(NO_FILTER);
+const workerFilter = signal<SessionFilter>(NO_FILTER);
+
+/** Search, status and (across workers) worker: narrows a session list. */
+function FilterBar({ filter, byWorker }: { filter: Signal<SessionFilter>; byWorker: boolean }) {
+  const f = filter.value;
+  const set = (change: Partial<SessionFilter>) => (filter.value = { ...f, ...change });
+  const ws = [...workers.value.values()].filter((w) => w.status === "approved");
+  return (
+    <div class="session-filter" role="search">
+      <label class="session-search">
+        <IconSearch size={16} />
+        <input
+          type="search"
+          aria-label="Search sessions"
+          placeholder="Search title, worker, model"
+          value={f.query}
+          maxLength={200}
+          onInput={(e) => set({ query: (e.target as HTMLInputElement).value })}
+        />
+      </label>
+      <select
+        aria-label="Status"
+        value={f.status}
+        onChange={(e) => set({ status: (e.target as HTMLSelectElement).value as StatusFilter })}
+      >
+        <option value="all">All</option>
+        <option value="open">Open</option>
+        <option value="closed">Ended</option>
+      </select>
+      {byWorker && ws.length > 1 ? (
+        <select aria-label="Worker" value={f.workerId} onChange={(e) => set({ workerId: (e.target as HTMLSelectElement).value })}>
+          <option value="">All workers</option>
+          {ws.map((w) => (
+            <option key={w.worker_id} value={w.worker_id}>
+              {w.name} · {w.machine}
+            </option>
+          ))}
+        </select>
+      ) : null}
+    </div>
+  );
+}
+
+/** A filtered list, or why it is empty. */
+function FilteredRows({ list, filter, showWorker }: { list: SessionView[]; filter: Signal<SessionFilter>; showWorker: boolean }) {
+  const shown = filterSessions(list, filter.value, workers.value);
+  if (shown.length > 0) {
+    return (
+      <>
+        {isFiltered(filter.value) ? (
+          <p class="muted small filter-count" role="status">
+            {shown.length} of {list.length} sessions
+          </p>
+        ) : null}
+        <SessionRows list={shown} showWorker={showWorker} />
+      </>
+    );
+  }
+  return (
+    <EmptyState icon={<IconSearch size={26} />} title="No sessions match">
+      <button type="button" class="btn btn-secondary" onClick={() => (filter.value = NO_FILTER)}>
+        Clear the filter
+      </button>
+    </EmptyState>
+  );
+}
 
 function SessionRows({ list, showWorker }: { list: SessionView[]; showWorker: boolean }) {
   const ws = workers.value;
@@ -50,6 +121,9 @@ export function WorkerPage({ workerId }: { workerId: string }) {
   useEffect(() => {
     if (open) void loadSessions(workerId);
   }, [workerId, open]);
+  useEffect(() => {
+    workerFilter.value = NO_FILTER;
+  }, [workerId]);
 
   if (!w && machinesLoaded.value) {
     return (
@@ -124,7 +198,10 @@ export function WorkerPage({ workerId }: { workerId: string }) {
             <p>Start one to chat with the agent in {w ? <code>{w.workdir}</code> : "this worker's directory"}.</p>
           </EmptyState>
         ) : (
-          <SessionRows list={list} showWorker={false} />
+          <>
+            <FilterBar filter={workerFilter} byWorker={false} />
+            <FilteredRows list={list} filter={workerFilter} showWorker={false} />
+          </>
         )}
       </div>
     </div>
@@ -149,7 +226,10 @@ export function SessionsPage() {
         {list.length === 0 ? (
           <EmptyState icon={<IconChat size={26} />} title={sessionsLoaded.value ? "No sessions yet" : "Loading…"} />
         ) : (
-          <SessionRows list={list} showWorker={true} />
+          <>
+            <FilterBar filter={allFilter} byWorker={true} />
+            <FilteredRows list={list} filter={allFilter} showWorker={true} />
+          </>
         )}
       </div>
     </div>

@@ -226,7 +226,13 @@ function BlockView({
         </details>
       );
     case "tool":
-      return <ToolCard block={block} live={live} />;
+      return (
+        <ToolCard
+          block={block}
+          live={live}
+          awaiting={live && turn.blocks.some((b) => b.type === "permission" && b.callId === block.callId && !b.reply)}
+        />
+      );
     case "file_edit":
       return <FileEdit block={block} />;
     case "permission":
@@ -283,12 +289,15 @@ const TOOL_STATUS: Record<string, string> = {
   completed: "Done",
   error: "Failed",
   stopped: "Stopped",
+  approval: "Needs approval",
 };
 
 function ToolStatusBadge({ status }: { status: string }) {
   return (
     <span class={`tool-status ts-${status}`}>
-      {status === "running" || status === "pending" ? (
+      {status === "approval" ? (
+        <IconShield size={13} />
+      ) : status === "running" || status === "pending" ? (
         <span class="spinner" aria-hidden="true" />
       ) : status === "completed" ? (
         <IconCheck size={13} />
@@ -300,13 +309,23 @@ function ToolStatusBadge({ status }: { status: string }) {
   );
 }
 
-function ToolCard({ block, live }: { block: Extract<Block, { type: "tool" }>; live: boolean }) {
+function ToolCard({
+  block,
+  live,
+  awaiting,
+}: {
+  block: Extract<Block, { type: "tool" }>;
+  live: boolean;
+  /** Its permission request waits for the user: it has not started. */
+  awaiting: boolean;
+}) {
   // A call the answer ended without finishing (it failed or the worker
   // went away) no longer runs.
   const unfinished = block.status === "running" || block.status === "pending";
-  const status = unfinished && !live ? "stopped" : block.status;
-  // Open while it runs when first shown; after that the user decides.
-  const initiallyOpen = useRef(unfinished && live);
+  const status = unfinished && !live ? "stopped" : unfinished && awaiting ? "approval" : block.status;
+  // Open while it runs when first shown; after that the user decides. A
+  // question's input is the question itself, shown as its own card.
+  const initiallyOpen = useRef(unfinished && live && block.tool !== "question");
   const summary = toolSummary(block);
   const command = str(block.input, "command");
   const input =

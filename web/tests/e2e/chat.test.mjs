@@ -117,8 +117,10 @@ test("a session from start to end, and its history after a reload", async () => 
   await screenshotAll(page, "chat-permission");
   await page.evaluate(() => window.__setHidden(false));
   assert.doesNotMatch(await page.title(), /^\(\d+\)/);
-  await perm.getByRole("button", { name: "Allow once" }).click();
+  // Its tool call waits for the user, and says so rather than "Running".
   const bash = answer(page, 3).getByRole("group", { name: "Tool bash" });
+  await bash.locator(".tool-status").getByText("Needs approval").waitFor({ timeout: WAIT });
+  await perm.getByRole("button", { name: "Allow once" }).click();
   await waitComplete(page, 3);
   await perm.getByText("Allowed once").waitFor();
   await bash.getByText("Done").waitFor();
