@@ -15,9 +15,15 @@
 //! no call is answered before the commit that holds it, so a write that
 //! returned `Ok` survives a killed process and a power cut.
 
+mod connections;
+mod messages;
 mod port;
 mod rows;
 mod schema;
+mod sessions;
+mod sql;
+mod users;
+mod workers;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -171,7 +177,7 @@ impl SqliteStore {
     /// Runs `f` on the writer's connection, inside a batch's transaction,
     /// and answers once that transaction is committed. A call that fails
     /// leaves nothing behind: a single statement is atomic, and a call of
-    /// several uses a savepoint (`port::immediate`).
+    /// several uses a savepoint (`sql::immediate`).
     async fn run<T, F>(&self, op: &'static str, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -197,7 +203,11 @@ impl SqliteStore {
                 let _ = tx.send(result);
             })
         });
-        let jobs = self.inner.jobs.as_ref().expect("the queue lives as long as the store");
+        let jobs = self
+            .inner
+            .jobs
+            .as_ref()
+            .expect("the queue lives as long as the store");
         jobs.send(job).map_err(|_| {
             StoreError::Unavailable(format!("{op}: the store's writer has stopped"))
         })?;
@@ -228,7 +238,9 @@ impl SqliteStore {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let read: Read = Box::new(move |conn| {
             let result = catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!("{op}: the store call panicked")))
+                Err(StoreError::Unavailable(format!(
+                    "{op}: the store call panicked"
+                )))
             });
             let _ = tx.send(result);
         });
@@ -253,7 +265,11 @@ impl SqliteStore {
             let _ = tx.send(f(conn.expect("the batch began")));
             Box::new(|_| {})
         });
-        let jobs = self.inner.jobs.as_ref().expect("the queue lives as long as the store");
+        let jobs = self
+            .inner
+            .jobs
+            .as_ref()
+            .expect("the queue lives as long as the store");
         jobs.send(job).expect("the writer runs");
         rx.recv().expect("the job ran")
     }
@@ -335,7 +351,8 @@ fn start_reader(path: &Path) -> StoreResult<(mpsc::Sender<Read>, std::thread::Jo
     // Read-write at the file level but refusing writes: whichever of the two
     // connections closes last folds the WAL into the database file, which a
     // read-only connection could not.
-    let conn = Connection::open(path).map_err(|e| db_err(&format!("open {} to read", path.display()), e))?;
+    let conn = Connection::open(path)
+        .map_err(|e| db_err(&format!("open {} to read", path.display()), e))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| db_err("set busy timeout", e))?;
     conn.pragma_update(None, "query_only", true)

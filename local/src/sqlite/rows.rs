@@ -11,8 +11,8 @@ use serde::Serialize;
 use tether_domain::auth::SecretHash;
 use tether_domain::ids::IdError;
 use tether_domain::model::{
-    AgentState, Chunk, Connection, Message, MessageStatus, Principal, Prompt, PromptKind,
-    Session, SessionStatus, TitleSource, User, Worker, WorkerStatus,
+    AgentState, Chunk, Connection, Message, MessageStatus, Principal, Prompt, PromptKind, Session,
+    SessionStatus, TitleSource, User, Worker, WorkerStatus,
 };
 use tether_domain::protocol::AgentReport;
 use tether_domain::store::{StoreError, StoreResult};
@@ -55,7 +55,11 @@ fn enum_col<T>(row: &Row<'_>, idx: usize, parse: fn(&str) -> Option<T>) -> rusql
     parse(&s).ok_or_else(|| bad(idx, format!("unknown value {s:?}")))
 }
 
-fn opt_enum_col<T>(row: &Row<'_>, idx: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<Option<T>> {
+fn opt_enum_col<T>(
+    row: &Row<'_>,
+    idx: usize,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<Option<T>> {
     let s: Option<String> = row.get(idx)?;
     s.map(|s| parse(&s).ok_or_else(|| bad(idx, format!("unknown value {s:?}"))))
         .transpose()

@@ -3,7 +3,7 @@
 
 use rusqlite::types::Value;
 
-use super::port::sql;
+use super::sql;
 use super::SqliteStore;
 
 fn file_store() -> (tempfile::TempDir, SqliteStore) {
@@ -42,7 +42,7 @@ fn connection_is_durable_and_enforces_keys() {
 fn request_queries_use_indexes() {
     let store = SqliteStore::open_in_memory().expect("open store");
     store.with_connection(|conn| {
-        for (name, query) in sql::all() {
+        for (name, query) in sql::statements() {
             let mut st = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
                 .unwrap_or_else(|e| panic!("{name} does not prepare: {e}"));
@@ -232,7 +232,10 @@ async fn a_burst_of_calls_commits_together_and_fails_apart() {
         calls.push(tokio::spawn(async move {
             // Each seq twice: the second insert of a seq finds the first.
             let chunk = testkit::text_chunk(&id, seq % 150, "x");
-            matches!(store.insert_chunk(&chunk).await.expect("insert"), Inserted::New(_))
+            matches!(
+                store.insert_chunk(&chunk).await.expect("insert"),
+                Inserted::New(_)
+            )
         }));
     }
     let clashes: Vec<_> = (0..8)
@@ -257,9 +260,16 @@ async fn a_burst_of_calls_commits_together_and_fails_apart() {
     assert_eq!(created, 1, "one user of the name");
     drop(store);
     let reopened = SqliteStore::open(&dir.path().join("tether.db")).expect("reopen");
-    let kept = reopened.chunks(&message.id, 0, 1_000).await.expect("chunks");
+    let kept = reopened
+        .chunks(&message.id, 0, 1_000)
+        .await
+        .expect("chunks");
     assert_eq!(kept.len(), 150);
-    assert!(reopened.user_by_name("same-name").await.expect("read").is_some());
+    assert!(reopened
+        .user_by_name("same-name")
+        .await
+        .expect("read")
+        .is_some());
 }
 
 /// A database of schema 4 migrates to where titles come from: a session
@@ -283,11 +293,17 @@ async fn sessions_titled_before_schema_5_keep_their_titles_as_the_users() {
         for step in &super::schema::MIGRATIONS[..4] {
             conn.execute_batch(step).expect("schema 4");
         }
-        conn.pragma_update(None, "user_version", 4).expect("version 4");
+        conn.pragma_update(None, "user_version", 4)
+            .expect("version 4");
         conn.execute(
             "INSERT INTO workers (id, owner, status, credential_hash, machine, name, workdir, \
              models, created_at) VALUES (?1, ?2, 'approved', ?3, 'm', 'w', '/w', '[]', ?4)",
-            params![worker.id.as_str(), user.id.as_str(), worker.credential_hash.as_str(), T0],
+            params![
+                worker.id.as_str(),
+                user.id.as_str(),
+                worker.credential_hash.as_str(),
+                T0
+            ],
         )
         .expect("worker");
         for (session, title) in [(&titled, "Fix the parser"), (&untitled, "")] {
@@ -309,8 +325,15 @@ async fn sessions_titled_before_schema_5_keep_their_titles_as_the_users() {
 
     let store = SqliteStore::open(&path).expect("migrate");
     let kept = store.session(&titled.id).await.expect("get").expect("kept");
-    assert_eq!((kept.title.as_str(), kept.title_source), ("Fix the parser", Some(TitleSource::User)));
-    let kept = store.session(&untitled.id).await.expect("get").expect("kept");
+    assert_eq!(
+        (kept.title.as_str(), kept.title_source),
+        ("Fix the parser", Some(TitleSource::User))
+    );
+    let kept = store
+        .session(&untitled.id)
+        .await
+        .expect("get")
+        .expect("kept");
     assert_eq!((kept.title.as_str(), kept.title_source), ("", None));
     let named = store
         .set_agent_title(&untitled.id, "Named by the agent", T0 + 9)
@@ -319,11 +342,22 @@ async fn sessions_titled_before_schema_5_keep_their_titles_as_the_users() {
         .expect("an untitled session takes the agent's title");
     assert_eq!(named.title_source, Some(TitleSource::Agent));
     assert_eq!(
-        store.set_agent_title(&titled.id, "Renamed", T0 + 9).await.expect("title"),
+        store
+            .set_agent_title(&titled.id, "Renamed", T0 + 9)
+            .await
+            .expect("title"),
         None,
         "a title from before stays"
     );
-    assert_eq!(store.worker(&worker.id).await.expect("get").expect("kept").agent, None);
+    assert_eq!(
+        store
+            .worker(&worker.id)
+            .await
+            .expect("get")
+            .expect("kept")
+            .agent,
+        None
+    );
 }
 
 /// With a reader beside the writer, closing the store still folds the WAL
@@ -335,12 +369,18 @@ async fn closing_the_store_folds_the_wal_into_the_file() {
 
     let (dir, store) = file_store();
     testkit::seed(&store).await;
-    assert!(store.users().await.expect("read").len() == 1, "read through the reader");
+    assert!(
+        store.users().await.expect("read").len() == 1,
+        "read through the reader"
+    );
     drop(store);
     // At once: dropping the store joins its threads, so a process that ends
     // right after (a signal, `main` returning) leaves no WAL behind.
     let wal = dir.path().join("tether.db-wal");
-    assert!(!wal.exists(), "the WAL is folded and removed when the store closes");
+    assert!(
+        !wal.exists(),
+        "the WAL is folded and removed when the store closes"
+    );
 }
 
 /// A database of schema 5, whose messages kept their answer's text in
@@ -381,11 +421,17 @@ async fn messages_that_kept_their_final_text_migrate_to_schema_6() {
         for step in &super::schema::MIGRATIONS[..5] {
             conn.execute_batch(step).expect("schema 5");
         }
-        conn.pragma_update(None, "user_version", 5).expect("version 5");
+        conn.pragma_update(None, "user_version", 5)
+            .expect("version 5");
         conn.execute(
             "INSERT INTO workers (id, owner, status, credential_hash, machine, name, workdir, \
              models, created_at) VALUES (?1, ?2, 'approved', ?3, 'm', 'w', '/w', '[]', ?4)",
-            params![worker.id.as_str(), user.id.as_str(), worker.credential_hash.as_str(), T0],
+            params![
+                worker.id.as_str(),
+                user.id.as_str(),
+                worker.credential_hash.as_str(),
+                T0
+            ],
         )
         .expect("worker");
         conn.execute(
@@ -452,14 +498,26 @@ async fn messages_that_kept_their_final_text_migrate_to_schema_6() {
     });
     assert_eq!(version, super::SCHEMA_VERSION);
     assert!(version >= 6);
-    assert!(!columns.iter().any(|c| c == "final_text"), "columns: {columns:?}");
-    assert_eq!(store.message(&answered.id).await.expect("get"), Some(answered.clone()));
-    assert_eq!(store.message(&failed.id).await.expect("get"), Some(failed.clone()));
+    assert!(
+        !columns.iter().any(|c| c == "final_text"),
+        "columns: {columns:?}"
+    );
+    assert_eq!(
+        store.message(&answered.id).await.expect("get"),
+        Some(answered.clone())
+    );
+    assert_eq!(
+        store.message(&failed.id).await.expect("get"),
+        Some(failed.clone())
+    );
     assert_eq!(
         store.messages_of(&session.id, 0, 10).await.expect("list"),
         vec![answered.clone(), failed.clone()]
     );
-    assert_eq!(store.chunks(&answered.id, 0, 10).await.expect("chunks"), chunks.to_vec());
+    assert_eq!(
+        store.chunks(&answered.id, 0, 10).await.expect("chunks"),
+        chunks.to_vec()
+    );
 
     // Writes go on as before.
     let next = testkit::seed_message(&store, &session, "one more").await;
@@ -468,7 +526,10 @@ async fn messages_that_kept_their_final_text_migrate_to_schema_6() {
             &next.id,
             &[MessageStatus::Queued],
             MessageStatus::Complete,
-            &MessagePatch { chunk_count: Some(0), error: None },
+            &MessagePatch {
+                chunk_count: Some(0),
+                error: None,
+            },
             T0 + 9,
         )
         .await
@@ -476,6 +537,11 @@ async fn messages_that_kept_their_final_text_migrate_to_schema_6() {
         .expect("was queued");
     assert_eq!(
         done,
-        Message { status: MessageStatus::Complete, chunk_count: Some(0), updated_at: T0 + 9, ..next }
+        Message {
+            status: MessageStatus::Complete,
+            chunk_count: Some(0),
+            updated_at: T0 + 9,
+            ..next
+        }
     );
 }
