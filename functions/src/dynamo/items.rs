@@ -12,8 +12,8 @@ use serde::Serialize;
 use tether_domain::auth::SecretHash;
 use tether_domain::ids::{IdError, UserId};
 use tether_domain::model::{
-    AgentState, Chunk, Connection, Message, MessageStatus, Millis, PairingToken, Principal,
-    Prompt, PromptKind, Session, SessionStatus, Ticket, TitleSource, User, Worker, WorkerStatus,
+    AgentState, Chunk, Connection, Message, MessageStatus, Millis, PairingToken, Principal, Prompt,
+    PromptKind, Session, SessionStatus, Ticket, TitleSource, User, Worker, WorkerStatus,
 };
 use tether_domain::protocol::AgentReport;
 use tether_domain::store::{StoreError, StoreResult};
@@ -243,7 +243,11 @@ impl<'a> Attrs<'a> {
         parse(&v).ok_or_else(|| self.bad(name, format!("unknown value {v:?}")))
     }
 
-    pub fn opt_parsed<T>(&self, name: &str, parse: fn(&str) -> Option<T>) -> StoreResult<Option<T>> {
+    pub fn opt_parsed<T>(
+        &self,
+        name: &str,
+        parse: fn(&str) -> Option<T>,
+    ) -> StoreResult<Option<T>> {
         self.opt_s(name)?
             .map(|v| parse(&v).ok_or_else(|| self.bad(name, format!("unknown value {v:?}"))))
             .transpose()
@@ -427,7 +431,10 @@ impl Entity for Rec<Worker> {
             .opt_json("default_model", w.default_model.as_ref())?
             .opt_s("version", w.version.as_deref())
             .opt_s(AGENT_STATE, w.agent.as_ref().map(|a| a.state.as_str()))
-            .opt_s(AGENT_REASON, w.agent.as_ref().and_then(|a| a.reason.as_deref()))
+            .opt_s(
+                AGENT_REASON,
+                w.agent.as_ref().and_then(|a| a.reason.as_deref()),
+            )
             .opt_n(AGENT_AT, w.agent.as_ref().map(|a| a.at))
             .opt_s(SOURCE, w.source.as_deref())
             .n("created_at", w.created_at)
@@ -500,7 +507,9 @@ impl Entity for Rec<Worker> {
 
 /// When a pending worker expires (with its code); `None` for any other.
 fn pending_expiry(w: &Worker) -> Option<Millis> {
-    (w.status == WorkerStatus::Pending).then_some(w.pairing_expires_at).flatten()
+    (w.status == WorkerStatus::Pending)
+        .then_some(w.pairing_expires_at)
+        .flatten()
 }
 
 /// The pending workers one source address has, as `create_pending_worker`
@@ -1132,7 +1141,12 @@ mod tests {
         assert_eq!(item.get(TTL), Some(&n(ttl_seconds(T0 + 5))));
         assert!(item.contains_key(EXPIRY_SHARD), "the purge finds it");
         for e in pending.entries() {
-            assert_eq!(e.item.get(TTL), Some(&n(ttl_seconds(T0 + 5))), "{:?}", e.key);
+            assert_eq!(
+                e.item.get(TTL),
+                Some(&n(ttl_seconds(T0 + 5))),
+                "{:?}",
+                e.key
+            );
             assert!(!e.item.contains_key(EXPIRY_SHARD), "{:?}", e.key);
         }
         let approved = Rec::new(Worker {
@@ -1152,7 +1166,11 @@ mod tests {
         };
         round_trip(source.clone());
         let item = source.to_item(4).expect("encode");
-        assert_eq!(item.get(TTL), Some(&n(ttl_seconds(T0 + 9))), "outlives its last worker");
+        assert_eq!(
+            item.get(TTL),
+            Some(&n(ttl_seconds(T0 + 9))),
+            "outlives its last worker"
+        );
     }
 
     #[test]

@@ -12,10 +12,16 @@
 //!
 //! Nothing from the SDK crosses the port: its errors become [`StoreError`]s.
 
+mod connections;
 mod items;
 mod keys;
+mod messages;
 mod port;
 mod schema;
+mod sessions;
+mod tx;
+mod users;
+mod workers;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::{Debug, Display};
@@ -121,14 +127,22 @@ where
 
 /// A conditional write's result: `Some` if it was applied, `None` if its
 /// condition did not hold; any other failure is an error.
-fn unless_condition_failed<T, E, R>(op: &str, result: Result<T, SdkError<E, R>>) -> StoreResult<Option<T>>
+fn unless_condition_failed<T, E, R>(
+    op: &str,
+    result: Result<T, SdkError<E, R>>,
+) -> StoreResult<Option<T>>
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
     R: Debug + 'static,
 {
     match result {
         Ok(out) => Ok(Some(out)),
-        Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException") => Ok(None),
+        Err(e)
+            if e.as_service_error().and_then(|s| s.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(sdk_err(op, e)),
     }
 }
@@ -942,7 +956,11 @@ fn add_expression(
     attr: &'static str,
     delta: i64,
     cond: &Cond,
-) -> (String, HashMap<String, String>, HashMap<String, AttributeValue>) {
+) -> (
+    String,
+    HashMap<String, String>,
+    HashMap<String, AttributeValue>,
+) {
     let mut names = cond.names().unwrap_or_default();
     let mut values = cond.values().unwrap_or_default();
     names.insert("#u_n".into(), attr.to_owned());
