@@ -7,11 +7,13 @@ use tether_domain::ids::{ConnectionId, IdError, SessionId, UserId, WorkerId};
 use tether_domain::model::{Connection, Millis, Principal};
 use tether_domain::store::{Store, StoreError, StoreResult};
 
-use super::items::{self, ConnRecord, CONNECTION, EXPIRES_AT, EXPIRY_SHARD, LAST_SEEN, OWNER};
-use super::keys::{self};
+use super::codec::{self, CONNECTION, EXPIRES_AT, EXPIRY_SHARD, LAST_SEEN, OWNER};
+use super::items::ConnRecord;
+use super::keys;
+use super::ops::{QuerySpec, Update};
 use super::schema::EXPIRY_INDEX;
-use super::tx::{decide, Decided};
-use super::{Cond, DynamoStore, QuerySpec, Retry, Tx, Update};
+use super::tx::{decide, Cond, Decided, Tx};
+use super::{DynamoStore, Retry};
 
 /// At most this many watches go in one transaction (a transaction holds at
 /// most 100 actions; the record and its principal entry take two).
@@ -173,15 +175,15 @@ pub(super) async fn purge_expired(store: &DynamoStore, now: Millis) -> StoreResu
                 ("#q_exp".into(), EXPIRES_AT.into()),
             ],
             values: vec![
-                (":q_shard".into(), items::s(keys::expiry_shard_name(shard))),
-                (":q_now".into(), items::n(now)),
+                (":q_shard".into(), codec::s(keys::expiry_shard_name(shard))),
+                (":q_now".into(), codec::n(now)),
             ],
             filter: None,
             forward: true,
             limit: None,
         };
         for item in store.query(OP, q).await? {
-            let key = items::key_of(&item)?;
+            let key = codec::key_of(&item)?;
             let expiring = [
                 keys::TICKET_PREFIX,
                 keys::PAIRING_TOKEN_PREFIX,
@@ -190,7 +192,7 @@ pub(super) async fn purge_expired(store: &DynamoStore, now: Millis) -> StoreResu
             if expiring.iter().any(|prefix| key.pk.starts_with(prefix)) {
                 let cond = Cond::new("#c_exp <= :c_now")
                     .name("#c_exp", EXPIRES_AT)
-                    .value(":c_now", items::n(now));
+                    .value(":c_now", codec::n(now));
                 if store.delete_if(OP, &key, cond).await? {
                     purged += 1;
                 }
@@ -213,7 +215,7 @@ pub(super) async fn purge_expired(store: &DynamoStore, now: Millis) -> StoreResu
                 if let Principal::Worker(wid) = &conn.principal {
                     let cond = Cond::new("#c_conn = :c_conn")
                         .name("#c_conn", CONNECTION)
-                        .value(":c_conn", items::s(id.as_str()));
+                        .value(":c_conn", codec::s(id.as_str()));
                     let u = Update::new(keys::worker(wid.as_str()), cond).remove(CONNECTION);
                     store.update(OP, u).await?;
                 }
@@ -229,7 +231,7 @@ pub(super) async fn touch_connection(
     now: Millis,
 ) -> StoreResult<()> {
     let u =
-        Update::new(keys::connection(id.as_str()), Cond::exists()).set(LAST_SEEN, items::n(now));
+        Update::new(keys::connection(id.as_str()), Cond::exists()).set(LAST_SEEN, codec::n(now));
     store.update("touch_connection", u).await.map(drop)
 }
 
@@ -241,7 +243,7 @@ pub(super) async fn user_connections(
     let q = QuerySpec::prefix(&keys::user_pk(user.as_str()), keys::CONN_ENTRY).filter(
         "#f_exp > :f_now",
         &[("#f_exp", EXPIRES_AT)],
-        vec![(":f_now", items::n(now))],
+        vec![(":f_now", codec::n(now))],
     );
     store
         .entries_to_ids("user_connections", "connection", q)
@@ -257,7 +259,7 @@ pub(super) async fn set_connections_owner(
     let conns: Vec<ConnectionId> = store.worker_connections(worker).await?;
     for conn in conns {
         let u = Update::new(keys::connection(conn.as_str()), Cond::exists())
-            .set(OWNER, items::s(owner.as_str()));
+            .set(OWNER, codec::s(owner.as_str()));
         store.update(OP, u).await?;
     }
     Ok(())
@@ -285,7 +287,7 @@ pub(super) async fn connection_count(
     let q = QuerySpec::prefix(&pk, keys::CONN_ENTRY).filter(
         "#f_exp > :f_now",
         &[("#f_exp", EXPIRES_AT)],
-        vec![(":f_now", items::n(now))],
+        vec![(":f_now", codec::n(now))],
     );
     store.count("connection_count", q).await
 }

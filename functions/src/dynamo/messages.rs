@@ -5,10 +5,12 @@ use tether_domain::model::{Chunk, Message, MessageStatus, Millis, Prompt, Sessio
 use tether_domain::protocol::PromptAnswer;
 use tether_domain::store::{Capped, Inserted, MessagePatch, StoreError, StoreResult};
 
-use super::items::{self, Entity, MessageRecord, Rec, OPEN_MESSAGES, STATUS, UPDATED_AT};
-use super::keys::{self};
-use super::tx::{status_in, Decided};
-use super::{DynamoStore, Outcome, QuerySpec, Retry, Tx, Update};
+use super::codec::{self, Entity, Rec, OPEN_MESSAGES, STATUS, UPDATED_AT};
+use super::items::{self, MessageRecord};
+use super::keys;
+use super::ops::{QuerySpec, Update};
+use super::tx::{status_in, Decided, Outcome, Tx};
+use super::{DynamoStore, Retry};
 
 pub(super) async fn insert_message(
     store: &DynamoStore,
@@ -130,10 +132,10 @@ pub(super) async fn transition_message(
         // they are: one conditional update.
         let statuses: Vec<&'static str> = from.iter().map(|s| s.as_str()).collect();
         let u = Update::new(key, status_in(&statuses))
-            .set(STATUS, items::s(to.as_str()))
-            .set(UPDATED_AT, items::n(now))
-            .set_opt("chunk_count", patch.chunk_count.map(items::n))
-            .set_opt("error", patch.error.as_deref().map(items::s));
+            .set(STATUS, codec::s(to.as_str()))
+            .set(UPDATED_AT, codec::n(now))
+            .set_opt("chunk_count", patch.chunk_count.map(codec::n))
+            .set_opt("error", patch.error.as_deref().map(codec::s));
         return match store.update(OP, u).await? {
             Some(item) => Ok(Some(MessageRecord::from_item(&item)?.message)),
             None => Ok(None),

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use tether_domain::store::{StoreError, StoreResult};
 
-use super::items::{EXPIRES_AT, EXPIRY_SHARD, PK, SK, TTL};
+use super::codec::{EXPIRES_AT, EXPIRY_SHARD, PK, SK, TTL};
 use super::sdk_err;
 
 /// The names of the store's tables (one, see `infra/ACCESS_PATTERNS.md`).

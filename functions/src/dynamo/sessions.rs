@@ -4,10 +4,11 @@ use tether_domain::ids::{SessionId, UserId, WorkerId};
 use tether_domain::model::{Millis, Session, SessionStatus, TitleSource};
 use tether_domain::store::{Capped, Inserted, SessionPatch, StoreResult};
 
-use super::items::{self, Entity, Rec, LIVE_SESSIONS, PK, STATUS, TITLE, TITLE_SOURCE, UPDATED_AT};
-use super::keys::{self};
-use super::tx::{status_in, Decided};
-use super::{Cond, DynamoStore, Outcome, QuerySpec, Retry, Tx, Update};
+use super::codec::{self, Entity, Rec, LIVE_SESSIONS, PK, STATUS, TITLE, TITLE_SOURCE, UPDATED_AT};
+use super::keys;
+use super::ops::{QuerySpec, Update};
+use super::tx::{status_in, Cond, Decided, Outcome, Tx};
+use super::{DynamoStore, Retry};
 
 pub(super) async fn insert_session(
     store: &DynamoStore,
@@ -108,13 +109,13 @@ pub(super) async fn transition_session(
         // as they are: one conditional update.
         let statuses: Vec<&'static str> = from.iter().map(|s| s.as_str()).collect();
         let u = Update::new(key, status_in(&statuses))
-            .set(STATUS, items::s(to.as_str()))
-            .set(UPDATED_AT, items::n(now))
+            .set(STATUS, codec::s(to.as_str()))
+            .set(UPDATED_AT, codec::n(now))
             .set_opt(
                 "agent_session_id",
-                patch.agent_session_id.as_deref().map(items::s),
+                patch.agent_session_id.as_deref().map(codec::s),
             )
-            .set_opt("error", patch.error.as_deref().map(items::s));
+            .set_opt("error", patch.error.as_deref().map(codec::s));
         return match store.update(OP, u).await? {
             Some(item) => Ok(Some(Rec::<Session>::from_item(&item)?.value)),
             None => Ok(None),
@@ -166,11 +167,11 @@ pub(super) async fn set_agent_title(
     )
     .name("#c_pk", PK)
     .name("#c_src", TITLE_SOURCE)
-    .value(":c_agent", items::s(TitleSource::Agent.as_str()));
+    .value(":c_agent", codec::s(TitleSource::Agent.as_str()));
     let u = Update::new(keys::session(id.as_str()), cond)
-        .set(TITLE, items::s(title))
-        .set(TITLE_SOURCE, items::s(TitleSource::Agent.as_str()))
-        .set(UPDATED_AT, items::n(now));
+        .set(TITLE, codec::s(title))
+        .set(TITLE_SOURCE, codec::s(TitleSource::Agent.as_str()))
+        .set(UPDATED_AT, codec::n(now));
     match store.update("set_agent_title", u).await? {
         Some(item) => Ok(Some(Rec::<Session>::from_item(&item)?.value)),
         None => Ok(None),

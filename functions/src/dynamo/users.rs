@@ -5,17 +5,19 @@ use tether_domain::ids::UserId;
 use tether_domain::model::{Millis, Ticket, User};
 use tether_domain::store::{StoreError, StoreResult};
 
-use super::items::{self, Rec};
+use super::codec::{self, Rec};
+use super::items;
 use super::keys::{self, Key};
-use super::tx::{decide, Decided};
-use super::{DynamoStore, QuerySpec, Retry, Tx};
+use super::ops::QuerySpec;
+use super::tx::{decide, Decided, Tx};
+use super::{DynamoStore, Retry};
 
 impl DynamoStore {
     async fn user_via(&self, op: &'static str, entry: &Key) -> StoreResult<Option<User>> {
         let Some(item) = self.get(op, entry).await? else {
             return Ok(None);
         };
-        let uid = items::target_of(&item)?;
+        let uid = codec::target_of(&item)?;
         Ok(self
             .get_entity::<Rec<User>>(op, &keys::user(&uid))
             .await?

@@ -10,17 +10,19 @@ use tether_domain::model::{Millis, PairingToken, Worker, WorkerStatus};
 use tether_domain::protocol::AgentReport;
 use tether_domain::store::{Store, StoreError, StoreResult, WorkerProfile};
 
-use super::items::{
-    self, Entity, Item, Rec, SourceRecord, AGENT_AT, AGENT_REASON, AGENT_STATE, CONNECTION, COUNT,
-    EXPIRES_AT, LAST_SEEN, PK, WINDOW_START,
+use super::codec::{
+    self, Entity, Item, Rec, AGENT_AT, AGENT_REASON, AGENT_STATE, CONNECTION, COUNT, EXPIRES_AT,
+    LAST_SEEN, PK, WINDOW_START,
 };
-use super::keys::{self};
-use super::tx::{decide, Decided};
-use super::{Cond, DynamoStore, QuerySpec, Retry, Tx, Update};
+use super::items::{self, SourceRecord};
+use super::keys;
+use super::ops::{QuerySpec, Update};
+use super::tx::{decide, Cond, Decided, Tx};
+use super::{DynamoStore, Retry};
 
 fn json_attr<T: serde::Serialize>(what: &str, v: &T) -> StoreResult<AttributeValue> {
     serde_json::to_string(v)
-        .map(items::s)
+        .map(codec::s)
         .map_err(|e| StoreError::Corrupt(format!("encode {what}: {e}")))
 }
 
@@ -33,7 +35,7 @@ impl DynamoStore {
         let Some(item) = item else {
             return Ok(None);
         };
-        let wid = items::target_of(&item)?;
+        let wid = codec::target_of(&item)?;
         Ok(self
             .get_entity::<Rec<Worker>>(op, &keys::worker(&wid))
             .await?
@@ -87,9 +89,9 @@ pub(super) async fn count_attempt(
         let room = Cond::new("#c_ws >= :c_ws AND #c_count < :c_limit")
             .name("#c_ws", WINDOW_START)
             .name("#c_count", COUNT)
-            .value(":c_ws", items::n(window_start))
-            .value(":c_limit", items::n(limit));
-        let one_more = Update::new(item_key.clone(), room).add(COUNT, items::n(1));
+            .value(":c_ws", codec::n(window_start))
+            .value(":c_limit", codec::n(limit));
+        let one_more = Update::new(item_key.clone(), room).add(COUNT, codec::n(1));
         if store.update(OP, one_more).await?.is_some() {
             return Ok(true);
         }
@@ -97,7 +99,7 @@ pub(super) async fn count_attempt(
         let stale = Cond::new("attribute_not_exists(#c_pk) OR #c_ws < :c_ws")
             .name("#c_pk", PK)
             .name("#c_ws", WINDOW_START)
-            .value(":c_ws", items::n(window_start));
+            .value(":c_ws", codec::n(window_start));
         let first = items::counter_item(key, window_start, window_end);
         if store.put_if(OP, first, stale).await? {
             return Ok(true);
@@ -105,7 +107,7 @@ pub(super) async fn count_attempt(
         // Neither: the window is full, unless another attempt started
         // it between the two writes (then count again).
         if let Some(item) = store.get(OP, &item_key).await? {
-            let a = items::Attrs::new(&item, "rate counter");
+            let a = codec::Attrs::new(&item, "rate counter");
             let (start, count): (Millis, u32) = (a.n(WINDOW_START)?, a.n(COUNT)?);
             if start >= window_start && count >= limit {
                 return Ok(false);
@@ -280,7 +282,7 @@ pub(super) async fn pending_workers(
         .filter(
             "#f_exp > :f_now",
             &[("#f_exp", EXPIRES_AT)],
-            vec![(":f_now", items::n(now))],
+            vec![(":f_now", codec::n(now))],
         )
         .limit(limit);
     let ids = store.query_targets(OP, q).await?;
@@ -337,8 +339,8 @@ pub(super) async fn set_worker_connection(
     now: Millis,
 ) -> StoreResult<()> {
     let u = Update::new(keys::worker(id.as_str()), Cond::exists())
-        .set(CONNECTION, items::s(connection.as_str()))
-        .set(LAST_SEEN, items::n(now));
+        .set(CONNECTION, codec::s(connection.as_str()))
+        .set(LAST_SEEN, codec::n(now));
     store.update("set_worker_connection", u).await.map(drop)
 }
 
@@ -349,7 +351,7 @@ pub(super) async fn clear_worker_connection(
 ) -> StoreResult<bool> {
     let cond = Cond::new("#c_conn = :c_conn")
         .name("#c_conn", CONNECTION)
-        .value(":c_conn", items::s(connection.as_str()));
+        .value(":c_conn", codec::s(connection.as_str()));
     let u = Update::new(keys::worker(id.as_str()), cond).remove(CONNECTION);
     Ok(store.update("clear_worker_connection", u).await?.is_some())
 }
@@ -359,7 +361,7 @@ pub(super) async fn touch_worker(
     id: &WorkerId,
     now: Millis,
 ) -> StoreResult<()> {
-    let u = Update::new(keys::worker(id.as_str()), Cond::exists()).set(LAST_SEEN, items::n(now));
+    let u = Update::new(keys::worker(id.as_str()), Cond::exists()).set(LAST_SEEN, codec::n(now));
     store.update("touch_worker", u).await.map(drop)
 }
 
@@ -381,10 +383,10 @@ pub(super) async fn set_worker_profile(
         .map(|m| json_attr("default model", m))
         .transpose()?;
     let u = Update::new(keys::worker(id.as_str()), Cond::exists())
-        .set_opt("machine", profile.machine.as_deref().map(items::s))
-        .set_opt("name", profile.name.as_deref().map(items::s))
-        .set_opt("workdir", profile.workdir.as_deref().map(items::s))
-        .set_opt("version", profile.version.as_deref().map(items::s))
+        .set_opt("machine", profile.machine.as_deref().map(codec::s))
+        .set_opt("name", profile.name.as_deref().map(codec::s))
+        .set_opt("workdir", profile.workdir.as_deref().map(codec::s))
+        .set_opt("version", profile.version.as_deref().map(codec::s))
         .set_opt("models", models)
         .set_opt("default_model", default_model);
     store.update("set_worker_profile", u).await.map(drop)
@@ -400,12 +402,12 @@ pub(super) async fn set_agent_state(
         Cond::new("attribute_exists(#c_pk) AND (attribute_not_exists(#c_at) OR #c_at < :c_at)")
             .name("#c_pk", PK)
             .name("#c_at", AGENT_AT)
-            .value(":c_at", items::n(report.at));
+            .value(":c_at", codec::n(report.at));
     let mut u = Update::new(keys::worker(id.as_str()), cond)
-        .set(AGENT_STATE, items::s(report.state.as_str()))
-        .set(AGENT_AT, items::n(report.at));
+        .set(AGENT_STATE, codec::s(report.state.as_str()))
+        .set(AGENT_AT, codec::n(report.at));
     u = match &report.reason {
-        Some(reason) => u.set(AGENT_REASON, items::s(reason.as_str())),
+        Some(reason) => u.set(AGENT_REASON, codec::s(reason.as_str())),
         None => u.remove(AGENT_REASON),
     };
     match store.update("set_agent_state", u).await? {
