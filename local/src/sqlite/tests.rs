@@ -2,9 +2,82 @@
 //! The behaviour every store shares is in `tether_domain::testkit`.
 
 use rusqlite::types::Value;
+use rusqlite::ToSql;
+use tether_domain::ids::UserId;
+use tether_domain::model::{Session, Worker};
 
 use super::sql;
 use super::SqliteStore;
+
+/// A database file left by an older Tether: the first `version` migrations,
+/// and nothing of the store (the test writes its rows as that store did).
+fn old_database(path: &std::path::Path, version: u32) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).expect("open raw");
+    for step in &super::schema::MIGRATIONS[..version as usize] {
+        conn.execute_batch(step).expect("an old schema");
+    }
+    conn.pragma_update(None, "user_version", version)
+        .expect("its version");
+    conn
+}
+
+/// Writes one row as an older store did: `row` is its columns and values.
+fn insert_row(conn: &rusqlite::Connection, table: &str, row: &[(&str, &dyn ToSql)]) {
+    let columns: Vec<&str> = row.iter().map(|(c, _)| *c).collect();
+    let marks: Vec<String> = (1..=row.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "INSERT INTO {table} ({}) VALUES ({})",
+        columns.join(", "),
+        marks.join(", ")
+    );
+    let values: Vec<&dyn ToSql> = row.iter().map(|(_, v)| *v).collect();
+    conn.execute(&sql, &values[..])
+        .unwrap_or_else(|e| panic!("insert into {table}: {e}"));
+}
+
+/// An approved worker of `owner`, as the schemas before 5 stored one.
+fn insert_old_worker(conn: &rusqlite::Connection, worker: &Worker, owner: &UserId) {
+    insert_row(
+        conn,
+        "workers",
+        &[
+            ("id", &worker.id.as_str()),
+            ("owner", &owner.as_str()),
+            ("status", &"approved"),
+            ("credential_hash", &worker.credential_hash.as_str()),
+            ("machine", &"m"),
+            ("name", &"w"),
+            ("workdir", &"/w"),
+            ("models", &"[]"),
+            ("created_at", &worker.created_at),
+        ],
+    );
+}
+
+/// A ready session, as the schemas before 5 stored one (no title source).
+fn insert_old_session(
+    conn: &rusqlite::Connection,
+    session: &Session,
+    title: &str,
+    message_count: u32,
+) {
+    let model = serde_json::to_string(&session.model).expect("model");
+    insert_row(
+        conn,
+        "sessions",
+        &[
+            ("id", &session.id.as_str()),
+            ("owner", &session.owner.as_str()),
+            ("worker", &session.worker.as_str()),
+            ("model", &model),
+            ("title", &title),
+            ("status", &"ready"),
+            ("message_count", &message_count),
+            ("created_at", &session.created_at),
+            ("updated_at", &session.created_at),
+        ],
+    );
+}
 
 fn file_store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -109,7 +182,6 @@ fn cap_counts_read_their_own_indexes() {
 /// then be removed.
 #[tokio::test]
 async fn the_first_schema_migrates_and_its_users_can_be_removed() {
-    use rusqlite::params;
     use tether_domain::auth::SecretHash;
     use tether_domain::store::{Store as _, StoreError};
     use tether_domain::testkit::{self, T0};
@@ -120,46 +192,31 @@ async fn the_first_schema_migrates_and_its_users_can_be_removed() {
     let worker = testkit::worker(&user.id);
     let session = testkit::session(&user.id, &worker.id, T0);
     {
-        let conn = rusqlite::Connection::open(&path).expect("open raw");
+        let conn = old_database(&path, 1);
         conn.pragma_update(None, "foreign_keys", true)
             .expect("foreign keys");
-        conn.execute_batch(super::schema::MIGRATIONS[0])
-            .expect("schema 1");
-        conn.pragma_update(None, "user_version", 1)
-            .expect("version 1");
-        conn.execute(
-            "INSERT INTO users (id, name, secret_hash, admin, created_at) VALUES (?1, ?2, ?3, 0, ?4)",
-            params![user.id.as_str(), user.name, user.secret_hash.as_str(), T0],
-        )
-        .expect("user");
-        conn.execute(
-            "INSERT INTO tickets (hash, user_id, expires_at) VALUES ('t', ?1, ?2)",
-            params![user.id.as_str(), T0 + 60_000],
-        )
-        .expect("ticket");
-        conn.execute(
-            "INSERT INTO workers (id, owner, status, credential_hash, machine, name, workdir, \
-             models, created_at) VALUES (?1, ?2, 'approved', ?3, 'm', 'w', '/w', '[]', ?4)",
-            params![
-                worker.id.as_str(),
-                user.id.as_str(),
-                worker.credential_hash.as_str(),
-                T0
+        insert_row(
+            &conn,
+            "users",
+            &[
+                ("id", &user.id.as_str()),
+                ("name", &user.name),
+                ("secret_hash", &user.secret_hash.as_str()),
+                ("admin", &false),
+                ("created_at", &T0),
             ],
-        )
-        .expect("worker");
-        conn.execute(
-            "INSERT INTO sessions (id, owner, worker, model, title, status, message_count, \
-             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 't', 'ready', 0, ?5, ?5)",
-            params![
-                session.id.as_str(),
-                user.id.as_str(),
-                worker.id.as_str(),
-                serde_json::to_string(&session.model).expect("model"),
-                T0
+        );
+        insert_row(
+            &conn,
+            "tickets",
+            &[
+                ("hash", &"t"),
+                ("user_id", &user.id.as_str()),
+                ("expires_at", &(T0 + 60_000)),
             ],
-        )
-        .expect("session");
+        );
+        insert_old_worker(&conn, &worker, &user.id);
+        insert_old_session(&conn, &session, "t", 0);
         // Schema 1 would not let this user go.
         assert!(conn
             .execute("DELETE FROM users WHERE id = ?1", [user.id.as_str()])
@@ -277,7 +334,6 @@ async fn a_burst_of_calls_commits_together_and_fails_apart() {
 /// without has none; no worker has an agent state until it reports one.
 #[tokio::test]
 async fn sessions_titled_before_schema_5_keep_their_titles_as_the_users() {
-    use rusqlite::params;
     use tether_domain::model::TitleSource;
     use tether_domain::store::Store as _;
     use tether_domain::testkit::{self, T0};
@@ -289,38 +345,10 @@ async fn sessions_titled_before_schema_5_keep_their_titles_as_the_users() {
     let titled = testkit::session(&user.id, &worker.id, T0);
     let untitled = testkit::session(&user.id, &worker.id, T0 + 1);
     {
-        let conn = rusqlite::Connection::open(&path).expect("open raw");
-        for step in &super::schema::MIGRATIONS[..4] {
-            conn.execute_batch(step).expect("schema 4");
-        }
-        conn.pragma_update(None, "user_version", 4)
-            .expect("version 4");
-        conn.execute(
-            "INSERT INTO workers (id, owner, status, credential_hash, machine, name, workdir, \
-             models, created_at) VALUES (?1, ?2, 'approved', ?3, 'm', 'w', '/w', '[]', ?4)",
-            params![
-                worker.id.as_str(),
-                user.id.as_str(),
-                worker.credential_hash.as_str(),
-                T0
-            ],
-        )
-        .expect("worker");
-        for (session, title) in [(&titled, "Fix the parser"), (&untitled, "")] {
-            conn.execute(
-                "INSERT INTO sessions (id, owner, worker, model, title, status, message_count, \
-                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'ready', 0, ?6, ?6)",
-                params![
-                    session.id.as_str(),
-                    user.id.as_str(),
-                    worker.id.as_str(),
-                    serde_json::to_string(&session.model).expect("model"),
-                    title,
-                    session.created_at
-                ],
-            )
-            .expect("session");
-        }
+        let conn = old_database(&path, 4);
+        insert_old_worker(&conn, &worker, &user.id);
+        insert_old_session(&conn, &titled, "Fix the parser", 0);
+        insert_old_session(&conn, &untitled, "", 0);
     }
 
     let store = SqliteStore::open(&path).expect("migrate");
@@ -389,7 +417,6 @@ async fn closing_the_store_folds_the_wal_into_the_file() {
 /// written and completed as before.
 #[tokio::test]
 async fn messages_that_kept_their_final_text_migrate_to_schema_6() {
-    use rusqlite::params;
     use tether_domain::model::{Message, MessageStatus};
     use tether_domain::store::{MessagePatch, Store as _};
     use tether_domain::testkit::{self, T0};
@@ -417,71 +444,44 @@ async fn messages_that_kept_their_final_text_migrate_to_schema_6() {
         ..testkit::message(&session, "and now?")
     };
     {
-        let conn = rusqlite::Connection::open(&path).expect("open raw");
-        for step in &super::schema::MIGRATIONS[..5] {
-            conn.execute_batch(step).expect("schema 5");
-        }
-        conn.pragma_update(None, "user_version", 5)
-            .expect("version 5");
-        conn.execute(
-            "INSERT INTO workers (id, owner, status, credential_hash, machine, name, workdir, \
-             models, created_at) VALUES (?1, ?2, 'approved', ?3, 'm', 'w', '/w', '[]', ?4)",
-            params![
-                worker.id.as_str(),
-                user.id.as_str(),
-                worker.credential_hash.as_str(),
-                T0
-            ],
-        )
-        .expect("worker");
-        conn.execute(
-            "INSERT INTO sessions (id, owner, worker, model, title, status, message_count, \
-             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, '', 'ready', 2, ?5, ?5)",
-            params![
-                session.id.as_str(),
-                user.id.as_str(),
-                worker.id.as_str(),
-                serde_json::to_string(&session.model).expect("model"),
-                T0
-            ],
-        )
-        .expect("session");
+        let conn = old_database(&path, 5);
+        insert_old_worker(&conn, &worker, &user.id);
+        insert_old_session(&conn, &session, "", 2);
         for (m, final_text) in [
             (&answered, Some("It hangs because the socket stays open.")),
             (&failed, None),
         ] {
-            conn.execute(
-                "INSERT INTO messages (id, session, owner, worker, number, text, status, \
-                 chunk_count, final_text, error, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    m.id.as_str(),
-                    m.session.as_str(),
-                    m.owner.as_str(),
-                    m.worker.as_str(),
-                    m.number,
-                    m.text,
-                    m.status.as_str(),
-                    m.chunk_count,
-                    final_text,
-                    m.error,
-                    m.created_at,
-                    m.updated_at
+            insert_row(
+                &conn,
+                "messages",
+                &[
+                    ("id", &m.id.as_str()),
+                    ("session", &m.session.as_str()),
+                    ("owner", &m.owner.as_str()),
+                    ("worker", &m.worker.as_str()),
+                    ("number", &m.number),
+                    ("text", &m.text),
+                    ("status", &m.status.as_str()),
+                    ("chunk_count", &m.chunk_count),
+                    ("final_text", &final_text),
+                    ("error", &m.error),
+                    ("created_at", &m.created_at),
+                    ("updated_at", &m.updated_at),
                 ],
-            )
-            .expect("message");
+            );
         }
         for c in &chunks {
-            conn.execute(
-                "INSERT INTO chunks (message, seq, body, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    c.message.as_str(),
-                    c.seq,
-                    serde_json::to_string(&c.body).expect("body"),
-                    c.created_at
+            let body = serde_json::to_string(&c.body).expect("body");
+            insert_row(
+                &conn,
+                "chunks",
+                &[
+                    ("message", &c.message.as_str()),
+                    ("seq", &c.seq),
+                    ("body", &body),
+                    ("created_at", &c.created_at),
                 ],
-            )
-            .expect("chunk");
+            );
         }
     }
 
