@@ -30,7 +30,9 @@ use tracing::{debug, info, warn};
 use super::addresses::AddressSlot;
 use super::frames::{FrameSizes, FrameWatcher};
 use super::hub::{Meta, Outbound, Outlet, TOO_SLOW_CLOSE_CODE, TOO_SLOW_CLOSE_REASON};
-use super::{now_millis, route_key, Accept, Backend, ConnId, ConnectInfo, Refusal, Shared};
+use super::{
+    now_millis, route_key, Accept, Backend, ConnId, ConnectInfo, Refusal, Shared, DEFAULT_ROUTE,
+};
 
 /// How long to wait for the peer's half of a close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -127,8 +129,15 @@ pub(crate) async fn upgrade<B: Backend>(shared: Arc<Shared<B>>, mut req: Request
     // up and hyper drops this handler, the connection must still either be
     // refused cleanly or get its `$disconnect`.
     let hub = shared.hub.clone();
-    let admitted =
-        tokio::spawn(admit(shared, id.clone(), meta, info, on_upgrade, address_slot)).await;
+    let admitted = tokio::spawn(admit(
+        shared,
+        id.clone(),
+        meta,
+        info,
+        on_upgrade,
+        address_slot,
+    ))
+    .await;
     match admitted {
         Ok(Ok(accept)) => switching_protocols(&key, accept),
         Ok(Err(refusal)) => refusal_response(refusal),
@@ -530,7 +539,13 @@ impl<B: Backend> Conn<B> {
             self.reply_error(peek_request_id(text), ErrorCode::MessageTooLarge, &message);
             return;
         }
-        let route = route_key(text);
+        // The domain parses the frame, `action` and all: a backend that
+        // routes itself gets no route, and its frames are parsed once.
+        let route = if B::ROUTES_BY_ACTION {
+            route_key(text)
+        } else {
+            DEFAULT_ROUTE.to_owned()
+        };
         let body = text.to_owned();
         match dispatch {
             Dispatch::Serial { queue, .. } => {

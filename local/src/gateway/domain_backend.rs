@@ -9,9 +9,10 @@ use tether_domain::Domain;
 
 use super::{Accept, Backend, ConnId, ConnectInfo, Hub, Millis, Refusal};
 
-/// Runs the domain behind the gateway. Every route goes to
-/// [`Domain::handle_frame`], which answers bad JSON and unknown actions
-/// itself, so `$default` needs no special case here.
+/// Runs the domain behind the gateway. Every message goes to
+/// [`Domain::handle_frame`] (through `frame_edge`), which parses it, reads
+/// its `action` and answers bad JSON and unknown actions itself: the
+/// gateway needs no route for it, and a frame is parsed once.
 pub struct DomainBackend<S> {
     domain: Arc<Domain<S, Hub>>,
 }
@@ -35,6 +36,8 @@ impl<S: Store> DomainBackend<S> {
 }
 
 impl<S: Store> Backend for DomainBackend<S> {
+    const ROUTES_BY_ACTION: bool = false;
+
     async fn connect(&self, info: ConnectInfo) -> Result<Accept, Refusal> {
         let parts = ConnectParts {
             connection_id: info.connection_id.as_str(),
@@ -61,7 +64,11 @@ impl<S: Store> Backend for DomainBackend<S> {
         now: Millis,
     ) -> Option<String> {
         // The gateway answers binary frames itself.
-        Some(self.domain.frame_edge(conn.as_str(), &body, false, now).await)
+        Some(
+            self.domain
+                .frame_edge(conn.as_str(), &body, false, now)
+                .await,
+        )
     }
 
     async fn disconnect(&self, conn: &ConnId, _status: u16, _reason: String, now: Millis) {

@@ -200,11 +200,7 @@ impl Hub {
         self.slots().remove(id).is_some()
     }
 
-    fn with_sender<T>(
-        &self,
-        id: &str,
-        f: impl FnOnce(&Outlet) -> T,
-    ) -> Result<T, Gone> {
+    fn with_sender<T>(&self, id: &str, f: impl FnOnce(&Outlet) -> T) -> Result<T, Gone> {
         let slots = self.slots();
         let tx = slots
             .get(id)

@@ -2,13 +2,14 @@
 //!
 //! Clients connect with an HTTP upgrade; the gateway mints a connection id,
 //! runs `$connect` on a [`Backend`] before answering the upgrade, routes each
-//! text message on its `action` field, and runs `$disconnect` exactly once
-//! when the socket ends, whoever ends it. The host pushes to a connection by
-//! id through the [`Hub`], in process (the hub implements the domain's
-//! `Push` port). Nothing here serves API Gateway's Management API: on the
-//! local host nothing outside the process may reach a connection. (The
-//! AWS-shaped test bed, `local/testbed`, which is not shipped, serves one
-//! over the hub on a loopback listener of its own.)
+//! text message on its `action` field (for a backend that wants the route;
+//! the domain reads it as it parses the frame), and runs `$disconnect`
+//! exactly once when the socket ends, whoever ends it. The host pushes to a
+//! connection by id through the [`Hub`], in process (the hub implements the
+//! domain's `Push` port). Nothing here serves API Gateway's Management API:
+//! on the local host nothing outside the process may reach a connection.
+//! (The AWS-shaped test bed, `local/testbed`, which is not shipped, serves
+//! one over the hub on a loopback listener of its own.)
 //!
 //! The backend is a trait rather than the domain itself because the
 //! AWS-shaped test bed puts real Lambda functions, invoked over HTTP, behind
@@ -177,8 +178,16 @@ pub trait Backend: Send + Sync + 'static {
     /// to the new id fail with [`Gone`], as on AWS.
     fn connect(&self, info: ConnectInfo) -> impl Future<Output = Result<Accept, Refusal>> + Send;
 
-    /// One text message, routed on its `action` (or [`DEFAULT_ROUTE`]).
-    /// Returns the reply to send back on the same socket, if any.
+    /// Whether [`Backend::message`] is given each message's route. A
+    /// backend that reads the message itself says no: the gateway then
+    /// does not parse every message to find its `action`, and routes it to
+    /// [`DEFAULT_ROUTE`], the one message route such a backend has (as the
+    /// AWS host has in `template.yaml`).
+    const ROUTES_BY_ACTION: bool = true;
+
+    /// One text message, routed on its `action` (or [`DEFAULT_ROUTE`]; see
+    /// [`Backend::ROUTES_BY_ACTION`]). Returns the reply to send back on
+    /// the same socket, if any.
     fn message(
         &self,
         conn: &ConnId,
