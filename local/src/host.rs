@@ -17,7 +17,7 @@
 //! before serving); [`serve`] takes the listener and a shutdown future.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::control::{ControlSocket, DataDir};
-use crate::gateway::{now_millis, DomainBackend, Gateway, GatewayConfig, Hub};
+use crate::gateway::{client_address, now_millis, DomainBackend, Gateway, GatewayConfig, Hub};
 use crate::listen::HttpOptions;
 use crate::sqlite::SqliteStore;
 
@@ -183,7 +183,10 @@ pub async fn serve<S: Store + DataDir>(
         .await
         .context("forgetting the connections of an earlier run")?;
     if forgotten > 0 {
-        info!(connections = forgotten, "forgot the connections of an earlier run");
+        info!(
+            connections = forgotten,
+            "forgot the connections of an earlier run"
+        );
     }
     let purger = tokio::spawn(purge_periodically(Arc::clone(&domain)));
     let gateway = gateway(domain, gateway_config);
@@ -237,12 +240,14 @@ async fn http_api<S: Store>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let source = peer.map(|Extension(ConnectInfo(peer))| source_address(peer.ip(), &headers));
+    let source = peer.map(|Extension(ConnectInfo(peer))| client_address(peer.ip(), &headers));
     let answer = domain
         .http(HttpRequest {
             method: method.as_str(),
             path: uri.path(),
-            authorization: headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
+            authorization: headers
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
             source,
             body: &body,
             now: now_millis(),
@@ -261,28 +266,6 @@ fn api_response(answer: Answer) -> Response {
             .insert(name, HeaderValue::from_static(value));
     }
     response
-}
-
-/// The address a pairing request came from, for the cap on pending workers
-/// per source: the TCP peer's. A peer on loopback with `X-Forwarded-For` is
-/// a TLS proxy on this machine (Caddy, `tailscale serve`, nginx: see the
-/// README), which appends the address it was reached from; that last entry
-/// is trusted, and nothing before it (a client writes what it likes there).
-/// A remote peer's header is ignored: anyone can send one. Behind a proxy on
-/// another machine every worker has the proxy's address, so the cap counts
-/// them all together.
-fn source_address(peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    if !peer.is_loopback() {
-        return peer;
-    }
-    let forwarded = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .last()
-        .and_then(|last| last.trim().parse().ok());
-    forwarded.unwrap_or(peer)
 }
 
 /// The web UI, built from `web/` by `build.rs` into `OUT_DIR`.
@@ -317,8 +300,9 @@ fn content_security_policy(headers: &HeaderMap) -> String {
         .filter(|h| {
             !h.is_empty()
                 && h.len() <= 255
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                })
         });
     match host {
         Some(host) => format!("{CSP}; connect-src 'self' ws://{host} wss://{host}"),
@@ -391,14 +375,22 @@ async fn web_ui(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     if let Ok(csp) = HeaderValue::from_str(&content_security_policy(&headers)) {
         h.insert(header::CONTENT_SECURITY_POLICY, csp);
     }
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
 
     fn csp_for(host: &str) -> String {
@@ -418,17 +410,23 @@ mod tests {
             h
         };
         let none = HeaderMap::new();
-        assert_eq!(source_address(ip("203.0.113.7"), &none), ip("203.0.113.7"));
+        assert_eq!(client_address(ip("203.0.113.7"), &none), ip("203.0.113.7"));
         // A remote client's own header counts for nothing.
         let claimed = forwarded(&["198.51.100.1"]);
-        assert_eq!(source_address(ip("203.0.113.7"), &claimed), ip("203.0.113.7"));
+        assert_eq!(
+            client_address(ip("203.0.113.7"), &claimed),
+            ip("203.0.113.7")
+        );
         // A proxy on this machine: the hop it appended, not what the client wrote.
         let proxied = forwarded(&["198.51.100.1, 203.0.113.9"]);
-        assert_eq!(source_address(ip("127.0.0.1"), &proxied), ip("203.0.113.9"));
+        assert_eq!(client_address(ip("127.0.0.1"), &proxied), ip("203.0.113.9"));
         let split = forwarded(&["198.51.100.1", "2001:db8::5"]);
-        assert_eq!(source_address(ip("::1"), &split), ip("2001:db8::5"));
-        assert_eq!(source_address(ip("127.0.0.1"), &none), ip("127.0.0.1"));
-        assert_eq!(source_address(ip("127.0.0.1"), &forwarded(&["junk"])), ip("127.0.0.1"));
+        assert_eq!(client_address(ip("::1"), &split), ip("2001:db8::5"));
+        assert_eq!(client_address(ip("127.0.0.1"), &none), ip("127.0.0.1"));
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &forwarded(&["junk"])),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]

@@ -120,6 +120,7 @@ impl<S: Store, P: Push> Domain<S, P> {
 }
 
 pub use admin::{Disconnected, Operator, Removed, Report, Reset, UserCommand};
+pub use pairing::source_key;
 
 /// What a gateway knows of a connection attempt (`$connect`).
 #[derive(Clone, Debug)]

@@ -15,18 +15,21 @@
 //! `$connect` upgrades included, of each source address).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use http::HeaderMap;
+use tether_domain::handlers::source_key;
 
-/// The client an upgrade request counts against: the TCP peer, except that
-/// a peer on loopback with `X-Forwarded-For` is a TLS proxy on this machine
-/// (Caddy, `tailscale serve`: see the README), which appends the address it
+/// The client a request counts against: the TCP peer, except that a peer
+/// on loopback with `X-Forwarded-For` is a TLS proxy on this machine (Caddy,
+/// `tailscale serve`, nginx: see the README), which appends the address it
 /// was reached from; that last entry is trusted, and nothing before it (a
 /// client writes what it likes there). A remote peer's header is ignored:
-/// anyone can send one. (The pairing endpoint reads its source the same
-/// way.)
+/// anyone can send one. Websocket upgrades count against it here, pairing
+/// requests in the domain's cap on pending workers per source (`host.rs`);
+/// behind a proxy on another machine every client has the proxy's address,
+/// and both count them all together.
 pub(crate) fn client_address(peer: IpAddr, headers: &HeaderMap) -> IpAddr {
     if !peer.is_loopback() {
         return peer;
@@ -41,29 +44,17 @@ pub(crate) fn client_address(peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         .unwrap_or(peer)
 }
 
-/// The address a connection counts against: an IPv4 address as it is; an
-/// IPv6 address by its /64, since one host usually holds a whole /64 and
-/// could otherwise pick a fresh address per socket. An IPv4-mapped IPv6
-/// address counts as its IPv4 address.
-pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
-
-/// How many slots each source address holds, up to a cap.
+/// How many slots each source address holds, up to a cap. An address
+/// counts as the domain's cap on pending workers counts it
+/// ([`source_key`]): an IPv4 address as it is; an IPv6 address by its /64,
+/// since one host usually holds a whole /64 and could otherwise pick a
+/// fresh address per socket; an IPv4-mapped IPv6 address as its IPv4
+/// address.
 #[derive(Debug)]
 pub(crate) struct PerAddress {
     /// 0: no cap.
     max: usize,
-    held: Mutex<HashMap<IpAddr, usize>>,
+    held: Mutex<HashMap<String, usize>>,
 }
 
 impl PerAddress {
@@ -74,7 +65,7 @@ impl PerAddress {
         }
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         // Every critical section is one map operation: a panic cannot leave
         // it half done, so poisoning is ignored.
         self.held
@@ -86,7 +77,7 @@ impl PerAddress {
     pub(crate) fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
         let key = source_key(ip);
         let mut held = self.held();
-        let count = held.entry(key).or_insert(0);
+        let count = held.entry(key.clone()).or_insert(0);
         if self.max > 0 && *count >= self.max {
             return None;
         }
@@ -113,7 +104,7 @@ impl PerAddress {
 #[derive(Debug)]
 pub(crate) struct AddressSlot {
     owner: Arc<PerAddress>,
-    key: IpAddr,
+    key: String,
 }
 
 impl Drop for AddressSlot {
@@ -143,9 +134,13 @@ mod tests {
         let a = caps.enter(ip("192.0.2.1")).expect("first");
         let _b = caps.enter(ip("192.0.2.1")).expect("second");
         assert!(caps.enter(ip("192.0.2.1")).is_none(), "a third is refused");
-        let _other = caps.enter(ip("192.0.2.2")).expect("another address has its own");
+        let _other = caps
+            .enter(ip("192.0.2.2"))
+            .expect("another address has its own");
         drop(a);
-        let _c = caps.enter(ip("192.0.2.1")).expect("a slot given back is free again");
+        let _c = caps
+            .enter(ip("192.0.2.1"))
+            .expect("a slot given back is free again");
         assert_eq!(caps.count(ip("192.0.2.1")), 2);
     }
 
@@ -166,7 +161,10 @@ mod tests {
         );
         let _b = caps.enter(ip("2001:db8:1:3::1")).expect("another /64");
         let _c = caps.enter(ip("192.0.2.7")).expect("IPv4");
-        assert!(caps.enter(ip("::ffff:192.0.2.7")).is_none(), "mapped IPv4 is that IPv4");
+        assert!(
+            caps.enter(ip("::ffff:192.0.2.7")).is_none(),
+            "mapped IPv4 is that IPv4"
+        );
     }
 
     #[test]
@@ -180,10 +178,23 @@ mod tests {
         };
         let proxied = headers(&["198.51.100.1, 203.0.113.9"]);
         assert_eq!(client_address(ip("127.0.0.1"), &proxied), ip("203.0.113.9"));
-        assert_eq!(client_address(ip("::1"), &headers(&["198.51.100.1", "2001:db8::5"])), ip("2001:db8::5"));
-        assert_eq!(client_address(ip("192.0.2.4"), &proxied), ip("192.0.2.4"), "a remote peer's claim");
-        assert_eq!(client_address(ip("127.0.0.1"), &headers(&["junk"])), ip("127.0.0.1"));
-        assert_eq!(client_address(ip("127.0.0.1"), &HeaderMap::new()), ip("127.0.0.1"));
+        assert_eq!(
+            client_address(ip("::1"), &headers(&["198.51.100.1", "2001:db8::5"])),
+            ip("2001:db8::5")
+        );
+        assert_eq!(
+            client_address(ip("192.0.2.4"), &proxied),
+            ip("192.0.2.4"),
+            "a remote peer's claim"
+        );
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &headers(&["junk"])),
+            ip("127.0.0.1")
+        );
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &HeaderMap::new()),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]

@@ -38,12 +38,13 @@ use axum::Router;
 use http::HeaderMap;
 use tether_domain::protocol::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 
-pub(crate) use tether_domain::edge::error_body;
+pub(crate) use addresses::client_address;
 pub use domain_backend::DomainBackend;
 pub use hub::{
     ConnectionStatus, Gone, Hub, SERVER_CLOSE_CODE, SERVER_CLOSE_REASON, TOO_SLOW_CLOSE_CODE,
     TOO_SLOW_CLOSE_REASON,
 };
+pub(crate) use tether_domain::edge::error_body;
 pub use tether_domain::edge::{iso8601, now_millis};
 
 /// Milliseconds since the Unix epoch, as the domain counts time.
