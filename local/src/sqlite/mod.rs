@@ -1,9 +1,15 @@
 //! `SqliteStore`: the store port on one SQLite file.
 //!
-//! One connection, owned by one thread of its own (the writer): every call
-//! is a job sent to it, so a single writer makes every conditional method
-//! atomic without retry loops, and no call blocks the async executor or
-//! queues on a lock in the blocking pool.
+//! Each connection is owned by a thread of its own. The writer takes every
+//! write and every check-and-write as a job sent to it, so a single writer
+//! makes every conditional method atomic without retry loops; on a database
+//! file, plain reads go to a reader connection beside it (WAL lets it see
+//! every committed write), so a read waits for no batch. No call blocks the
+//! async executor or queues on a lock in the blocking pool.
+//!
+//! Each method of the port is in the file of its aggregate (`port.rs` maps
+//! them), its statements in `sql.rs`, row mapping in `rows.rs`, the schema
+//! and its migrations in `schema.rs`.
 //!
 //! **Group commit.** The writer takes every job waiting and runs them in one
 //! transaction (up to [`MAX_BATCH`]), each in a savepoint where it needs
@@ -44,8 +50,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// waits for its answer behind the others.
 const MAX_BATCH: usize = 128;
 
-/// The store port on SQLite. Clones share one connection (one writer
-/// thread), which ends when the last clone is dropped.
+/// The store port on SQLite. Clones share its connections (the writer's
+/// thread, and on a file the reader's), which end when the last clone is
+/// dropped.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
