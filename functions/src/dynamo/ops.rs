@@ -5,14 +5,16 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure, Select,
 };
+use tether_domain::model::Millis;
 use tether_domain::store::{StoreError, StoreResult};
 
 use super::codec::{self, Entity, Item, PK, REV, SK};
 use super::keys::Key;
-use super::tx::Cond;
+use super::tx::{conditioned, Cond};
 use super::{sdk_err, unless_condition_failed, DynamoStore, Retry};
 
 pub(super) fn key_item(key: &Key) -> HashMap<String, AttributeValue> {
@@ -174,6 +176,21 @@ impl DynamoStore {
             .transpose()
     }
 
+    /// A `Query` of `q`'s key condition, filter and placeholders, as
+    /// strongly consistent as it can be (a GSI has no strongly consistent
+    /// reads).
+    fn query_request(&self, q: &QuerySpec) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&*self.table)
+            .set_index_name(q.index.map(str::to_owned))
+            .key_condition_expression(&q.key_cond)
+            .set_filter_expression(q.filter.clone())
+            .set_expression_attribute_names(Some(q.names.iter().cloned().collect()))
+            .set_expression_attribute_values(Some(q.values.iter().cloned().collect()))
+            .consistent_read(q.index.is_none())
+    }
+
     /// The items a query matches, following pages until `limit` (if any).
     pub(super) async fn query(&self, op: &'static str, q: QuerySpec) -> StoreResult<Vec<Item>> {
         if q.limit == Some(0) {
@@ -186,17 +203,8 @@ impl DynamoStore {
                 .limit
                 .map(|l| i32::try_from(l as usize - out.len()).unwrap_or(i32::MAX));
             let page = self
-                .client
-                .query()
-                .table_name(&*self.table)
-                .set_index_name(q.index.map(str::to_owned))
-                .key_condition_expression(&q.key_cond)
-                .set_filter_expression(q.filter.clone())
-                .set_expression_attribute_names(Some(q.names.iter().cloned().collect()))
-                .set_expression_attribute_values(Some(q.values.iter().cloned().collect()))
+                .query_request(&q)
                 .scan_index_forward(q.forward)
-                // A GSI has no strongly consistent reads.
-                .consistent_read(q.index.is_none())
                 .set_limit(page_limit)
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -394,6 +402,24 @@ impl DynamoStore {
         Ok(out.attributes)
     }
 
+    /// Consumes an item: one `DeleteItem` returning the old item, so of two
+    /// concurrent takes only one gets it back. `Some` if it had not expired
+    /// at `now`.
+    pub(super) async fn take<T>(
+        &self,
+        op: &'static str,
+        key: &Key,
+        decode: fn(&Item) -> StoreResult<T>,
+        expires_at: fn(&T) -> Millis,
+        now: Millis,
+    ) -> StoreResult<Option<T>> {
+        let Some(item) = self.delete_returning(op, key).await? else {
+            return Ok(None);
+        };
+        let value = decode(&item)?;
+        Ok((expires_at(&value) > now).then_some(value))
+    }
+
     /// Deletes an item if `cond` holds; true if it did.
     pub(super) async fn delete_if(
         &self,
@@ -401,16 +427,12 @@ impl DynamoStore {
         key: &Key,
         cond: Cond,
     ) -> StoreResult<bool> {
-        let result = self
+        let request = self
             .client
             .delete_item()
             .table_name(&*self.table)
-            .set_key(Some(key_item(key)))
-            .set_condition_expression(cond.expression())
-            .set_expression_attribute_names(cond.names())
-            .set_expression_attribute_values(cond.values())
-            .send()
-            .await;
+            .set_key(Some(key_item(key)));
+        let result = conditioned!(request, &cond).send().await;
         Ok(unless_condition_failed(op, result)?.is_some())
     }
 
@@ -445,15 +467,7 @@ impl DynamoStore {
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let page = self
-                .client
-                .query()
-                .table_name(&*self.table)
-                .set_index_name(q.index.map(str::to_owned))
-                .key_condition_expression(&q.key_cond)
-                .set_filter_expression(q.filter.clone())
-                .set_expression_attribute_names(Some(q.names.iter().cloned().collect()))
-                .set_expression_attribute_values(Some(q.values.iter().cloned().collect()))
-                .consistent_read(q.index.is_none())
+                .query_request(&q)
                 .select(Select::Count)
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -473,16 +487,12 @@ impl DynamoStore {
         item: Item,
         cond: Cond,
     ) -> StoreResult<bool> {
-        let result = self
+        let request = self
             .client
             .put_item()
             .table_name(&*self.table)
-            .set_item(Some(item))
-            .set_condition_expression(cond.expression())
-            .set_expression_attribute_names(cond.names())
-            .set_expression_attribute_values(cond.values())
-            .send()
-            .await;
+            .set_item(Some(item));
+        let result = conditioned!(request, &cond).send().await;
         Ok(unless_condition_failed(op, result)?.is_some())
     }
 }

@@ -98,6 +98,22 @@ impl DynamoStore {
         }
     }
 
+    /// Stores a new entity with its entries; `Conflict` if the entity (the
+    /// `what` of id `id`) exists or a unique entry's key is taken.
+    pub(super) async fn create<E: Entity>(
+        &self,
+        op: &'static str,
+        new: &E,
+        what: &str,
+        id: &str,
+    ) -> StoreResult<()> {
+        if self.insert(op, new).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("{op}: {what} {id} exists")))
+        }
+    }
+
     /// Inserts `new`, or returns what is stored under its key.
     pub(super) async fn insert_or_existing<E: Entity>(
         &self,
@@ -309,18 +325,18 @@ impl Outcome {
     }
 }
 
-pub(super) fn cond_expr<B>(
-    b: B,
-    cond: &Cond,
-    set: impl Fn(
-        B,
-        Option<String>,
-        Option<HashMap<String, String>>,
-        Option<HashMap<String, AttributeValue>>,
-    ) -> B,
-) -> B {
-    set(b, cond.expression(), cond.names(), cond.values())
+/// `builder` with a condition and its placeholders set: the SDK's builders
+/// of conditional writes share these three setters, but no trait.
+macro_rules! conditioned {
+    ($builder:expr, $cond:expr) => {{
+        let cond = $cond;
+        $builder
+            .set_condition_expression(cond.expression())
+            .set_expression_attribute_names(cond.names())
+            .set_expression_attribute_values(cond.values())
+    }};
 }
+pub(super) use conditioned;
 
 impl DynamoStore {
     /// Runs the writes of `tx` atomically. One action goes as a plain
@@ -404,30 +420,20 @@ impl DynamoStore {
     pub(super) fn transact_item(&self, op: &str, action: Action) -> StoreResult<TransactWriteItem> {
         let built = match action {
             Action::Put(item, cond) => {
-                let put = cond_expr(
+                let put = conditioned!(
                     Put::builder().table_name(&*self.table).set_item(Some(item)),
-                    &cond,
-                    |b, e, n, v| {
-                        b.set_condition_expression(e)
-                            .set_expression_attribute_names(n)
-                            .set_expression_attribute_values(v)
-                    },
+                    &cond
                 )
                 .build()
                 .map_err(|e| build_err(op, e))?;
                 TransactWriteItem::builder().put(put).build()
             }
             Action::Delete(key, cond) => {
-                let delete = cond_expr(
+                let delete = conditioned!(
                     Delete::builder()
                         .table_name(&*self.table)
                         .set_key(Some(key_item(&key))),
-                    &cond,
-                    |b, e, n, v| {
-                        b.set_condition_expression(e)
-                            .set_expression_attribute_names(n)
-                            .set_expression_attribute_values(v)
-                    },
+                    &cond
                 )
                 .build()
                 .map_err(|e| build_err(op, e))?;

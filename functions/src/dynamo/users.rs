@@ -27,14 +27,8 @@ impl DynamoStore {
 
 pub(super) async fn create_user(store: &DynamoStore, user: &User) -> StoreResult<()> {
     const OP: &str = "create_user";
-    if store.insert(OP, &Rec::new(user.clone())).await? {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict(format!(
-            "{OP}: user {} exists",
-            user.id
-        )))
-    }
+    let new = Rec::new(user.clone());
+    store.create(OP, &new, "user", user.id.as_str()).await
 }
 
 pub(super) async fn user(store: &DynamoStore, id: &UserId) -> StoreResult<Option<User>> {
@@ -138,16 +132,15 @@ pub(super) async fn take_ticket(
     hash: &SecretHash,
     now: Millis,
 ) -> StoreResult<Option<Ticket>> {
-    // One DeleteItem returning the old item: of two concurrent takes,
-    // only one gets it back.
-    let old = store
-        .delete_returning("take_ticket", &keys::ticket(hash.as_str()))
-        .await?;
-    match old {
-        Some(item) => {
-            let ticket = items::ticket_from_item(&item)?;
-            Ok((ticket.expires_at > now).then_some(ticket))
-        }
-        None => Ok(None),
-    }
+    let key = keys::ticket(hash.as_str());
+    let expires_at = |t: &Ticket| t.expires_at;
+    store
+        .take(
+            "take_ticket",
+            &key,
+            items::ticket_from_item,
+            expires_at,
+            now,
+        )
+        .await
 }

@@ -21,9 +21,7 @@ use super::tx::{decide, Cond, Decided, Tx};
 use super::{DynamoStore, Retry};
 
 fn json_attr<T: serde::Serialize>(what: &str, v: &T) -> StoreResult<AttributeValue> {
-    serde_json::to_string(v)
-        .map(codec::s)
-        .map_err(|e| StoreError::Corrupt(format!("encode {what}: {e}")))
+    codec::to_json(what, v).map(codec::s)
 }
 
 impl DynamoStore {
@@ -58,17 +56,12 @@ pub(super) async fn take_pairing_token(
     hash: &SecretHash,
     now: Millis,
 ) -> StoreResult<Option<PairingToken>> {
-    // As `take_ticket`: one DeleteItem returning the old item.
-    let old = store
-        .delete_returning("take_pairing_token", &keys::pairing_token(hash.as_str()))
-        .await?;
-    match old {
-        Some(item) => {
-            let token = items::pairing_token_from_item(&item)?;
-            Ok((token.expires_at > now).then_some(token))
-        }
-        None => Ok(None),
-    }
+    let key = keys::pairing_token(hash.as_str());
+    let decode = items::pairing_token_from_item;
+    let expires_at = |t: &PairingToken| t.expires_at;
+    store
+        .take("take_pairing_token", &key, decode, expires_at, now)
+        .await
 }
 
 pub(super) async fn count_attempt(
@@ -214,14 +207,8 @@ pub(super) async fn delete_expired_pending(
 
 pub(super) async fn create_worker(store: &DynamoStore, worker: &Worker) -> StoreResult<()> {
     const OP: &str = "create_worker";
-    if store.insert(OP, &Rec::new(worker.clone())).await? {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict(format!(
-            "{OP}: worker {} exists",
-            worker.id
-        )))
-    }
+    let new = Rec::new(worker.clone());
+    store.create(OP, &new, "worker", worker.id.as_str()).await
 }
 
 pub(super) async fn worker(store: &DynamoStore, id: &WorkerId) -> StoreResult<Option<Worker>> {

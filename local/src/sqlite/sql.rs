@@ -5,7 +5,9 @@
 use std::sync::LazyLock;
 
 use rusqlite::{Connection as SqlConn, OptionalExtension, Params, Row, Savepoint};
-use tether_domain::ids::ConnectionId;
+use tether_domain::auth::SecretHash;
+use tether_domain::ids::{ConnectionId, UserId};
+use tether_domain::model::Millis;
 use tether_domain::store::{StoreError, StoreResult};
 
 use super::db_err;
@@ -428,6 +430,31 @@ pub(super) fn immediate<'c>(conn: &'c mut SqlConn, op: &str) -> StoreResult<Save
 
 pub(super) fn commit(tx: Savepoint<'_>, op: &str) -> StoreResult<()> {
     tx.commit().map_err(|e| db_err(op, e))
+}
+
+/// Consumes the row of a secret's hash (a ticket, a pairing token): one
+/// `DELETE … RETURNING` of its user, the user's secret hash and its expiry,
+/// so of two concurrent takes only one gets the row back. `Some` if it had
+/// not expired at `now`; `what` names the user in an error.
+pub(super) fn take_unexpired(
+    conn: &SqlConn,
+    op: &str,
+    sql: &str,
+    hash: &SecretHash,
+    now: Millis,
+    what: &str,
+) -> StoreResult<Option<(UserId, SecretHash, Millis)>> {
+    let taken: Option<(String, String, Millis)> = one(conn, op, sql, [hash.as_str()], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    match taken {
+        Some((user, secret, expires_at)) if expires_at > now => {
+            let user =
+                UserId::parse(user).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+            Ok(Some((user, SecretHash::from_stored(secret), expires_at)))
+        }
+        _ => Ok(None),
+    }
 }
 
 pub(super) fn connection_id(row: &Row<'_>) -> rusqlite::Result<String> {

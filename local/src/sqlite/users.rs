@@ -4,10 +4,10 @@ use rusqlite::params;
 use tether_domain::auth::SecretHash;
 use tether_domain::ids::UserId;
 use tether_domain::model::{Millis, Ticket, User};
-use tether_domain::store::{StoreError, StoreResult};
+use tether_domain::store::StoreResult;
 
 use super::rows::{user_row, USER_COLS};
-use super::sql::{self, all, exec, one};
+use super::sql::{self, all, exec, one, take_unexpired};
 use super::SqliteStore;
 
 pub(super) async fn create_user(store: &SqliteStore, user: &User) -> StoreResult<()> {
@@ -126,27 +126,19 @@ pub(super) async fn take_ticket(
     let hash = hash.clone();
     store
         .run("take_ticket", move |conn| {
-            // One DELETE ... RETURNING: of two concurrent takes, only one
-            // gets the row back.
-            let taken: Option<(String, String, Millis)> = one(
+            let taken = take_unexpired(
                 conn,
                 "take_ticket",
                 &sql::TAKE_TICKET,
-                [hash.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                &hash,
+                now,
+                "ticket user",
             )?;
-            match taken {
-                Some((user, user_secret, expires_at)) if expires_at > now => {
-                    let user = UserId::parse(user)
-                        .map_err(|e| StoreError::Corrupt(format!("ticket user: {e}")))?;
-                    Ok(Some(Ticket {
-                        user,
-                        user_secret: SecretHash::from_stored(user_secret),
-                        expires_at,
-                    }))
-                }
-                _ => Ok(None),
-            }
+            Ok(taken.map(|(user, user_secret, expires_at)| Ticket {
+                user,
+                user_secret,
+                expires_at,
+            }))
         })
         .await
 }

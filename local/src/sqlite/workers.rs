@@ -6,10 +6,10 @@ use tether_domain::auth::SecretHash;
 use tether_domain::ids::{ConnectionId, UserId, WorkerId};
 use tether_domain::model::{Millis, PairingToken, Worker, WorkerStatus};
 use tether_domain::protocol::AgentReport;
-use tether_domain::store::{StoreError, StoreResult, WorkerProfile};
+use tether_domain::store::{StoreResult, WorkerProfile};
 
 use super::rows::{to_json, worker_row, WORKER_COLS};
-use super::sql::{self, all, commit, exec, immediate, one, opt_json};
+use super::sql::{self, all, commit, exec, immediate, one, opt_json, take_unexpired};
 use super::SqliteStore;
 
 /// Inserts a worker row; a taken credential hash is a `Conflict`.
@@ -75,26 +75,19 @@ pub(super) async fn take_pairing_token(
     let hash = hash.clone();
     store
         .run("take_pairing_token", move |conn| {
-            // One DELETE ... RETURNING, as `take_ticket`.
-            let taken: Option<(String, String, Millis)> = one(
+            let taken = take_unexpired(
                 conn,
                 "take_pairing_token",
                 &sql::TAKE_PAIRING_TOKEN,
-                [hash.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                &hash,
+                now,
+                "pairing token owner",
             )?;
-            match taken {
-                Some((owner, owner_secret, expires_at)) if expires_at > now => {
-                    let owner = UserId::parse(owner)
-                        .map_err(|e| StoreError::Corrupt(format!("pairing token owner: {e}")))?;
-                    Ok(Some(PairingToken {
-                        owner,
-                        owner_secret: SecretHash::from_stored(owner_secret),
-                        expires_at,
-                    }))
-                }
-                _ => Ok(None),
-            }
+            Ok(taken.map(|(owner, owner_secret, expires_at)| PairingToken {
+                owner,
+                owner_secret,
+                expires_at,
+            }))
         })
         .await
 }
