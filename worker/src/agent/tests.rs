@@ -233,6 +233,8 @@ struct Host {
     frames: mpsc::UnboundedReceiver<ClientFrame>,
     opencode: FakeOpencode,
     session: SessionId,
+    /// The message the host sends (one per test).
+    message: MessageId,
 }
 
 /// What the host heard of one answer.
@@ -271,6 +273,7 @@ impl Host {
             frames,
             opencode: opencode.clone(),
             session: SessionId::parse("s1").expect("id"),
+            message: MessageId::parse("m1").expect("id"),
         };
         host.input(Input::OpencodeUp(opencode, Models::default()));
         host.input(Input::Relay(RelayEvent::Connected));
@@ -315,9 +318,9 @@ impl Host {
         }
     }
 
-    /// Starts the session and sends it a message, as the host does; returns
-    /// once the loop says the message started.
-    async fn dispatch(&mut self) -> MessageId {
+    /// Starts the session and sends it the message, as the host does;
+    /// returns once the loop says the message started.
+    async fn dispatch(&mut self) {
         let model = ModelRef {
             provider_id: "fake".into(),
             model_id: "m".into(),
@@ -332,18 +335,26 @@ impl Host {
             panic!("session_ready first: {ready:?}");
         };
         assert_eq!((session_id, agent_session_id), (self.session.clone(), self.opencode.session()));
-        let message = MessageId::parse("m1").expect("id");
         self.tell(ServerFrame::MessageDispatch {
             session_id: self.session.clone(),
             agent_session_id: Some(self.opencode.session()),
-            message_id: message.clone(),
+            message_id: self.message.clone(),
             number: 1,
             text: "hi".into(),
             model,
         });
         let started = self.next().await;
-        assert_eq!(started.request, Request::MessageStarted { message_id: message.clone() });
-        message
+        assert_eq!(started.request, Request::MessageStarted { message_id: self.message.clone() });
+    }
+
+    /// The user's answer to one of the message's prompts.
+    fn answer_prompt(&self, prompt_id: PromptId, answer: PromptAnswer) {
+        self.tell(ServerFrame::PromptAnswer {
+            prompt_id,
+            session_id: self.session.clone(),
+            message_id: self.message.clone(),
+            answer,
+        });
     }
 
     /// Reads the answer's frames, acknowledging each, until its completion
@@ -413,13 +424,13 @@ async fn an_answer_reaches_the_host_in_order_then_completes() {
 #[tokio::test]
 async fn an_abort_stops_opencode_and_the_answer_ends_aborted() {
     let mut host = Host::start("abort_hang").await;
-    let message = host.dispatch().await;
+    host.dispatch().await;
     let mut answer = Answer::default();
     let text = host.read(&mut answer, |c| matches!(c, ChunkBody::Text { .. })).await;
     assert!(text.is_some(), "some text first");
     host.tell(ServerFrame::MessageAbort {
         session_id: host.session.clone(),
-        message_id: message,
+        message_id: host.message.clone(),
     });
     host.answer(&mut answer).await;
     let (outcome, _, _) = answer.completion.clone().expect("completed");
@@ -443,14 +454,7 @@ async fn a_permission_is_asked_answered_and_the_answer_goes_on() {
         panic!("a permission request: {answer:?}");
     };
     assert_eq!(permission, "bash");
-    host.tell(ServerFrame::PromptAnswer {
-        prompt_id: prompt_id.clone(),
-        session_id: host.session.clone(),
-        message_id: MessageId::parse("m1").expect("id"),
-        answer: PromptAnswer::Permission {
-            reply: PermissionReply::Once,
-        },
-    });
+    host.answer_prompt(prompt_id.clone(), PromptAnswer::Permission { reply: PermissionReply::Once });
     host.answer(&mut answer).await;
     assert_eq!(answer.completion.as_ref().map(|c| c.0), Some(Outcome::Complete));
     // Told once opencode took it: before or after the answer's end.
@@ -478,14 +482,7 @@ async fn a_question_is_asked_and_its_answer_reaches_opencode() {
     let Some(ChunkBody::Question { prompt_id, .. }) = asked else {
         panic!("a question: {answer:?}");
     };
-    host.tell(ServerFrame::PromptAnswer {
-        prompt_id: prompt_id.clone(),
-        session_id: host.session.clone(),
-        message_id: MessageId::parse("m1").expect("id"),
-        answer: PromptAnswer::Question {
-            answers: vec![vec!["Blue".into()]],
-        },
-    });
+    host.answer_prompt(prompt_id.clone(), PromptAnswer::Question { answers: vec![vec!["Blue".into()]] });
     host.answer(&mut answer).await;
     assert_eq!(answer.completion.as_ref().map(|c| c.0), Some(Outcome::Complete));
     assert!(answer.chunks.iter().any(|c| matches!(&c.body,
