@@ -7,16 +7,21 @@
 //! its event stream dropped) is compared with it and only the difference
 //! goes out. So live streaming and reconciliation are one mechanism, and
 //! nothing is sent twice or lost.
+//!
+//! - `subagents`: the child sessions a turn's `task` calls start.
+//! - `tools`: a tool call's part as chunks, and edits as file edits.
+
+mod subagents;
+mod tools;
 
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 use tether_domain::ids::PromptId;
-use tether_domain::protocol::{ChunkBody, PermissionReply, SubagentStatus, SubagentTool, ToolStatus, Usage};
+use tether_domain::protocol::{ChunkBody, PermissionReply, ToolStatus, Usage};
 
-/// Longest description, tool summary or error a subagent chunk carries, in
-/// characters: each such chunk stays small, whatever the subagent does.
-const SUMMARY_MAX: usize = 300;
+use subagents::Child;
+use tools::on_tool;
 
 /// What an event meant for the turn, besides its chunks.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -43,38 +48,6 @@ struct ToolPart {
     title: Option<String>,
     output_sent: String,
     finished: bool,
-}
-
-/// A subagent: an opencode child session working for this turn (opencode's
-/// `task` tool starts one; its children's children count too).
-#[derive(Debug)]
-struct Child {
-    /// The session it works for: the turn's, or another child's.
-    parent: String,
-    /// The `task` call that started it.
-    call_id: Option<String>,
-    agent: String,
-    description: String,
-    status: SubagentStatus,
-    error: Option<String>,
-    /// What the last subagent chunk said of it.
-    sent: Option<Header>,
-    /// Its tool calls by part id: the status and summary last sent.
-    tools: HashMap<String, (ToolStatus, String)>,
-}
-
-type Header = (Option<String>, String, String, SubagentStatus, Option<String>);
-
-impl Child {
-    fn header(&self) -> Header {
-        (
-            self.call_id.clone(),
-            self.agent.clone(),
-            self.description.clone(),
-            self.status,
-            self.error.clone(),
-        )
-    }
 }
 
 /// One turn's translation state.
@@ -145,228 +118,9 @@ impl Turn {
         Self::event_session(event).is_some_and(|s| self.owns(s))
     }
 
-    /// The sessions of this turn's subagents, in the order they came.
-    pub fn subagents(&self) -> Vec<String> {
-        self.child_order.clone()
-    }
-
     /// When this turn's prompt went out (ms since the epoch, opencode's clock).
     pub fn started_at(&self) -> i64 {
         self.started_at
-    }
-
-    /// Ends every subagent still running, with the turn (once each): they
-    /// cannot run on once the answer is over.
-    pub fn close_subagents(&mut self, status: SubagentStatus, why: &str) -> Vec<ChunkBody> {
-        let mut fx = Effects::default();
-        for id in self.child_order.clone() {
-            if let Some(c) = self.children.get_mut(&id) {
-                if c.status == SubagentStatus::Running {
-                    c.status = status;
-                    if status != SubagentStatus::Completed {
-                        c.error = Some(why.to_owned());
-                    }
-                }
-            }
-            self.sync_child(&id, &mut fx);
-        }
-        fx.chunks
-    }
-
-    /// A child session under one this turn owns (from `session.created`,
-    /// `session.updated` or `GET /session/{id}/children`): adopted unless it
-    /// is older than the turn (an earlier turn's subagent).
-    fn adopt(&mut self, info: &Value, fx: &mut Effects) {
-        let (Some(id), Some(parent)) = (info["id"].as_str(), info["parentID"].as_str()) else {
-            return;
-        };
-        if id == self.session || !self.owns(parent) {
-            return;
-        }
-        if !self.children.contains_key(id) {
-            if info["time"]["created"].as_i64().unwrap_or(i64::MAX) < self.started_at {
-                return;
-            }
-            let (description, agent) = split_title(info["title"].as_str().unwrap_or_default());
-            self.new_child(id, parent, agent, description);
-        }
-        self.sync_child(id, fx);
-    }
-
-    fn new_child(&mut self, id: &str, parent: &str, agent: String, description: String) {
-        self.children.insert(
-            id.to_owned(),
-            Child {
-                parent: parent.to_owned(),
-                call_id: None,
-                agent,
-                description,
-                status: SubagentStatus::Running,
-                error: None,
-                sent: None,
-                tools: HashMap::new(),
-            },
-        );
-        self.child_order.push(id.to_owned());
-    }
-
-    /// A `task` tool part of a session this turn owns: the subagent it runs
-    /// (`metadata.sessionId`), its agent and description, and its end.
-    fn on_task(&mut self, owner: &str, part: &Value, fx: &mut Effects) {
-        let state = &part["state"];
-        let Some(id) = state["metadata"]["sessionId"].as_str() else { return };
-        if id == self.session {
-            return;
-        }
-        if !self.children.contains_key(id) {
-            self.new_child(id, owner, String::new(), String::new());
-        }
-        let Some(c) = self.children.get_mut(id) else { return };
-        if let Some(call) = part["callID"].as_str() {
-            c.call_id = Some(call.to_owned());
-        }
-        let input = &state["input"];
-        if let Some(agent) = input["subagent_type"].as_str().filter(|a| !a.is_empty()) {
-            c.agent = bounded(agent, 64);
-        }
-        if let Some(d) = input["description"].as_str().filter(|d| !d.is_empty()) {
-            c.description = bounded(d, SUMMARY_MAX);
-        }
-        match state["status"].as_str() {
-            Some("completed") if c.status == SubagentStatus::Running => c.status = SubagentStatus::Completed,
-            Some("error") if matches!(c.status, SubagentStatus::Running | SubagentStatus::Completed) => {
-                let error = state["error"].as_str().unwrap_or("the subagent failed");
-                c.status = if error.to_lowercase().contains("aborted") {
-                    SubagentStatus::Aborted
-                } else {
-                    SubagentStatus::Error
-                };
-                c.error = Some(bounded(error, SUMMARY_MAX));
-            }
-            _ => {}
-        }
-        self.sync_child(id, fx);
-    }
-
-    /// An event of a subagent's session: its prompts are the turn's, its
-    /// tool calls show in its chunks; its text, steps and idles are its own
-    /// business (its result reaches the answer through the `task` call).
-    fn on_child_event(&mut self, child: &str, event: &Value, fx: &mut Effects) {
-        let p = &event["properties"];
-        match event["type"].as_str().unwrap_or_default() {
-            "permission.asked" => self.on_permission(p, fx),
-            "permission.replied" => self.on_permission_replied(p, fx),
-            "question.asked" => self.on_question(p, fx),
-            "question.replied" | "question.rejected" => self.on_question_answered(p, fx),
-            "message.part.updated" if p["part"]["type"].as_str() == Some("tool") => {
-                self.on_child_tool(child, &p["part"], fx);
-            }
-            "session.error" => {
-                let err = &p["error"];
-                if let Some(c) = self.children.get_mut(child) {
-                    if c.status == SubagentStatus::Running {
-                        if err["name"].as_str() == Some("MessageAbortedError") {
-                            c.status = SubagentStatus::Aborted;
-                        } else {
-                            c.status = SubagentStatus::Error;
-                            let message = err["data"]["message"]
-                                .as_str()
-                                .or_else(|| err["message"].as_str())
-                                .or_else(|| err["name"].as_str())
-                                .unwrap_or("the subagent failed");
-                            c.error = Some(bounded(message, SUMMARY_MAX));
-                        }
-                    }
-                }
-                self.sync_child(child, fx);
-            }
-            _ => {}
-        }
-    }
-
-    /// One of a subagent's tool calls, live or read back: a chunk when its
-    /// status or summary changed.
-    fn on_child_tool(&mut self, child: &str, part: &Value, fx: &mut Effects) {
-        let Some(part_id) = part["id"].as_str() else { return };
-        if part["tool"].as_str() == Some("task") {
-            self.on_task(child, part, fx);
-        }
-        let state = &part["state"];
-        let status = tool_status(state["status"].as_str().unwrap_or("pending"));
-        let input = &state["input"];
-        if status == ToolStatus::Pending && input.as_object().is_none_or(|o| o.is_empty()) {
-            return;
-        }
-        let title = bounded(&summary(state), SUMMARY_MAX);
-        let Some(c) = self.children.get_mut(child) else { return };
-        if c.tools.get(part_id).is_some_and(|(s, t)| *s == status && *t == title) {
-            return;
-        }
-        // A finished call stays finished (a late running update is stale).
-        if c.tools.get(part_id).is_some_and(|(s, _)| matches!(s, ToolStatus::Completed | ToolStatus::Error)) {
-            return;
-        }
-        c.tools.insert(part_id.to_owned(), (status, title.clone()));
-        let tool = SubagentTool {
-            part_id: part_id.to_owned(),
-            call_id: part["callID"].as_str().unwrap_or_default().to_owned(),
-            tool: bounded(part["tool"].as_str().unwrap_or_default(), 64),
-            status,
-            title,
-        };
-        self.push_child(child, Some(tool), fx);
-    }
-
-    /// A chunk for a subagent if what it says of it changed.
-    fn sync_child(&mut self, id: &str, fx: &mut Effects) {
-        let Some(c) = self.children.get(id) else { return };
-        if c.sent.as_ref() == Some(&c.header()) {
-            return;
-        }
-        self.push_child(id, None, fx);
-    }
-
-    fn push_child(&mut self, id: &str, tool: Option<SubagentTool>, fx: &mut Effects) {
-        let session = self.session.clone();
-        let Some(c) = self.children.get_mut(id) else { return };
-        c.sent = Some(c.header());
-        fx.chunks.push(ChunkBody::Subagent {
-            subagent_id: id.to_owned(),
-            call_id: c.call_id.clone(),
-            parent_id: (c.parent != session).then(|| c.parent.clone()),
-            agent: c.agent.clone(),
-            description: c.description.clone(),
-            status: c.status,
-            error: c.error.clone(),
-            tool,
-        });
-    }
-
-    /// Reconciles with opencode's session tree after the event stream
-    /// dropped: `sessions` are child sessions (`GET /session/{id}/children`,
-    /// parents before their children), `messages` each child's messages.
-    /// Adopts the new ones and sends what changed of their tool calls.
-    pub fn reconcile_subagents(&mut self, sessions: &[Value], messages: &[(String, Vec<Value>)]) -> Vec<ChunkBody> {
-        let mut fx = Effects::default();
-        for info in sessions {
-            self.adopt(info, &mut fx);
-        }
-        for (child, list) in messages {
-            if !self.children.contains_key(child) {
-                continue;
-            }
-            for m in list {
-                if m["info"]["role"].as_str() != Some("assistant") {
-                    continue;
-                }
-                for part in m["parts"].as_array().into_iter().flatten() {
-                    if part["type"].as_str() == Some("tool") {
-                        self.on_child_tool(child, part, &mut fx);
-                    }
-                }
-            }
-        }
-        fx.chunks
     }
 
     /// Ignores the events of these messages (an earlier turn's, see
@@ -779,43 +533,6 @@ impl Turn {
     }
 }
 
-/// A child session's title is `DESCRIPTION (@AGENT subagent)`: its
-/// description and agent, until the `task` call tells them.
-fn split_title(title: &str) -> (String, String) {
-    if let Some(rest) = title.strip_suffix(" subagent)") {
-        if let Some(at) = rest.rfind(" (@") {
-            return (bounded(&rest[..at], SUMMARY_MAX), bounded(&rest[at + 3..], 64));
-        }
-    }
-    (bounded(title, SUMMARY_MAX), String::new())
-}
-
-/// A tool call in a line: its title, else the gist of its input.
-fn summary(state: &Value) -> String {
-    let input = &state["input"];
-    state["title"]
-        .as_str()
-        .filter(|t| !t.is_empty())
-        .or_else(|| {
-            ["command", "filePath", "path", "pattern", "url", "description", "query"]
-                .iter()
-                .find_map(|k| input[*k].as_str())
-        })
-        .unwrap_or_default()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// At most `max` characters of `s` (an ellipsis marks a cut).
-fn bounded(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
 /// Sends the part of `full` beyond what was `sent`. If the agent rewrote
 /// text already sent (rare), nothing is taken back: the stored answer keeps
 /// what streamed, and the completion's final text has the agent's version.
@@ -825,110 +542,4 @@ fn catch_up(sent: &mut String, full: &str, make: impl Fn(String) -> ChunkBody, f
         sent.push_str(&rest);
         fx.chunks.push(make(rest));
     }
-}
-
-fn tool_status(s: &str) -> ToolStatus {
-    match s {
-        "running" => ToolStatus::Running,
-        "completed" => ToolStatus::Completed,
-        "error" => ToolStatus::Error,
-        _ => ToolStatus::Pending,
-    }
-}
-
-fn on_tool(part_id: &str, tool: &mut ToolPart, part: &Value, fx: &mut Effects) {
-    if tool.finished {
-        return;
-    }
-    let state = &part["state"];
-    let status = tool_status(state["status"].as_str().unwrap_or("pending"));
-    tool.call_id = part["callID"].as_str().unwrap_or_default().to_owned();
-    tool.tool = part["tool"].as_str().unwrap_or_default().to_owned();
-    let input = state["input"].clone();
-    let title = state["title"].as_str().map(str::to_owned);
-    let changed = tool.status != Some(status) || tool.input != input || tool.title != title;
-    if changed && !(status == ToolStatus::Pending && input.as_object().is_none_or(|o| o.is_empty()) && tool.status.is_some()) {
-        tool.status = Some(status);
-        tool.input = input.clone();
-        tool.title = title.clone();
-        fx.chunks.push(ChunkBody::ToolCall {
-            part_id: part_id.to_owned(),
-            call_id: tool.call_id.clone(),
-            tool: tool.tool.clone(),
-            status,
-            input,
-            title,
-        });
-    }
-    // Output streams in `metadata.output` while running and lands in
-    // `output` when completed.
-    let output = match status {
-        ToolStatus::Completed => state["output"].as_str(),
-        _ => state["metadata"]["output"].as_str(),
-    };
-    if let Some(out) = output {
-        if out.len() > tool.output_sent.len() && out.starts_with(tool.output_sent.as_str()) {
-            let rest = out[tool.output_sent.len()..].to_owned();
-            tool.output_sent.push_str(&rest);
-            fx.chunks.push(ChunkBody::ToolOutput {
-                part_id: part_id.to_owned(),
-                call_id: tool.call_id.clone(),
-                delta: rest,
-            });
-        }
-    }
-    if matches!(status, ToolStatus::Completed | ToolStatus::Error) {
-        tool.finished = true;
-        if let Some(edit) = file_edit(&tool.tool, state) {
-            fx.chunks.push(edit);
-        }
-        fx.chunks.push(ChunkBody::ToolResult {
-            part_id: part_id.to_owned(),
-            call_id: tool.call_id.clone(),
-            status,
-            error: state["error"].as_str().map(str::to_owned),
-            metadata: state["metadata"].clone(),
-        });
-    }
-}
-
-/// A completed edit or write becomes a file edit with its diff.
-fn file_edit(tool: &str, state: &Value) -> Option<ChunkBody> {
-    if state["status"].as_str() != Some("completed") {
-        return None;
-    }
-    let meta = &state["metadata"];
-    let input = &state["input"];
-    let path = meta["filediff"]["file"]
-        .as_str()
-        .or_else(|| meta["filepath"].as_str())
-        .or_else(|| input["filePath"].as_str())
-        .or_else(|| input["path"].as_str())?
-        .to_owned();
-    match tool {
-        "edit" | "write" | "patch" | "multiedit" => {}
-        _ => return None,
-    }
-    let diff = meta["diff"]
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| {
-            // A new file: its whole content as additions.
-            input["content"].as_str().map(|c| {
-                let lines: Vec<String> = c.lines().map(|l| format!("+{l}")).collect();
-                format!("--- /dev/null\n+++ {path}\n@@ -0,0 +1,{} @@\n{}\n", lines.len(), lines.join("\n"))
-            })
-        })?;
-    let additions = meta["filediff"]["additions"]
-        .as_u64()
-        .unwrap_or_else(|| diff.lines().filter(|l| l.starts_with('+') && !l.starts_with("+++")).count() as u64) as u32;
-    let deletions = meta["filediff"]["deletions"]
-        .as_u64()
-        .unwrap_or_else(|| diff.lines().filter(|l| l.starts_with('-') && !l.starts_with("---")).count() as u64) as u32;
-    Some(ChunkBody::FileEdit {
-        path,
-        diff,
-        additions,
-        deletions,
-    })
 }
