@@ -292,8 +292,10 @@ async fn stops_cleanly_on(signal: &str) {
 }
 
 /// An `npm` for the test's `PATH`: its first run fails (as npm does with no
-/// network); later ones "install" `opencode` (the stub) under `--prefix`.
-/// Each run appends its arguments to `npm.log` beside it.
+/// network), once the test has made `root/go`, so that the host has heard
+/// the worker's hello first whatever the machine's load; later runs
+/// "install" `opencode` (the stub) under `--prefix`. Each run appends its
+/// arguments to `npm.log` beside it.
 fn npm_stub(root: &Path, opencode: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
     let bin = root.join("bin");
@@ -305,12 +307,16 @@ fn npm_stub(root: &Path, opencode: &Path) -> PathBuf {
         format!(
             "#!/bin/sh
              echo \"$@\" >> '{log}'
-             if [ \"$(wc -l < '{log}')\" -le 1 ]; then echo 'npm error network' >&2; exit 1; fi
+             if [ \"$(wc -l < '{log}')\" -le 1 ]; then
+               i=0; while [ ! -e '{go}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+               echo 'npm error network' >&2; exit 1
+             fi
              while [ $# -gt 0 ]; do [ \"$1\" = --prefix ] && prefix=$2; shift; done
              mkdir -p \"$prefix/node_modules/.bin\"
              cp '{opencode}' \"$prefix/node_modules/.bin/opencode\"
 ",
             log = log.display(),
+            go = root.join("go").display(),
             opencode = opencode.display(),
         ),
     )
@@ -364,6 +370,8 @@ async fn a_worker_without_opencode_says_it_installs_it_then_starts_it() {
         let state = report["state"].as_str().expect("a state").to_owned();
         let reason = report["reason"].as_str().map(str::to_owned);
         reports.push((state, reason, report["at"].as_i64().expect("a time")));
+        // The hello is in: the first install may fail now.
+        std::fs::write(root.path().join("go"), "").expect("let the first install fail");
     }
     let mut states: Vec<&str> = reports.iter().map(|r| r.0.as_str()).collect();
     states.dedup();
