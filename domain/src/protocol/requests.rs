@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use strum::{IntoStaticStr, VariantNames};
 
 use super::{
     AgentReport, ChunkIn, Cursor, ModelInfo, ModelRef, Outcome, PendingCursor, PromptAnswer,
@@ -10,10 +11,12 @@ use crate::error::{ApiError, ErrorCode};
 use crate::ids::{MessageId, PromptId, RequestId, SessionId, WorkerId};
 use crate::model::{AgentState, Millis};
 
-/// Every action a client may send, tagged by `action`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Every action a client may send, tagged by `action`. The route keys
+/// ([`ACTIONS`]) are derived from the variants' names, as the tags are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, VariantNames, IntoStaticStr)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields))]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+#[strum(serialize_all = "snake_case")]
 pub enum Request {
     // --- either role ---
     /// Keeps the connection alive and refreshes presence.
@@ -178,69 +181,15 @@ pub enum Request {
 impl Request {
     /// The route key of this request.
     pub fn action(&self) -> &'static str {
-        match self {
-            Self::Ping {} => "ping",
-            Self::Me {} => "me",
-            Self::MachineList {} => "machine_list",
-            Self::PairingList { .. } => "pairing_list",
-            Self::PairingLookup { .. } => "pairing_lookup",
-            Self::PairingApprove { .. } => "pairing_approve",
-            Self::PairingReject { .. } => "pairing_reject",
-            Self::PairingTokenCreate {} => "pairing_token_create",
-            Self::WorkerRevoke { .. } => "worker_revoke",
-            Self::SessionStart { .. } => "session_start",
-            Self::SessionList { .. } => "session_list",
-            Self::SessionWatch { .. } => "session_watch",
-            Self::SessionUnwatch { .. } => "session_unwatch",
-            Self::SessionHistory { .. } => "session_history",
-            Self::SessionEnd { .. } => "session_end",
-            Self::MessageSend { .. } => "message_send",
-            Self::MessageAbort { .. } => "message_abort",
-            Self::PromptReply { .. } => "prompt_reply",
-            Self::WorkerHello { .. } => "worker_hello",
-            Self::AgentState { .. } => "agent_state",
-            Self::SessionTitle { .. } => "session_title",
-            Self::SessionReady { .. } => "session_ready",
-            Self::SessionFailed { .. } => "session_failed",
-            Self::MessageStarted { .. } => "message_started",
-            Self::Chunks { .. } => "chunks",
-            Self::MessageComplete { .. } => "message_complete",
-            Self::PromptDelivered { .. } => "prompt_delivered",
-        }
+        self.into()
     }
 }
 
-/// Every route key, for gateways that route on `action` (the AWS template
-/// declares one route per entry).
-pub const ACTIONS: &[&str] = &[
-    "ping",
-    "me",
-    "machine_list",
-    "pairing_list",
-    "pairing_lookup",
-    "pairing_approve",
-    "pairing_reject",
-    "pairing_token_create",
-    "worker_revoke",
-    "session_start",
-    "session_list",
-    "session_watch",
-    "session_unwatch",
-    "session_history",
-    "session_end",
-    "message_send",
-    "message_abort",
-    "prompt_reply",
-    "worker_hello",
-    "agent_state",
-    "session_title",
-    "session_ready",
-    "session_failed",
-    "message_started",
-    "chunks",
-    "message_complete",
-    "prompt_delivered",
-];
+/// Every route key: what a frame's `action` may be. A gateway routes every
+/// frame to one handler (API Gateway's `$default` route), and a frame whose
+/// `action` is not here is refused as `unknown_action` before its fields
+/// are read.
+pub const ACTIONS: &[&str] = Request::VARIANTS;
 
 /// A parsed client frame.
 #[derive(Clone, Debug, PartialEq)]
@@ -340,5 +289,21 @@ fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_key_is_a_tag_serde_reads() {
+        for action in ACTIONS {
+            let frame = serde_json::json!({ "action": action });
+            if let Err(e) = serde_json::from_value::<Request>(frame) {
+                let e = e.to_string();
+                assert!(!e.contains("unknown variant"), "{action}: {e}");
+            }
+        }
     }
 }

@@ -14,7 +14,8 @@ import type { SessionId } from "./SessionId";
 import type { WorkerId } from "./WorkerId";
 
 /**
- * Every action a client may send, tagged by `action`.
+ * Every action a client may send, tagged by `action`. The route keys
+ * ([`ACTIONS`]) are derived from the variants' names, as the tags are.
  */
 export type Request = { "action": "ping", } | { "action": "me", } | { "action": "machine_list", } | { "action": "pairing_list", 
 /**
