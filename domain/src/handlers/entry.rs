@@ -8,7 +8,7 @@ use crate::auth::Secret;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{ConnectionId, UserId};
 use crate::model::{Connection, Millis, Principal, Ticket, Worker, WorkerStatus};
-use crate::protocol::{ClientFrame, Request, ServerFrame, TicketData, PROTOCOL_VERSION};
+use crate::protocol::{ClientFrame, Reply, Request, ServerFrame, TicketData, PROTOCOL_VERSION};
 use crate::push::Push;
 use crate::store::Store;
 
@@ -164,7 +164,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         };
         let id = frame.id.clone();
         match self.route(conn, frame.request, now).await {
-            Ok(data) => ServerFrame::ok(id, data),
+            Ok(reply) => ServerFrame::ok(id, reply.to_value()),
             Err(e) => {
                 debug!(code = e.code.as_str(), message = %e.message, "request refused");
                 ServerFrame::err(Some(id), e)
@@ -203,14 +203,14 @@ impl<S: Store, P: Push> Domain<S, P> {
         conn: &ConnectionId,
         request: Request,
         now: Millis,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<Reply, ApiError> {
         let caller = self.caller(conn, now).await?;
         // The actions' futures are boxed: each holds its store calls' (the
         // DynamoDB SDK's are large), and a frame's whole future otherwise
         // sits on the caller's stack.
         match (&caller, request) {
-            (_, Request::Ping {}) => self.ping(&caller, now).await,
-            (_, Request::Me {}) => self.me(&caller).await,
+            (_, Request::Ping {}) => self.ping(&caller, now).await.map(Reply::Ping),
+            (_, Request::Me {}) => self.me(&caller).await.map(Reply::Me),
             (Caller::User { conn, user }, request) => {
                 Box::pin(self.user_action(conn, user, request, now)).await
             }

@@ -32,7 +32,6 @@
 
 use std::net::IpAddr;
 
-use serde_json::{json, Value};
 use tracing::info;
 
 use crate::auth::{self, Secret};
@@ -41,6 +40,7 @@ use crate::ids::{UserId, WorkerId};
 use crate::model::{Millis, PairingToken, User, Worker, WorkerStatus};
 use crate::protocol::{
     PairData, PairRequest, PairingListData, PairingTokenData, PendingCursor, ServerFrame,
+    WorkerData,
 };
 use crate::push::Push;
 use crate::store::{Store, StoreError};
@@ -404,7 +404,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         after: Option<PendingCursor>,
         limit: Option<u32>,
         now: Millis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<PairingListData, ApiError> {
         if !self.caller_user(user).await?.admin {
             return Err(ApiError::forbidden(
                 "only admins see unclaimed pairings; approve a worker with its code",
@@ -434,14 +434,14 @@ impl<S: Store, P: Push> Domain<S, P> {
             used += size;
             page.workers.push(view);
         }
-        Ok(json(&page))
+        Ok(page)
     }
 
     /// `pairing_lookup`: the worker behind a code, before deciding.
-    pub(crate) async fn pairing_lookup(&self, user: &UserId, code: &str, now: Millis) -> Result<Value, ApiError> {
+    pub(crate) async fn pairing_lookup(&self, user: &UserId, code: &str, now: Millis) -> Result<WorkerData, ApiError> {
         self.pairing_attempt(user, now).await?;
         let w = self.pending_by_code(code, now).await?;
-        Ok(json!({ "worker": worker_view(&w, now, self.config.presence_timeout_ms) }))
+        Ok(WorkerData { worker: worker_view(&w, now, self.config.presence_timeout_ms) })
     }
 
     async fn pending_by_code(&self, code: &str, now: Millis) -> Result<Worker, ApiError> {
@@ -470,7 +470,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         name: Option<String>,
         approve: bool,
         now: Millis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<WorkerData, ApiError> {
         self.pairing_attempt(user, now).await?;
         let worker = self.pending_by_code(code, now).await?;
         let name = name.map(|n| clean_label(&n, "name", MAX_NAME_LEN)).transpose()?;
@@ -484,12 +484,12 @@ impl<S: Store, P: Push> Domain<S, P> {
             .decide_pending(&worker.id, to, &by, name.as_deref(), now)
             .await?
             .ok_or_else(|| ApiError::not_found("pairing code"))?;
-        Ok(json!({ "worker": worker_view(&updated, now, self.config.presence_timeout_ms) }))
+        Ok(WorkerData { worker: worker_view(&updated, now, self.config.presence_timeout_ms) })
     }
 
     /// `pairing_token_create`: a one-time token that pairs a headless
     /// worker to the caller, shown once and kept hashed.
-    pub(crate) async fn pairing_token_create(&self, user: &UserId, now: Millis) -> Result<Value, ApiError> {
+    pub(crate) async fn pairing_token_create(&self, user: &UserId, now: Millis) -> Result<PairingTokenData, ApiError> {
         self.pairing_attempt(user, now).await?;
         let owner = self.caller_user(user).await?;
         let token = Secret::generate("tpt_");
@@ -500,10 +500,10 @@ impl<S: Store, P: Push> Domain<S, P> {
             expires_at,
         };
         self.store.put_pairing_token(&token.hash(), &record).await?;
-        Ok(json(&PairingTokenData {
+        Ok(PairingTokenData {
             token: token.expose().to_owned(),
             expires_at,
-        }))
+        })
     }
 
     /// `worker_revoke`: by the worker's owner or an admin. Anyone else gets
@@ -513,7 +513,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         user: &UserId,
         worker_id: &WorkerId,
         now: Millis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<WorkerData, ApiError> {
         let worker = self
             .store
             .worker(worker_id)
@@ -537,7 +537,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         // What the port could not close can do nothing more: its record is gone.
         self.disconnect_revoked(&updated.id, now).await?;
         self.announce_worker(&updated.id, None, now).await;
-        Ok(json!({ "worker": worker_view(&updated, now, self.config.presence_timeout_ms) }))
+        Ok(WorkerData { worker: worker_view(&updated, now, self.config.presence_timeout_ms) })
     }
 }
 

@@ -1,7 +1,5 @@
 //! Actions of users (browser connections) and the two either role may take.
 
-use serde_json::{json, Value};
-
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{MessageId, SessionId, UserId, WorkerId};
 use crate::model::{
@@ -9,20 +7,21 @@ use crate::model::{
     WorkerStatus,
 };
 use crate::protocol::{
-    MeData, ModelRef, PromptAnswer, Request, Role, ServerFrame, MAX_TEXT_BYTES,
+    Empty, MachineListData, MeData, MessageData, ModelRef, PingData, PromptAnswer, PromptReplyData,
+    Reply, Request, Role, ServerFrame, SessionData, SessionListData, MAX_TEXT_BYTES,
     PROTOCOL_VERSION,
 };
 use crate::push::Push;
 use crate::store::{Capped, Inserted, MessagePatch, SessionPatch, Store};
 
 use super::entry::{clean_label, Caller};
-use super::support::{json, machines, message_view, session_view, worker_view};
+use super::support::{machines, message_view, session_view, worker_view};
 use super::Domain;
 
 const MAX_TITLE_LEN: usize = 200;
 
 impl<S: Store, P: Push> Domain<S, P> {
-    pub(crate) async fn ping(&self, caller: &Caller, now: Millis) -> Result<Value, ApiError> {
+    pub(crate) async fn ping(&self, caller: &Caller, now: Millis) -> Result<PingData, ApiError> {
         match caller {
             Caller::User { conn, .. } => self.store.touch_connection(&conn.id, now).await?,
             Caller::Worker { conn, worker } => {
@@ -41,11 +40,14 @@ impl<S: Store, P: Push> Domain<S, P> {
                 }
             }
         }
-        Ok(json!({ "now": now, "heartbeat_ms": self.config.heartbeat_ms }))
+        Ok(PingData {
+            now,
+            heartbeat_ms: self.config.heartbeat_ms,
+        })
     }
 
-    pub(crate) async fn me(&self, caller: &Caller) -> Result<Value, ApiError> {
-        let data = match caller {
+    pub(crate) async fn me(&self, caller: &Caller) -> Result<MeData, ApiError> {
+        Ok(match caller {
             Caller::User { user, .. } => {
                 let u = self
                     .store
@@ -73,8 +75,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 pairing_code: worker.pairing_code.clone(),
                 heartbeat_ms: self.config.heartbeat_ms,
             },
-        };
-        Ok(json(&data))
+        })
     }
 
     pub(crate) async fn user_action(
@@ -83,26 +84,36 @@ impl<S: Store, P: Push> Domain<S, P> {
         user: &UserId,
         request: Request,
         now: Millis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Reply, ApiError> {
         match request {
-            Request::MachineList {} => self.machine_list(user, now).await,
-            Request::PairingList { after, limit } => self.pairing_list(user, after, limit, now).await,
-            Request::PairingLookup { code } => self.pairing_lookup(user, &code, now).await,
-            Request::PairingApprove { code, name } => {
-                self.pairing_decide(user, &code, name, true, now).await
+            Request::MachineList {} => self.machine_list(user, now).await.map(Reply::MachineList),
+            Request::PairingList { after, limit } => {
+                self.pairing_list(user, after, limit, now).await.map(Reply::PairingList)
             }
-            Request::PairingReject { code } => self.pairing_decide(user, &code, None, false, now).await,
-            Request::PairingTokenCreate {} => self.pairing_token_create(user, now).await,
-            Request::WorkerRevoke { worker_id } => self.worker_revoke(user, &worker_id, now).await,
+            Request::PairingLookup { code } => {
+                self.pairing_lookup(user, &code, now).await.map(Reply::PairingLookup)
+            }
+            Request::PairingApprove { code, name } => {
+                self.pairing_decide(user, &code, name, true, now).await.map(Reply::PairingApprove)
+            }
+            Request::PairingReject { code } => {
+                self.pairing_decide(user, &code, None, false, now).await.map(Reply::PairingReject)
+            }
+            Request::PairingTokenCreate {} => {
+                self.pairing_token_create(user, now).await.map(Reply::PairingTokenCreate)
+            }
+            Request::WorkerRevoke { worker_id } => {
+                self.worker_revoke(user, &worker_id, now).await.map(Reply::WorkerRevoke)
+            }
             Request::SessionStart {
                 session_id,
                 worker_id,
                 model,
                 title,
-            } => {
-                self.session_start(user, session_id, &worker_id, model, title, now)
-                    .await
-            }
+            } => self
+                .session_start(user, session_id, &worker_id, model, title, now)
+                .await
+                .map(Reply::SessionStart),
             Request::SessionList {
                 worker_id,
                 before,
@@ -118,7 +129,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                     .await?;
                 let sessions = self.settle_busy(sessions, now).await?;
                 let views: Vec<_> = sessions.iter().map(session_view).collect();
-                Ok(json!({ "sessions": views }))
+                Ok(Reply::SessionList(SessionListData { sessions: views }))
             }
             Request::SessionWatch { session_id, after } => {
                 let session = self.owned_session(user, &session_id).await?;
@@ -129,26 +140,33 @@ impl<S: Store, P: Push> Domain<S, P> {
                     return Err(ApiError::new(ErrorCode::Unauthorized, "this connection is gone; reconnect"));
                 }
                 let page = self.history_page(&session, after.unwrap_or_default()).await?;
-                Ok(json(&page))
+                Ok(Reply::SessionWatch(page))
             }
             Request::SessionUnwatch { session_id } => {
                 let session = self.owned_session(user, &session_id).await?;
                 self.store.unwatch(&session.id, &conn.id).await?;
-                Ok(json!({}))
+                Ok(Reply::SessionUnwatch(Empty {}))
             }
             Request::SessionHistory { session_id, after } => {
                 let session = self.owned_session(user, &session_id).await?;
                 let session = self.settle_if_worker_gone(session, now).await?;
                 let page = self.history_page(&session, after.unwrap_or_default()).await?;
-                Ok(json(&page))
+                Ok(Reply::SessionHistory(page))
             }
-            Request::SessionEnd { session_id } => self.session_end(user, &session_id, now).await,
+            Request::SessionEnd { session_id } => {
+                self.session_end(user, &session_id, now).await.map(Reply::SessionEnd)
+            }
             Request::MessageSend {
                 session_id,
                 message_id,
                 text,
-            } => self.message_send(user, &session_id, message_id, text, now).await,
-            Request::MessageAbort { message_id } => self.message_abort(user, &message_id, now).await,
+            } => self
+                .message_send(user, &session_id, message_id, text, now)
+                .await
+                .map(Reply::MessageSend),
+            Request::MessageAbort { message_id } => {
+                self.message_abort(user, &message_id, now).await.map(Reply::MessageAbort)
+            }
             Request::PromptReply { prompt_id, answer } => {
                 let prompt = self
                     .store
@@ -189,20 +207,20 @@ impl<S: Store, P: Push> Domain<S, P> {
                     };
                     self.to_worker(&worker, &frame, now).await;
                 }
-                Ok(json!({ "prompt_id": answered.id }))
+                Ok(Reply::PromptReply(PromptReplyData { prompt_id: answered.id }))
             }
             _ => Err(ApiError::forbidden("only workers may take this action")),
         }
     }
 
-    async fn machine_list(&self, user: &UserId, now: Millis) -> Result<Value, ApiError> {
+    async fn machine_list(&self, user: &UserId, now: Millis) -> Result<MachineListData, ApiError> {
         let workers = self.store.workers_of(user).await?;
         let views = workers
             .iter()
             .filter(|w| w.status != WorkerStatus::Rejected)
             .map(|w| worker_view(w, now, self.config.presence_timeout_ms))
             .collect();
-        Ok(json!({ "machines": machines(views) }))
+        Ok(MachineListData { machines: machines(views) })
     }
 
     pub(crate) async fn owned_worker(&self, user: &UserId, id: &WorkerId) -> Result<Worker, ApiError> {
@@ -229,7 +247,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         model: ModelRef,
         title: Option<String>,
         now: Millis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<SessionData, ApiError> {
         let worker = self.owned_worker(user, worker_id).await?;
         if worker.status != WorkerStatus::Approved {
             return Err(ApiError::new(ErrorCode::WorkerNotApproved, "this worker is not approved"));
@@ -286,11 +304,11 @@ impl<S: Store, P: Push> Domain<S, P> {
                 };
                 self.to_worker(&worker, &frame, now).await;
                 self.announce_session(&s, now).await;
-                Ok(json!({ "session": session_view(&s) }))
+                Ok(SessionData { session: session_view(&s) })
             }
             Capped::Done(Inserted::Existing(s)) => {
                 if s.owner == session.owner && s.worker == session.worker && s.model == session.model {
-                    Ok(json!({ "session": session_view(&s) }))
+                    Ok(SessionData { session: session_view(&s) })
                 } else {
                     Err(ApiError::new(ErrorCode::Conflict, "this session id is taken"))
                 }
@@ -298,7 +316,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         }
     }
 
-    async fn session_end(&self, user: &UserId, id: &SessionId, now: Millis) -> Result<Value, ApiError> {
+    async fn session_end(&self, user: &UserId, id: &SessionId, now: Millis) -> Result<SessionData, ApiError> {
         let session = self.owned_session(user, id).await?;
         let ended = match self
             .store
@@ -313,7 +331,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         {
             Some(s) => s,
             // Ending twice is harmless.
-            None => return Ok(json!({ "session": session_view(&session) })),
+            None => return Ok(SessionData { session: session_view(&session) }),
         };
         // Messages that never reached the agent end here; running ones end
         // when the worker reports them aborted, or here too if it is offline
@@ -338,7 +356,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             self.to_worker(&worker, &frame, now).await;
         }
         self.announce_session(&ended, now).await;
-        Ok(json!({ "session": session_view(&ended) }))
+        Ok(SessionData { session: session_view(&ended) })
     }
 
     async fn message_send(
@@ -348,7 +366,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         message_id: MessageId,
         text: String,
         now: Millis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<MessageData, ApiError> {
         if text.trim().is_empty() {
             return Err(ApiError::bad_request("text must not be empty"));
         }
@@ -402,7 +420,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             Capped::Done(Inserted::New(m)) => m,
             Capped::Done(Inserted::Existing(m)) => {
                 return if m.session == message.session && m.owner == message.owner && m.text == message.text {
-                    Ok(json!({ "message": message_view(&m) }))
+                    Ok(MessageData { message: message_view(&m) })
                 } else {
                     Err(ApiError::new(ErrorCode::Conflict, "this message id is taken"))
                 };
@@ -410,7 +428,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         };
         self.announce_message(&stored, now).await;
         let stored = self.dispatch(&worker, &session, stored, now).await?;
-        Ok(json!({ "message": message_view(&stored) }))
+        Ok(MessageData { message: message_view(&stored) })
     }
 
     /// Pushes a queued message to its worker if the session is ready and the
@@ -460,7 +478,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         }
     }
 
-    async fn message_abort(&self, user: &UserId, id: &MessageId, now: Millis) -> Result<Value, ApiError> {
+    async fn message_abort(&self, user: &UserId, id: &MessageId, now: Millis) -> Result<MessageData, ApiError> {
         let message = self
             .store
             .message(id)
@@ -468,7 +486,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             .filter(|m| &m.owner == user)
             .ok_or_else(|| ApiError::not_found("message"))?;
         if message.status.is_final() {
-            return Ok(json!({ "message": message_view(&message) }));
+            return Ok(MessageData { message: message_view(&message) });
         }
         let worker = self.store.worker(&message.worker).await?;
         let offline = !worker
@@ -486,7 +504,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 Some(m) => m,
                 None => self.store.message(&message.id).await?.unwrap_or(message),
             };
-            return Ok(json!({ "message": message_view(&current) }));
+            return Ok(MessageData { message: message_view(&current) });
         }
         let was_queued = message.status == MessageStatus::Queued;
         // Not yet with the agent: it ends here. The worker is told as well,
@@ -522,7 +540,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 self.to_worker(&worker, &frame, now).await;
             }
         }
-        Ok(json!({ "message": message_view(&current) }))
+        Ok(MessageData { message: message_view(&current) })
     }
 
     /// Applies the worker lease to the busy sessions of a list, reading

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 
-use serde_json::{json, Value};
 use tracing::info;
 
 use crate::error::{ApiError, ErrorCode};
@@ -12,8 +11,9 @@ use crate::model::{
     SessionStatus, TitleSource, Worker, WorkerStatus,
 };
 use crate::protocol::{
-    AgentReport, ChunkBody, ChunkIn, ChunksAck, Outcome, Request, ServerFrame,
-    MAX_AGENT_REASON_BYTES, MAX_AGENT_TITLE_CHARS, MAX_FRAME_BYTES,
+    AgentReport, ChunkBody, ChunkIn, ChunksAck, Empty, HelloApproved, HelloData, MessageData,
+    Outcome, Reply, Request, ServerFrame, SessionData, WorkerData, MAX_AGENT_REASON_BYTES,
+    MAX_AGENT_TITLE_CHARS, MAX_FRAME_BYTES,
 };
 use crate::push::Push;
 use crate::store::{Inserted, MessagePatch, SessionPatch, Store, WorkerProfile};
@@ -35,7 +35,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         worker: &Worker,
         request: Request,
         now: Millis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Reply, ApiError> {
         if let Request::WorkerHello {
             machine,
             name,
@@ -58,13 +58,16 @@ impl<S: Store, P: Push> Domain<S, P> {
             let agent = agent
                 .map(|a| agent_report(a.state, a.reason, a.at))
                 .transpose()?;
-            return self.hello(conn, worker, profile, agent, active_messages, now).await;
+            return self
+                .hello(conn, worker, profile, agent, active_messages, now)
+                .await
+                .map(Reply::WorkerHello);
         }
         // A worker waiting for approval may say this too: its owner sees it
         // from the moment of approval.
         if let Request::AgentState { state, reason, at } = request {
             let report = agent_report(state, reason, at)?;
-            return self.agent_state(worker, report, now).await;
+            return self.agent_state(worker, report, now).await.map(Reply::AgentState);
         }
         if worker.status != WorkerStatus::Approved {
             return Err(ApiError::new(
@@ -76,27 +79,35 @@ impl<S: Store, P: Push> Domain<S, P> {
             Request::SessionReady {
                 session_id,
                 agent_session_id,
-            } => self.session_ready(worker, &session_id, agent_session_id, now).await,
-            Request::SessionFailed { session_id, error } => {
-                self.session_failed(worker, &session_id, error, now).await
-            }
-            Request::SessionTitle { session_id, title } => {
-                self.session_title(worker, &session_id, &title, now).await
-            }
+            } => self
+                .session_ready(worker, &session_id, agent_session_id, now)
+                .await
+                .map(Reply::SessionReady),
+            Request::SessionFailed { session_id, error } => self
+                .session_failed(worker, &session_id, error, now)
+                .await
+                .map(Reply::SessionFailed),
+            Request::SessionTitle { session_id, title } => self
+                .session_title(worker, &session_id, &title, now)
+                .await
+                .map(Reply::SessionTitle),
             Request::MessageStarted { message_id } => {
                 let message = self.worker_message(worker, &message_id).await?;
                 let m = self.start_message(&message, now).await?;
-                Ok(json!({ "message": message_view(&m) }))
+                Ok(Reply::MessageStarted(MessageData { message: message_view(&m) }))
             }
             Request::Chunks { message_id, chunks } => {
-                self.chunks(worker, &message_id, chunks, now).await
+                self.chunks(worker, &message_id, chunks, now).await.map(Reply::Chunks)
             }
             Request::MessageComplete {
                 message_id,
                 outcome,
                 chunk_count,
                 error,
-            } => self.complete(worker, &message_id, outcome, chunk_count, error, now).await,
+            } => self
+                .complete(worker, &message_id, outcome, chunk_count, error, now)
+                .await
+                .map(Reply::MessageComplete),
             Request::PromptDelivered { prompt_id } => {
                 let prompt = self
                     .store
@@ -105,7 +116,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                     .filter(|p| p.worker == worker.id)
                     .ok_or_else(|| ApiError::not_found("prompt"))?;
                 self.store.set_prompt_delivered(&prompt.id).await?;
-                Ok(json!({}))
+                Ok(Reply::PromptDelivered(Empty {}))
             }
             _ => Err(ApiError::forbidden("only users may take this action")),
         }
@@ -121,7 +132,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         agent: Option<AgentReport>,
         active: Vec<MessageId>,
         now: Millis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<HelloData, ApiError> {
         self.store.set_worker_profile(&worker.id, &profile).await?;
         if let Some(report) = &agent {
             // A report older than the stored one changes nothing.
@@ -136,10 +147,11 @@ impl<S: Store, P: Push> Domain<S, P> {
             .await?
             .ok_or_else(|| ApiError::not_found("worker"))?;
         if worker.status != WorkerStatus::Approved {
-            return Ok(json!({
-                "worker": worker_view(&worker, now, self.config.presence_timeout_ms),
-                "heartbeat_ms": self.config.heartbeat_ms,
-            }));
+            return Ok(HelloData {
+                worker: worker_view(&worker, now, self.config.presence_timeout_ms),
+                heartbeat_ms: self.config.heartbeat_ms,
+                approved: None,
+            });
         }
         self.announce_worker(&worker.id, Some(&worker), now).await;
 
@@ -244,17 +256,19 @@ impl<S: Store, P: Push> Domain<S, P> {
         info!(worker_id = %worker.id, dispatched, failed, stopped, prompts, "worker hello");
         // Who approved it, also here: a worker approved while it was not
         // connected never got its `pairing_status`.
-        Ok(json!({
-            "worker": worker_view(&worker, now, self.config.presence_timeout_ms),
-            "approved_by": self.user_name(worker.owner.as_ref()).await?,
-            "heartbeat_ms": self.config.heartbeat_ms,
-            "frame_interval_ms": self.config.frame_interval_ms,
-        }))
+        Ok(HelloData {
+            worker: worker_view(&worker, now, self.config.presence_timeout_ms),
+            heartbeat_ms: self.config.heartbeat_ms,
+            approved: Some(HelloApproved {
+                approved_by: self.user_name(worker.owner.as_ref()).await?,
+                frame_interval_ms: self.config.frame_interval_ms,
+            }),
+        })
     }
 
     /// The worker's agent changed state: store it (unless a newer report is
     /// stored already) and tell the owner.
-    async fn agent_state(&self, worker: &Worker, report: AgentReport, now: Millis) -> Result<Value, ApiError> {
+    async fn agent_state(&self, worker: &Worker, report: AgentReport, now: Millis) -> Result<WorkerData, ApiError> {
         let current = match self.store.set_agent_state(&worker.id, &report).await? {
             Some(updated) => {
                 let same = worker
@@ -275,7 +289,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 .await?
                 .ok_or_else(|| ApiError::not_found("worker"))?,
         };
-        Ok(json!({ "worker": worker_view(&current, now, self.config.presence_timeout_ms) }))
+        Ok(WorkerData { worker: worker_view(&current, now, self.config.presence_timeout_ms) })
     }
 
     /// The agent titled one of this worker's sessions: the session takes it
@@ -286,7 +300,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         id: &SessionId,
         title: &str,
         now: Millis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<SessionData, ApiError> {
         let title = clean_agent_title(title)?;
         let session = self.worker_session(worker, id).await?;
         let unchanged = match session.title_source {
@@ -295,14 +309,14 @@ impl<S: Store, P: Push> Domain<S, P> {
             None => false,
         };
         if unchanged {
-            return Ok(json!({ "session": session_view(&session) }));
+            return Ok(SessionData { session: session_view(&session) });
         }
         match self.store.set_agent_title(&session.id, &title, now).await? {
             Some(titled) => {
                 self.announce_session(&titled, now).await;
-                Ok(json!({ "session": session_view(&titled) }))
+                Ok(SessionData { session: session_view(&titled) })
             }
-            None => Ok(json!({ "session": session_view(&session) })),
+            None => Ok(SessionData { session: session_view(&session) }),
         }
     }
 
@@ -328,7 +342,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         id: &SessionId,
         agent_session_id: String,
         now: Millis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<SessionData, ApiError> {
         let agent_session_id = clean_label(&agent_session_id, "agent_session_id", 256)?;
         let session = self.worker_session(worker, id).await?;
         let patch = SessionPatch {
@@ -344,7 +358,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             None if session.agent_session_id.as_deref() == Some(agent_session_id.as_str())
                 && !session.status.is_closed() =>
             {
-                return Ok(json!({ "session": session_view(&session) }))
+                return Ok(SessionData { session: session_view(&session) })
             }
             None => {
                 return Err(ApiError::new(
@@ -360,7 +374,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 self.dispatch(worker, &ready, message, now).await?;
             }
         }
-        Ok(json!({ "session": session_view(&ready) }))
+        Ok(SessionData { session: session_view(&ready) })
     }
 
     async fn session_failed(
@@ -369,7 +383,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         id: &SessionId,
         error: String,
         now: Millis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<SessionData, ApiError> {
         let session = self.worker_session(worker, id).await?;
         let patch = SessionPatch {
             agent_session_id: None,
@@ -386,12 +400,12 @@ impl<S: Store, P: Push> Domain<S, P> {
             )
             .await?;
         let Some(failed) = failed else {
-            return Ok(json!({ "session": session_view(&session) }));
+            return Ok(SessionData { session: session_view(&session) });
         };
         self.end_pending(&worker.id, &failed.id, MessageStatus::Failed, "the session failed", now)
             .await?;
         self.announce_session(&failed, now).await;
-        Ok(json!({ "session": session_view(&failed) }))
+        Ok(SessionData { session: session_view(&failed) })
     }
 
     /// Marks a message streaming (idempotent) and its session busy.
@@ -446,7 +460,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         message_id: &MessageId,
         chunks: Vec<ChunkIn>,
         now: Millis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<ChunksAck, ApiError> {
         if chunks.is_empty() {
             return Err(ApiError::bad_request("chunks must not be empty"));
         }
@@ -514,7 +528,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 self.to_watchers(&message.session, &frame, now).await;
             }
         }
-        Ok(json(&ack))
+        Ok(ack)
     }
 
     /// A permission request or question chunk opens a prompt the user answers.
@@ -547,13 +561,13 @@ impl<S: Store, P: Push> Domain<S, P> {
         chunk_count: u32,
         error: Option<String>,
         now: Millis,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<MessageData, ApiError> {
         let message = self.worker_message(worker, message_id).await?;
         let status = outcome.status();
         if message.status.is_final() {
             return if message.status == status && message.chunk_count == Some(chunk_count) {
                 // A retry of the same completion.
-                Ok(json!({ "message": message_view(&message) }))
+                Ok(MessageData { message: message_view(&message) })
             } else {
                 Err(ApiError::new(
                     ErrorCode::AlreadyComplete,
@@ -586,7 +600,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 // A concurrent completion won; judge against it.
                 let current = self.worker_message(worker, message_id).await?;
                 return if current.status == status && current.chunk_count == Some(chunk_count) {
-                    Ok(json!({ "message": message_view(&current) }))
+                    Ok(MessageData { message: message_view(&current) })
                 } else {
                     Err(ApiError::new(ErrorCode::AlreadyComplete, "this answer is already final"))
                 };
@@ -594,7 +608,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         };
         self.announce_message(&done, now).await;
         self.settle_session(&done.worker, &done.session, now).await?;
-        Ok(json!({ "message": message_view(&done) }))
+        Ok(MessageData { message: message_view(&done) })
     }
 }
 
