@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::SecretHash;
 use crate::ids::{ConnectionId, MessageId, PromptId, SessionId, UserId, WorkerId};
-use crate::protocol::{AgentReport, ChunkBody, ModelInfo, ModelRef, PromptAnswer};
+use crate::protocol::{AgentReport, ChunkBody, ModelInfo, ModelRef, Outcome, PromptAnswer};
 
 /// Milliseconds since the Unix epoch. Handlers get `now` from their host
 /// (API Gateway's `requestTimeEpoch` or the local clock), never read a clock.
@@ -40,6 +40,24 @@ pub struct PairingToken {
     /// (or a removed user) takes the token with it, as with tickets.
     pub owner_secret: SecretHash,
     pub expires_at: Millis,
+}
+
+/// A change of status, made by the store as one check-and-write: from any
+/// of `from` to `to`, or not at all. Of two racing changes of one record,
+/// one happens and the other finds the status moved on. The changes there
+/// are, named, are [`Session`]'s and [`Message`]'s associated constants
+/// and functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition<S: 'static> {
+    pub from: &'static [S],
+    pub to: S,
+}
+
+impl<S: Copy + PartialEq> Transition<S> {
+    /// Whether something in `status` can make this change.
+    pub fn applies_to(&self, status: S) -> bool {
+        self.from.contains(&status)
+    }
 }
 
 /// A worker's place in pairing.
@@ -207,6 +225,15 @@ impl SessionStatus {
     pub fn is_closed(self) -> bool {
         matches!(self, Self::Ended | Self::Failed)
     }
+
+    /// Its agent session exists and it is not closed: its worker may be
+    /// sent its messages.
+    pub fn takes_messages(self) -> bool {
+        matches!(self, Self::Ready | Self::Busy)
+    }
+
+    /// Every status but the closed ones.
+    pub const LIVE: &'static [Self] = &[Self::Starting, Self::Ready, Self::Busy];
 }
 
 /// Who gave a session its title.
@@ -254,6 +281,34 @@ pub struct Session {
     pub message_count: u32,
     pub created_at: Millis,
     pub updated_at: Millis,
+}
+
+impl Session {
+    /// Its worker created the agent session (`session_ready`).
+    pub const AGENT_READY: Transition<SessionStatus> = Transition {
+        from: &[SessionStatus::Starting],
+        to: SessionStatus::Ready,
+    };
+    /// One of its answers started.
+    pub const ANSWER_STARTED: Transition<SessionStatus> = Transition {
+        from: &[SessionStatus::Ready],
+        to: SessionStatus::Busy,
+    };
+    /// None of its answers runs any more.
+    pub const ANSWERS_DONE: Transition<SessionStatus> = Transition {
+        from: &[SessionStatus::Busy],
+        to: SessionStatus::Ready,
+    };
+    /// Its user ended it (`session_end`).
+    pub const END: Transition<SessionStatus> = Transition {
+        from: SessionStatus::LIVE,
+        to: SessionStatus::Ended,
+    };
+    /// Its agent session could not be made or kept (`session_failed`).
+    pub const FAIL: Transition<SessionStatus> = Transition {
+        from: SessionStatus::LIVE,
+        to: SessionStatus::Failed,
+    };
 }
 
 /// The state of one message's answer.
@@ -305,6 +360,11 @@ impl MessageStatus {
     pub fn is_pending(self) -> bool {
         matches!(self, Self::Queued | Self::Dispatched)
     }
+
+    /// Not yet with the agent: queued or dispatched.
+    pub const PENDING: &'static [Self] = &[Self::Queued, Self::Dispatched];
+    /// Every status but the final ones.
+    pub const OPEN: &'static [Self] = &[Self::Queued, Self::Dispatched, Self::Streaming];
 }
 
 /// One user message and the agent's answer to it. The answer is the
@@ -324,6 +384,56 @@ pub struct Message {
     pub error: Option<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
+}
+
+impl Message {
+    /// Pushed to its worker.
+    pub const DISPATCH: Transition<MessageStatus> = Transition {
+        from: &[MessageStatus::Queued],
+        to: MessageStatus::Dispatched,
+    };
+    /// The agent started answering (`message_started`, or chunks that
+    /// overtook it).
+    pub const START: Transition<MessageStatus> = Transition {
+        from: MessageStatus::PENDING,
+        to: MessageStatus::Streaming,
+    };
+    /// Its worker came back without it (crashed or restarted while
+    /// answering): it failed.
+    pub const LOST: Transition<MessageStatus> = Transition {
+        from: &[MessageStatus::Streaming],
+        to: MessageStatus::Failed,
+    };
+    /// Stopped while its worker is offline (by its user, or its session's
+    /// end): it ends here, with the chunks stored so far.
+    pub const STOPPED_OFFLINE: Transition<MessageStatus> = Transition {
+        from: &[MessageStatus::Streaming],
+        to: MessageStatus::Aborted,
+    };
+    /// Its worker stayed away past the lease while it was dispatched or
+    /// running: it failed.
+    pub const LEASE_LAPSED: Transition<MessageStatus> = Transition {
+        from: &[MessageStatus::Dispatched, MessageStatus::Streaming],
+        to: MessageStatus::Failed,
+    };
+
+    /// Ends it before it reached the agent, as `to` (aborted by its user or
+    /// its session's end, failed with its session).
+    pub const fn end_unstarted(to: MessageStatus) -> Transition<MessageStatus> {
+        Transition {
+            from: MessageStatus::PENDING,
+            to,
+        }
+    }
+
+    /// Its worker reports how it ended. (An answer may end before it
+    /// started: a completion can overtake `message_started`.)
+    pub const fn finish(outcome: Outcome) -> Transition<MessageStatus> {
+        Transition {
+            from: MessageStatus::OPEN,
+            to: outcome.status(),
+        }
+    }
 }
 
 /// One piece of an answer.
@@ -416,6 +526,35 @@ mod tests {
             agent: None,
             source: None,
             created_at: 0,
+        }
+    }
+
+    #[test]
+    fn transitions_leave_only_open_statuses_and_change_them() {
+        let sessions = [
+            Session::AGENT_READY,
+            Session::ANSWER_STARTED,
+            Session::ANSWERS_DONE,
+            Session::END,
+            Session::FAIL,
+        ];
+        for t in sessions {
+            assert!(t.from.iter().all(|s| !s.is_closed() && *s != t.to), "{t:?}");
+        }
+        let ends = [MessageStatus::Complete, MessageStatus::Failed, MessageStatus::Aborted];
+        let messages = [
+            Message::DISPATCH,
+            Message::START,
+            Message::LOST,
+            Message::STOPPED_OFFLINE,
+            Message::LEASE_LAPSED,
+        ];
+        let messages = messages
+            .into_iter()
+            .chain(ends.map(Message::end_unstarted))
+            .chain([Outcome::Complete, Outcome::Failed, Outcome::Aborted].map(Message::finish));
+        for t in messages {
+            assert!(t.from.iter().all(|s| !s.is_final() && *s != t.to), "{t:?}");
         }
     }
 

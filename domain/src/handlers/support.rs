@@ -4,7 +4,9 @@ use tracing::{debug, info, warn};
 
 use crate::error::ApiError;
 use crate::ids::{ConnectionId, SessionId, UserId, WorkerId};
-use crate::model::{Chunk, Message, MessageStatus, Millis, Session, SessionStatus, Worker, WorkerStatus};
+use crate::model::{
+    Chunk, Message, MessageStatus, Millis, Session, SessionStatus, Transition, Worker, WorkerStatus,
+};
 use crate::protocol::{
     ChunkView, Cursor, HistoryPage, MachineView, MessageView, ServerFrame, SessionView, WorkerView,
 };
@@ -303,9 +305,10 @@ impl<S: Store, P: Push> Domain<S, P> {
                 chunk_count: Some(0),
                 error: Some(why.to_owned()),
             };
+            let end = Message::end_unstarted(status);
             if let Some(m) = self
                 .store
-                .transition_message(&m.id, &[MessageStatus::Queued, MessageStatus::Dispatched], status, &patch, now)
+                .transition_message(&m.id, end.from, end.to, &patch, now)
                 .await?
             {
                 self.announce_message(&m, now).await;
@@ -334,7 +337,13 @@ impl<S: Store, P: Push> Domain<S, P> {
         }
         if let Some(s) = self
             .store
-            .transition_session(session, &[SessionStatus::Busy], SessionStatus::Ready, &SessionPatch::default(), now)
+            .transition_session(
+                session,
+                Session::ANSWERS_DONE.from,
+                Session::ANSWERS_DONE.to,
+                &SessionPatch::default(),
+                now,
+            )
             .await?
         {
             self.announce_session(&s, now).await;
@@ -353,11 +362,10 @@ impl<S: Store, P: Push> Domain<S, P> {
         }
         let mut ended = false;
         for m in self.store.open_messages(&worker.id).await? {
-            if !matches!(m.status, MessageStatus::Dispatched | MessageStatus::Streaming) {
+            if !Message::LEASE_LAPSED.applies_to(m.status) {
                 continue;
             }
-            let from = [MessageStatus::Dispatched, MessageStatus::Streaming];
-            if let Some(m) = self.end_here(&m.id, &from, MessageStatus::Failed, WORKER_WENT_AWAY, now).await? {
+            if let Some(m) = self.end_here(&m.id, Message::LEASE_LAPSED, WORKER_WENT_AWAY, now).await? {
                 info!(worker_id = %worker.id, message_id = %m.id, "answer ended: its worker went away");
                 ended = true;
             }
@@ -365,14 +373,13 @@ impl<S: Store, P: Push> Domain<S, P> {
         Ok(ended)
     }
 
-    /// Ends an answer here, its worker not being there to: moves it from
-    /// one of `from` to `to` with `why` (keeping the chunks stored so far),
-    /// announces it and readies its session. `None` if it had moved on.
+    /// Ends an answer here, its worker not being there to: makes `end`
+    /// with `why` (keeping the chunks stored so far), announces it and
+    /// readies its session. `None` if it had moved on.
     pub(crate) async fn end_here(
         &self,
         message: &crate::ids::MessageId,
-        from: &[MessageStatus],
-        to: MessageStatus,
+        end: Transition<MessageStatus>,
         why: &str,
         now: Millis,
     ) -> Result<Option<Message>, ApiError> {
@@ -380,7 +387,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             error: Some(why.to_owned()),
             ..crate::store::MessagePatch::default()
         };
-        let Some(m) = self.store.transition_message(message, from, to, &patch, now).await? else {
+        let Some(m) = self.store.transition_message(message, end.from, end.to, &patch, now).await? else {
             return Ok(None);
         };
         self.announce_message(&m, now).await;

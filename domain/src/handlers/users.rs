@@ -322,8 +322,8 @@ impl<S: Store, P: Push> Domain<S, P> {
             .store
             .transition_session(
                 &session.id,
-                &[SessionStatus::Starting, SessionStatus::Ready, SessionStatus::Busy],
-                SessionStatus::Ended,
+                Session::END.from,
+                Session::END.to,
                 &SessionPatch::default(),
                 now,
             )
@@ -341,12 +341,11 @@ impl<S: Store, P: Push> Domain<S, P> {
         let worker = self.store.worker(&session.worker).await?;
         if !worker.as_ref().is_some_and(|w| w.online(now, self.config.presence_timeout_ms)) {
             for m in self.store.open_messages(&session.worker).await? {
-                if m.session != session.id || m.status != MessageStatus::Streaming {
+                if m.session != session.id || !Message::STOPPED_OFFLINE.applies_to(m.status) {
                     continue;
                 }
                 let why = "the session ended while its worker was offline";
-                self.end_here(&m.id, &[MessageStatus::Streaming], MessageStatus::Aborted, why, now)
-                    .await?;
+                self.end_here(&m.id, Message::STOPPED_OFFLINE, why, now).await?;
             }
         }
         if let Some(worker) = worker {
@@ -441,7 +440,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         message: Message,
         now: Millis,
     ) -> Result<Message, ApiError> {
-        if !matches!(session.status, SessionStatus::Ready | SessionStatus::Busy)
+        if !session.status.takes_messages()
             || worker.connection.is_none()
             || !message.status.is_pending()
         {
@@ -462,8 +461,8 @@ impl<S: Store, P: Push> Domain<S, P> {
             .store
             .transition_message(
                 &message.id,
-                &[MessageStatus::Queued],
-                MessageStatus::Dispatched,
+                Message::DISPATCH.from,
+                Message::DISPATCH.to,
                 &MessagePatch::default(),
                 now,
             )
@@ -492,13 +491,13 @@ impl<S: Store, P: Push> Domain<S, P> {
         let offline = !worker
             .as_ref()
             .is_some_and(|w| w.online(now, self.config.presence_timeout_ms));
-        if offline && message.status == MessageStatus::Streaming {
+        if offline && Message::STOPPED_OFFLINE.applies_to(message.status) {
             // Nobody is there to stop it: it ends here, with the chunks the
             // host has. The worker, when it is back, hears of it in its
             // hello's reply and stops the agent.
             let why = "stopped while the worker was offline";
             let current = match self
-                .end_here(&message.id, &[MessageStatus::Streaming], MessageStatus::Aborted, why, now)
+                .end_here(&message.id, Message::STOPPED_OFFLINE, why, now)
                 .await?
             {
                 Some(m) => m,
@@ -513,15 +512,10 @@ impl<S: Store, P: Push> Domain<S, P> {
             chunk_count: Some(0),
             error: Some("aborted before it started".into()),
         };
+        let abort = Message::end_unstarted(MessageStatus::Aborted);
         let current = match self
             .store
-            .transition_message(
-                &message.id,
-                &[MessageStatus::Queued, MessageStatus::Dispatched],
-                MessageStatus::Aborted,
-                &patch,
-                now,
-            )
+            .transition_message(&message.id, abort.from, abort.to, &patch, now)
             .await?
         {
             Some(m) => {

@@ -8,7 +8,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::ids::{MessageId, SessionId};
 use crate::model::{
     AgentState, Chunk, Connection, Message, MessageStatus, Millis, Prompt, PromptKind, Session,
-    SessionStatus, TitleSource, Worker, WorkerStatus,
+    TitleSource, Worker, WorkerStatus,
 };
 use crate::protocol::{
     AgentReport, ChunkBody, ChunkIn, ChunksAck, Empty, HelloApproved, HelloData, MessageData,
@@ -178,7 +178,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                     };
                     if let Some(m) = self
                         .store
-                        .transition_message(&message.id, &[MessageStatus::Streaming], MessageStatus::Failed, &patch, now)
+                        .transition_message(&message.id, Message::LOST.from, Message::LOST.to, &patch, now)
                         .await?
                     {
                         failed += 1;
@@ -208,7 +208,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                             text: message.text.clone(),
                             model: session.model.clone(),
                         };
-                        if matches!(session.status, SessionStatus::Ready | SessionStatus::Busy)
+                        if session.status.takes_messages()
                             && self.to_worker(&worker, &frame, now).await
                         {
                             dispatched += 1;
@@ -351,7 +351,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         };
         let ready = match self
             .store
-            .transition_session(&session.id, &[SessionStatus::Starting], SessionStatus::Ready, &patch, now)
+            .transition_session(&session.id, Session::AGENT_READY.from, Session::AGENT_READY.to, &patch, now)
             .await?
         {
             Some(s) => s,
@@ -393,8 +393,8 @@ impl<S: Store, P: Push> Domain<S, P> {
             .store
             .transition_session(
                 &session.id,
-                &[SessionStatus::Starting, SessionStatus::Ready, SessionStatus::Busy],
-                SessionStatus::Failed,
+                Session::FAIL.from,
+                Session::FAIL.to,
                 &patch,
                 now,
             )
@@ -414,8 +414,8 @@ impl<S: Store, P: Push> Domain<S, P> {
             .store
             .transition_message(
                 &message.id,
-                &[MessageStatus::Queued, MessageStatus::Dispatched],
-                MessageStatus::Streaming,
+                Message::START.from,
+                Message::START.to,
                 &MessagePatch::default(),
                 now,
             )
@@ -425,7 +425,13 @@ impl<S: Store, P: Push> Domain<S, P> {
                 self.announce_message(&m, now).await;
                 if let Some(s) = self
                     .store
-                    .transition_session(&m.session, &[SessionStatus::Ready], SessionStatus::Busy, &SessionPatch::default(), now)
+                    .transition_session(
+                        &m.session,
+                        Session::ANSWER_STARTED.from,
+                        Session::ANSWER_STARTED.to,
+                        &SessionPatch::default(),
+                        now,
+                    )
                     .await?
                 {
                     self.announce_session(&s, now).await;
@@ -563,7 +569,8 @@ impl<S: Store, P: Push> Domain<S, P> {
         now: Millis,
     ) -> Result<MessageData, ApiError> {
         let message = self.worker_message(worker, message_id).await?;
-        let status = outcome.status();
+        let finish = Message::finish(outcome);
+        let status = finish.to;
         if message.status.is_final() {
             return if message.status == status && message.chunk_count == Some(chunk_count) {
                 // A retry of the same completion.
@@ -588,8 +595,8 @@ impl<S: Store, P: Push> Domain<S, P> {
             .store
             .transition_message(
                 &message.id,
-                &[MessageStatus::Queued, MessageStatus::Dispatched, MessageStatus::Streaming],
-                status,
+                finish.from,
+                finish.to,
                 &patch,
                 now,
             )

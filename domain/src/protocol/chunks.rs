@@ -237,7 +237,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn status(self) -> MessageStatus {
+    pub const fn status(self) -> MessageStatus {
         match self {
             Self::Complete => MessageStatus::Complete,
             Self::Failed => MessageStatus::Failed,
