@@ -1,7 +1,26 @@
-//! Handlers: plain async functions from (connection, frame, now) to a reply.
+//! Handlers: plain async functions from (connection, frame, now) to a reply,
+//! one file per aggregate.
+//!
+//! - `entry.rs`: the router: a frame's caller, and its action to its handler.
+//! - `connect.rs`: `$connect`, `$disconnect`, `ping`, `me`, `POST /api/ticket`.
+//! - `pairing.rs`: `POST /api/pair`, approving, rejecting and revoking workers.
+//! - `workers.rs`: a worker's hello, its agent's state, the machine list.
+//! - `sessions.rs`: starting, listing, titling and ending sessions.
+//! - `messages.rs`: sending, starting, completing and aborting messages.
+//! - `dispatch.rs`: the offline queue: messages to their worker when it can take them.
+//! - `chunks.rs`: the pieces of an answer, stored once and fanned out.
+//! - `prompts.rs`: the agent's questions, answered by the user.
+//! - `history.rs`: watching a session, and its history a page at a time.
+//! - `lease.rs`: the work of a worker that is not there.
+//! - `fanout.rs`: pushes to workers, users and a session's watchers.
+//! - `views.rs`: the protocol's views of the model's records.
+//! - `admin.rs`: the admin commands (add, reset, remove a user).
 
+use tracing::warn;
+
+use crate::error::{ApiError, ErrorCode};
 use crate::push::Push;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Timing and limits of the domain, set by each host.
 #[derive(Clone, Debug)]
@@ -135,9 +154,25 @@ pub struct ConnectRequest {
     pub now: crate::model::Millis,
 }
 
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        // The detail goes to the log, not to the client.
+        warn!(error = %e, "store failure");
+        ApiError::new(ErrorCode::Internal, "storage is unavailable; retry later")
+    }
+}
+
 mod admin;
+mod chunks;
+mod connect;
+mod dispatch;
 mod entry;
+mod fanout;
+mod history;
+mod lease;
+mod messages;
 mod pairing;
-mod support;
-mod users;
+mod prompts;
+mod sessions;
+mod views;
 mod workers;

@@ -46,7 +46,8 @@ use crate::push::Push;
 use crate::store::{Store, StoreError};
 
 use super::entry::clean_label;
-use super::support::{json, worker_view};
+use super::admin::Disconnected;
+use super::views::{json, worker_view};
 use super::Domain;
 
 const MAX_NAME_LEN: usize = 128;
@@ -538,6 +539,17 @@ impl<S: Store, P: Push> Domain<S, P> {
         self.disconnect_revoked(&updated.id, now).await?;
         self.announce_worker(&updated.id, None, now).await;
         Ok(WorkerData { worker: worker_view(&updated, now, self.config.presence_timeout_ms) })
+    }
+
+    /// Tells a revoked worker's connections so, and closes them.
+    pub(crate) async fn disconnect_revoked(&self, worker: &WorkerId, now: Millis) -> Result<Disconnected, ApiError> {
+        let conns = self.store.worker_connections(worker).await?;
+        let frame = ServerFrame::PairingStatus {
+            status: WorkerStatus::Revoked,
+            approved_by: None,
+        };
+        self.fan_out(&conns, &frame, now).await;
+        Ok(self.close_connections(&conns, now).await)
     }
 }
 
