@@ -491,6 +491,22 @@ pub enum Principal {
     Worker(WorkerId),
 }
 
+/// A principal's kind, as the stores name it beside its id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrincipalKind {
+    User,
+    Worker,
+}
+
+impl PrincipalKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Worker => "worker",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Connection {
     pub id: ConnectionId,

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use tether_domain::auth::SecretHash;
 use tether_domain::ids::UserId;
 use tether_domain::model::{
-    Chunk, Connection, Message, MessageStatus, Millis, PairingToken, Principal, Prompt, PromptKind,
-    Session, SessionStatus, Ticket, TitleSource, User, Worker, WorkerStatus,
+    Chunk, Connection, Message, MessageStatus, Millis, PairingToken, Principal, PrincipalKind,
+    Prompt, PromptKind, Session, SessionStatus, Ticket, TitleSource, User, Worker, WorkerStatus,
 };
 use tether_domain::store::{StoreError, StoreResult};
 
@@ -233,8 +233,8 @@ impl Entity for SourceRecord {
 
 // ---- connections ----
 
-const PRINCIPAL_USER: &str = "user";
-const PRINCIPAL_WORKER: &str = "worker";
+const PRINCIPAL_USER: &str = PrincipalKind::User.as_str();
+const PRINCIPAL_WORKER: &str = PrincipalKind::Worker.as_str();
 
 /// A connection record and the sessions it watches.
 #[derive(Clone, Debug, PartialEq)]

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tether_domain::auth::SecretHash;
 use tether_domain::ids::IdError;
 use tether_domain::model::{
-    AgentState, Chunk, Connection, Message, MessageStatus, Principal, Prompt, PromptKind, Session,
+    AgentState, Chunk, Connection, Message, MessageStatus, Principal, PrincipalKind, Prompt, PromptKind, Session,
     SessionStatus, TitleSource, User, Worker, WorkerStatus,
 };
 use tether_domain::protocol::AgentReport;
@@ -126,8 +126,8 @@ pub(super) fn worker_row(row: &Row<'_>) -> rusqlite::Result<Worker> {
 pub(super) const CONNECTION_COLS: &str =
     "id, principal_kind, principal_id, owner, connected_at, last_seen, expires_at";
 
-pub(super) const PRINCIPAL_USER: &str = "user";
-pub(super) const PRINCIPAL_WORKER: &str = "worker";
+pub(super) const PRINCIPAL_USER: &str = PrincipalKind::User.as_str();
+pub(super) const PRINCIPAL_WORKER: &str = PrincipalKind::Worker.as_str();
 
 /// A principal as its (kind, id) columns.
 pub(super) fn principal_cols(p: &Principal) -> (&'static str, String) {
