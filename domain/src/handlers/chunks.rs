@@ -10,7 +10,7 @@ use crate::protocol::{ChunkIn, ChunkView, ChunksAck, ServerFrame, MAX_FRAME_BYTE
 use crate::push::Push;
 use crate::store::{Inserted, Store};
 
-use super::views::{chunk_view, json};
+use super::views::chunk_view;
 use super::Domain;
 
 /// Most chunks one `chunks` frame may carry.
@@ -82,36 +82,90 @@ impl<S: Store, P: Push> Domain<S, P> {
         if !fresh.is_empty() {
             fresh.sort_by_key(|c| c.seq);
             // One frame per watcher when it fits; split otherwise.
-            for group in split_to_frames(fresh) {
-                let frame = ServerFrame::Chunks {
-                    session_id: message.session.clone(),
-                    message_id: message.id.clone(),
-                    chunks: group,
-                };
-                self.to_watchers(&message.session, &frame, now).await;
-            }
+            let empty = ServerFrame::Chunks {
+                session_id: message.session.clone(),
+                message_id: message.id.clone(),
+                chunks: Vec::new(),
+            };
+            let frames = || chunk_frames(&empty.to_json(), &fresh);
+            self.to_watchers_each(&message.session, frames, now).await;
         }
         Ok(ack)
     }
 }
 
-/// Groups chunk views so each pushed frame stays within API Gateway's frame size.
-fn split_to_frames(chunks: Vec<ChunkView>) -> Vec<Vec<ChunkView>> {
+/// The JSON text of the `chunks` frames that carry `chunks`, in order, as
+/// many in each as keep it within API Gateway's frame size. `empty` is the
+/// text of the frame with no chunks. Each chunk is serialised once: its
+/// text both sizes the frames and goes into one.
+fn chunk_frames(empty: &str, chunks: &[ChunkView]) -> Vec<String> {
+    // `chunks` is the frame's last field: its chunks go between the two.
+    let (head, tail) = empty.split_at(empty.len() - "]}".len());
+    assert!(
+        head.ends_with('[') && tail == "]}",
+        "a chunks frame ends with its chunks: {empty}"
+    );
     let budget = MAX_FRAME_BYTES - 1024;
-    let mut groups: Vec<Vec<_>> = Vec::new();
+    let mut frames: Vec<String> = Vec::new();
     let mut used = 0;
     for c in chunks {
-        let size = json(&c).to_string().len();
-        match groups.last_mut() {
-            Some(g) if used + size <= budget => {
-                used += size;
-                g.push(c);
+        let text = serde_json::to_string(c).expect("chunk views serialize");
+        match frames.last_mut() {
+            Some(frame) if used + text.len() <= budget => {
+                used += text.len();
+                frame.push(',');
+                frame.push_str(&text);
             }
             _ => {
-                used = size;
-                groups.push(vec![c]);
+                used = text.len();
+                frames.push(format!("{head}{text}"));
             }
         }
     }
-    groups
+    for frame in &mut frames {
+        frame.push_str(tail);
+    }
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{MessageId, SessionId};
+    use crate::protocol::ChunkBody;
+
+    #[test]
+    fn chunk_frames_are_the_frames_of_their_chunks_each_within_a_frame() {
+        let (session_id, message_id) = (SessionId::random(), MessageId::random());
+        let view = |seq: u32, len: usize| ChunkView {
+            session_id: session_id.clone(),
+            message_id: message_id.clone(),
+            seq,
+            body: ChunkBody::Text {
+                part_id: "prt_1".into(),
+                delta: "é\"x".repeat(len / 4),
+            },
+        };
+        let chunks: Vec<ChunkView> = (0..40).map(|seq| view(seq, 3_000)).collect();
+        let frame = |chunks: Vec<ChunkView>| ServerFrame::Chunks {
+            session_id: session_id.clone(),
+            message_id: message_id.clone(),
+            chunks,
+        };
+        let frames = chunk_frames(&frame(Vec::new()).to_json(), &chunks);
+        assert!(frames.len() > 1, "{} frames", frames.len());
+        let mut seqs = Vec::new();
+        for text in &frames {
+            assert!(text.len() <= MAX_FRAME_BYTES, "{} bytes", text.len());
+            let parsed: ServerFrame = serde_json::from_str(text).expect("a frame parses");
+            let ServerFrame::Chunks { chunks: group, .. } = &parsed else {
+                panic!("not a chunks frame: {text}");
+            };
+            seqs.extend(group.iter().map(|c| c.seq));
+            assert_eq!(text, &frame(group.clone()).to_json());
+        }
+        assert_eq!(seqs, (0..40).collect::<Vec<_>>());
+        let one = chunk_frames(&frame(Vec::new()).to_json(), &chunks[..1]);
+        assert_eq!(one, vec![frame(chunks[..1].to_vec()).to_json()]);
+    }
 }

@@ -22,11 +22,14 @@ impl<S: Store, P: Push> Domain<S, P> {
     /// Sends a frame to connections, dropping the records of gone ones
     /// (API Gateway may never deliver their `$disconnect`).
     pub(crate) async fn fan_out(&self, conns: &[ConnectionId], frame: &ServerFrame, now: Millis) {
-        if conns.is_empty() {
-            return;
+        if !conns.is_empty() {
+            self.fan_out_text(conns, &frame.to_json(), now).await;
         }
-        let text = frame.to_json();
-        for (conn, err) in self.push.send_many(conns, &text).await {
+    }
+
+    /// [`Domain::fan_out`] of a frame's JSON text.
+    async fn fan_out_text(&self, conns: &[ConnectionId], text: &str, now: Millis) {
+        for (conn, err) in self.push.send_many(conns, text).await {
             match err {
                 PushError::Gone => self.drop_gone(&conn, now).await,
                 PushError::Other(e) => {
@@ -68,9 +71,29 @@ impl<S: Store, P: Push> Domain<S, P> {
 
     /// Pushes to every connection watching a session.
     pub(crate) async fn to_watchers(&self, session: &SessionId, frame: &ServerFrame, now: Millis) {
-        match self.store.watchers(session).await {
-            Ok(conns) => self.fan_out(&conns, frame, now).await,
-            Err(e) => warn!(session_id = %session, error = %e, "could not list watchers"),
+        self.to_watchers_each(session, || vec![frame.to_json()], now)
+            .await;
+    }
+
+    /// Pushes frames, as their JSON text, to every connection watching a
+    /// session, in order. `frames` is called only if someone watches, so a
+    /// session nobody watches costs no serialising.
+    pub(crate) async fn to_watchers_each(
+        &self,
+        session: &SessionId,
+        frames: impl FnOnce() -> Vec<String>,
+        now: Millis,
+    ) {
+        let conns = match self.store.watchers(session).await {
+            Ok(conns) if conns.is_empty() => return,
+            Ok(conns) => conns,
+            Err(e) => {
+                warn!(session_id = %session, error = %e, "could not list watchers");
+                return;
+            }
+        };
+        for text in frames() {
+            self.fan_out_text(&conns, &text, now).await;
         }
     }
 
