@@ -28,8 +28,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         after: Option<Cursor>,
         now: Millis,
     ) -> Result<HistoryPage, ApiError> {
-        let session = self.owned_session(user, id).await?;
-        let session = self.settle_if_worker_gone(session, now).await?;
+        let session = self.session_to_read(user, id, now).await?;
         // Watch first, then read: whatever the read misses is stored
         // later, and its fan-out finds this watch.
         if !self.store.watch(&session.id, &conn.id).await? {
@@ -61,9 +60,20 @@ impl<S: Store, P: Push> Domain<S, P> {
         after: Option<Cursor>,
         now: Millis,
     ) -> Result<HistoryPage, ApiError> {
-        let session = self.owned_session(user, id).await?;
-        let session = self.settle_if_worker_gone(session, now).await?;
+        let session = self.session_to_read(user, id, now).await?;
         self.history_page(&session, after.unwrap_or_default()).await
+    }
+
+    /// A session of the caller's, to read: with the lease applied first, so
+    /// that an answer whose worker has gone away shows as ended.
+    async fn session_to_read(
+        &self,
+        user: &UserId,
+        id: &SessionId,
+        now: Millis,
+    ) -> Result<Session, ApiError> {
+        let session = self.owned_session(user, id).await?;
+        self.settle_if_worker_gone(session, now).await
     }
 
     /// One page of history from `after`, within [`PAGE_BUDGET_BYTES`].
