@@ -3,7 +3,8 @@
 //!
 //! - `entry.rs`: the router: a frame's caller, and its action to its handler.
 //! - `connect.rs`: `$connect`, `$disconnect`, `ping`, `me`, `POST /api/ticket`.
-//! - `pairing.rs`: `POST /api/pair`, approving, rejecting and revoking workers.
+//! - `pairing.rs`: `POST /api/pair`: a worker asks to be paired, with a code or a token.
+//! - `approvals.rs`: a user looks a code up, approves or rejects it, revokes a worker.
 //! - `workers.rs`: a worker's hello, its agent's state, the machine list.
 //! - `sessions.rs`: starting, listing, titling and ending sessions.
 //! - `messages.rs`: sending, starting, completing and aborting messages.
@@ -163,6 +164,7 @@ impl From<StoreError> for ApiError {
 }
 
 mod admin;
+mod approvals;
 mod chunks;
 mod connect;
 mod dispatch;
