@@ -174,18 +174,8 @@ impl<S: Store, P: Push> Domain<S, P> {
         let mut revoked = 0;
         let mut sockets = Disconnected::default();
         for worker in self.store.workers_of(user).await? {
-            let now_revoked = worker.status == WorkerStatus::Approved
-                && self
-                    .store
-                    .transition_worker(
-                        &worker.id,
-                        WorkerStatus::Approved,
-                        WorkerStatus::Revoked,
-                        None,
-                        None,
-                    )
-                    .await?
-                    .is_some();
+            let now_revoked =
+                worker.status == WorkerStatus::Approved && self.revoke(&worker.id).await?.is_some();
             // An owned worker is approved or revoked. One revoked before has
             // no connection left, normally; one revoked by someone else a
             // moment ago may still have.

@@ -208,17 +208,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         if worker.owner.as_ref() != Some(user) && !self.caller_user(user).await?.admin {
             return Err(ApiError::not_found("worker"));
         }
-        let updated = match self
-            .store
-            .transition_worker(
-                &worker.id,
-                WorkerStatus::Approved,
-                WorkerStatus::Revoked,
-                None,
-                None,
-            )
-            .await?
-        {
+        let updated = match self.revoke(&worker.id).await? {
             Some(w) => w,
             None if worker.status == WorkerStatus::Revoked => worker,
             None => {
@@ -237,6 +227,16 @@ impl<S: Store, P: Push> Domain<S, P> {
         Ok(WorkerData {
             worker: worker_view(&updated, now, self.config.presence_timeout_ms),
         })
+    }
+
+    /// Revokes an approved worker: the revoked record, or `None` if it was
+    /// not approved.
+    pub(crate) async fn revoke(&self, worker: &WorkerId) -> Result<Option<Worker>, ApiError> {
+        let (from, to) = (WorkerStatus::Approved, WorkerStatus::Revoked);
+        Ok(self
+            .store
+            .transition_worker(worker, from, to, None, None)
+            .await?)
     }
 
     /// Tells a revoked worker's connections so, and closes them.
