@@ -31,11 +31,14 @@ impl<S: Store, P: Push> Domain<S, P> {
     ) -> Result<HelloData, ApiError> {
         let profile = clean_profile(profile)?;
         let agent = agent.map(checked_report).transpose()?;
-        self.store.set_worker_profile(&worker.id, &profile).await?;
+        // The agent's state before its models: a reader between the two
+        // writes may see `ready` without the models yet, never the models
+        // beside a stale `starting` (a client offers sessions by the models).
         if let Some(report) = &agent {
             // A report older than the stored one changes nothing.
             self.store.set_agent_state(&worker.id, report).await?;
         }
+        self.store.set_worker_profile(&worker.id, &profile).await?;
         self.store
             .set_worker_connection(&worker.id, &conn.id, now)
             .await?;
