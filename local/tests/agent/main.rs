@@ -3,7 +3,7 @@
 //! browser-like client speaking the protocol over real websockets.
 
 #[allow(dead_code, unused_imports)]
-#[path = "../e2e/helpers.rs"]
+#[path = "../e2e/helpers/mod.rs"]
 mod helpers;
 mod scenarios;
 mod support;

@@ -25,7 +25,7 @@
 //!   `--ca-cert` and its refusal of plain HTTP to a remote host.
 
 #[allow(dead_code, unused_imports)]
-#[path = "../e2e/helpers.rs"]
+#[path = "../e2e/helpers/mod.rs"]
 mod helpers;
 
 mod bounds;

@@ -18,7 +18,7 @@
 //! runs it; it needs moto and cargo-lambda, which that script installs).
 
 #[allow(dead_code, unused_imports)]
-#[path = "../../../tests/e2e/helpers.rs"]
+#[path = "../../../tests/e2e/helpers/mod.rs"]
 mod helpers;
 
 #[path = "../../../tests/e2e/bad_input.rs"]
