@@ -16,7 +16,9 @@
 //!   `workers`, `connections` (and watches), `sessions`, `messages`,
 //!   `chunks`, `prompts`, `caps`, `agent`;
 //! - [`handler_scenarios`]: the handlers driven against a store;
-//! - [`Jitter`]: a store wrapper that pauses at random, so races show.
+//! - [`Jitter`]: a store wrapper that pauses at random, so races show;
+//! - [`MemoryStore`]: the store port in memory, which the domain's own
+//!   tests run the contract and the handler scenarios against.
 
 mod agent;
 mod builders;
@@ -24,6 +26,7 @@ mod caps;
 mod chunks;
 mod connections;
 mod jitter;
+mod memory;
 mod messages;
 mod pairing;
 mod prompts;
@@ -37,6 +40,7 @@ pub use caps::*;
 pub use chunks::*;
 pub use connections::*;
 pub use jitter::Jitter;
+pub use memory::MemoryStore;
 pub use messages::*;
 pub use pairing::*;
 pub use prompts::*;
