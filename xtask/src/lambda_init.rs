@@ -71,7 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bail!("building the functions failed ({status})");
     }
 
-    let moto = crate::moto::start();
+    let moto = tether_testsupport::moto::start();
     let dynamodb = moto.url.clone();
     let table = "tether-lambda-init";
     let created = Command::new(target.join("release/tether-admin"))

@@ -11,9 +11,6 @@
 mod bench;
 mod lambda_init;
 mod load;
-// Starting moto's DynamoDB server, as the functions' tests do.
-#[path = "../../functions/tests/support/moto.rs"]
-mod moto;
 
 use clap::Parser;
 

@@ -17,8 +17,6 @@
 
 #![allow(dead_code, reason = "each test binary uses its own part")]
 
-mod moto;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
@@ -33,6 +31,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use tether_functions::dynamo::https_client;
 use tether_functions::{DynamoStore, TableNames};
+use tether_testsupport::moto;
 
 // ---------------------------------------------------------------------------
 // Moto

@@ -1,15 +1,17 @@
-//! The worker with real opencode, end to end: a scripted fake LLM (the only
-//! stand-in), real `opencode serve`, the real worker and host, and a
-//! browser-like client speaking the protocol over real websockets.
+//! The worker with real opencode, end to end (`tether_testsupport::agent`):
+//! a scripted fake LLM (the only stand-in), real `opencode serve`, the real
+//! worker and host, and a browser-like client speaking the protocol over
+//! real websockets. The AWS-shaped tier runs the same scenarios.
 
-#[allow(dead_code, unused_imports)]
-#[path = "../e2e/helpers/mod.rs"]
-mod helpers;
-mod scenarios;
-mod support;
+use tether_testsupport::helpers::Host;
 
-/// The binary the scenarios run (`tether-testbed` on the AWS-shaped tier).
-const TETHER_BIN: &str = env!("CARGO_BIN_EXE_tether");
+/// `tether up` and `tether serve`, which need nothing set up first.
+const HOST: Host = Host {
+    bin: env!("CARGO_BIN_EXE_tether"),
+    serves_ui: true,
+    set_up: || {},
+};
 
-/// Nothing to set up before a scenario on the local host.
-fn before_scenario() {}
+mod scenarios {
+    tether_testsupport::agent_scenarios!(crate::HOST);
+}

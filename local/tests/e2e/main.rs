@@ -1,21 +1,18 @@
 //! End-to-end tests: `tether serve` as a process, real websockets and HTTP.
 //!
-//! Every scenario runs twice, each time on its own server process: once with
-//! the frames of a connection handled in order, once with
-//! `--concurrent-frames` (handled concurrently, so replies and effects may
-//! reorder, as with API Gateway and Lambda).
+//! Every scenario of `tether_testsupport::e2e` runs twice, each time on its
+//! own server process: once with the frames of a connection handled in
+//! order, once with `--concurrent-frames` (handled concurrently, so replies
+//! and effects may reorder, as with API Gateway and Lambda). The AWS-shaped
+//! tier (`local/testbed/tests/e2e_lambda`) runs the same list.
 
-mod bad_input;
-mod chat;
-mod helpers;
-mod isolation;
-mod pairing;
-mod resume;
+use tether_testsupport::helpers::Host;
 
-/// The binary the scenarios run (`tether-testbed` on the AWS-shaped tier).
-const TETHER_BIN: &str = env!("CARGO_BIN_EXE_tether");
+/// `tether serve`, which needs nothing set up first.
+const HOST: Host = Host {
+    bin: env!("CARGO_BIN_EXE_tether"),
+    serves_ui: true,
+    set_up: || {},
+};
 
-/// Nothing to set up before a scenario against `tether serve`.
-fn before_scenario() {}
-
-include!("scenarios.in.rs");
+tether_testsupport::e2e_scenarios!(crate::HOST);

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{paired, ready_session, Mode, Server, WAIT};
+use tether_testsupport::helpers::{paired, ready_session, Mode, Server, WAIT};
 
 /// What the worker streams while one watcher reads nothing.
 const FED_BYTES: usize = 50 * 1024 * 1024;
@@ -33,7 +33,7 @@ fn rss_bytes(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn a_watcher_that_stops_reading_is_closed_and_the_host_stays_small() {
-    let server = Server::start(Mode::Sequential).await;
+    let server = Server::start(crate::HOST, Mode::Sequential).await;
     let pid = server.pid().expect("pid");
     let mut pair = paired(&server, "ada").await;
     let session = ready_session(&pair.user, &mut pair.worker).await;
@@ -114,7 +114,7 @@ async fn a_watcher_that_stops_reading_is_closed_and_the_host_stays_small() {
 /// timeout, each of 300 of them.
 #[tokio::test]
 async fn half_open_connections_are_closed_within_the_header_timeout() {
-    let server = Server::start_with(Mode::Sequential, &["--header-read-timeout-secs", "1"]).await;
+    let server = Server::start_with(crate::HOST, Mode::Sequential, &["--header-read-timeout-secs", "1"]).await;
     let mut sockets = Vec::new();
     for i in 0..300 {
         let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
@@ -137,7 +137,7 @@ async fn half_open_connections_are_closed_within_the_header_timeout() {
     assert_eq!(open, 0, "connections still open 4 s after a 1 s header timeout");
     // The host still serves.
     assert_eq!(
-        crate::raw_http::request(server.addr, "GET", "/", &[], "").await.status,
+        tether_testsupport::security::raw_http::request(server.addr, "GET", "/", &[], "").await.status,
         200
     );
 }

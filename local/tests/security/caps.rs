@@ -11,7 +11,7 @@ use tether_domain::model::MessageStatus;
 use tether_domain::protocol::{Request, ServerFrame};
 use tether_domain::ErrorCode;
 
-use crate::helpers::{
+use tether_testsupport::helpers::{
     assert_refused, open_ws, pair, paired, ready_session, Mode, Server, UserClient, WorkerClient,
     WorkerIdentity, WAIT,
 };
@@ -34,7 +34,7 @@ async fn connect_worker_soon(server: &Server, identity: &WorkerIdentity) -> Work
 
 #[tokio::test]
 async fn a_users_connection_past_the_cap_is_refused_with_its_code() {
-    let server = Server::start_with(Mode::Sequential, &["--max-user-connections", "3"]).await;
+    let server = Server::start_with(crate::HOST, Mode::Sequential, &["--max-user-connections", "3"]).await;
     let ada = server.add_user("ada").await;
     let mut open = Vec::new();
     for _ in 0..3 {
@@ -75,7 +75,7 @@ async fn a_users_connection_past_the_cap_is_refused_with_its_code() {
 
 #[tokio::test]
 async fn a_pending_worker_gets_one_socket() {
-    let server = Server::start(Mode::Sequential).await;
+    let server = Server::start(crate::HOST, Mode::Sequential).await;
     let identity = pair(&server, "laptop", "/home/ada/project").await;
     let first = WorkerClient::connect(&server, &identity).await;
     assert_refused(
@@ -98,7 +98,7 @@ async fn a_pending_worker_gets_one_socket() {
 /// forgets them (it serves the data alone), so they do not hold the caps.
 #[tokio::test]
 async fn after_a_crash_the_old_sockets_do_not_count() {
-    let mut server = Server::start(Mode::Sequential).await;
+    let mut server = Server::start(crate::HOST, Mode::Sequential).await;
     let identity = pair(&server, "laptop", "/home/ada/project").await;
     let mut worker = WorkerClient::connect(&server, &identity).await;
     worker.hello(&[]).await;
@@ -114,7 +114,7 @@ async fn after_a_crash_the_old_sockets_do_not_count() {
 #[tokio::test]
 async fn one_address_holds_at_most_its_cap_of_websockets() {
     let server =
-        Server::start_with(Mode::Sequential, &["--max-connections-per-address", "4"]).await;
+        Server::start_with(crate::HOST, Mode::Sequential, &["--max-connections-per-address", "4"]).await;
     // A user and a worker (two sockets), and two more of the user's.
     let pair = paired(&server, "ada").await;
     let account = pair.user.user.clone();
@@ -163,7 +163,7 @@ async fn one_address_holds_at_most_its_cap_of_websockets() {
 
 #[tokio::test]
 async fn sessions_past_the_cap_are_refused_and_change_nothing() {
-    let server = Server::start_with(Mode::Sequential, &["--max-live-sessions", "2"]).await;
+    let server = Server::start_with(crate::HOST, Mode::Sequential, &["--max-live-sessions", "2"]).await;
     let mut pair = paired(&server, "ada").await;
     let first = ready_session(&pair.user, &mut pair.worker).await;
     ready_session(&pair.user, &mut pair.worker).await;
@@ -173,7 +173,7 @@ async fn sessions_past_the_cap_are_refused_and_change_nothing() {
     let start = |session: &SessionId| Request::SessionStart {
         session_id: session.clone(),
         worker_id: worker_id.clone(),
-        model: crate::helpers::test_model(),
+        model: tether_testsupport::helpers::test_model(),
         title: None,
     };
     pair.user
@@ -204,7 +204,7 @@ async fn sessions_past_the_cap_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn queued_messages_past_the_cap_are_refused_and_change_nothing() {
-    let server = Server::start_with(Mode::Sequential, &["--max-open-messages", "2"]).await;
+    let server = Server::start_with(crate::HOST, Mode::Sequential, &["--max-open-messages", "2"]).await;
     let mut pair = paired(&server, "ada").await;
     let session = ready_session(&pair.user, &mut pair.worker).await;
     let identity = pair.worker.identity.clone();

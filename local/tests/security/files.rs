@@ -3,8 +3,8 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
-use crate::helpers::{Mode, Server};
-use crate::raw_http::request;
+use tether_testsupport::helpers::{Mode, Server};
+use tether_testsupport::security::raw_http::request;
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -19,7 +19,7 @@ fn mode(path: &Path) -> u32 {
 /// looser mode (as the suite's helper makes it: `create_dir_all`, 0755).
 #[tokio::test]
 async fn the_data_directory_and_the_database_are_private() {
-    let server = Server::start(Mode::Sequential).await;
+    let server = Server::start(crate::HOST, Mode::Sequential).await;
     let user = server.add_user("ada").await;
     // A write, so the WAL exists.
     server.ticket(&user).await;
@@ -41,7 +41,7 @@ async fn the_data_directory_and_the_database_are_private() {
 /// load scripts from itself only, and be framed by nobody.
 #[tokio::test]
 async fn the_page_talks_to_its_own_origin_only() {
-    let server = Server::start(Mode::Sequential).await;
+    let server = Server::start(crate::HOST, Mode::Sequential).await;
     let res = request(server.addr, "GET", "/", &[], "").await;
     assert_eq!(res.status, 200);
     let csp = res.header("content-security-policy").expect("a CSP header");

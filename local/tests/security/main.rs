@@ -2,7 +2,8 @@
 //! careless deployment would try, against a real `tether serve` process.
 //! One module per concern of `docs/SECURITY.md`:
 //!
-//! - [`exposure`]: nothing but `/`, the UI's files, `/api/*` and `/ws` is
+//! - `exposure` (in `tether_testsupport::security`, which the AWS-shaped
+//!   tier runs too): nothing but `/`, the UI's files, `/api/*` and `/ws` is
 //!   served; no route reaches a connection; connection ids stay out of the
 //!   logs at `info`.
 //! - [`bounds`]: a watcher that stops reading is closed (4008) while the
@@ -17,33 +18,36 @@
 //!   prints (and keeps) its approver; another user can neither reject nor
 //!   revoke it; code guessing is rate-limited per user and pending workers
 //!   capped per address; a headless worker pairs once with a token.
-//! - [`revocation`]: `tether user reset` and `tether user remove` close the
-//!   user's open websockets (and the removed user's workers') within a
-//!   second, and the old secret's tickets are refused.
+//! - `revocation` (shared likewise): `tether user reset` and `tether user
+//!   remove` close the user's open websockets (and the removed user's
+//!   workers') within a second, and the old secret's tickets are refused.
 //! - [`tls`]: HTTPS and WSS with a certificate the test makes, reloaded when
 //!   it changes; plain HTTP refused beyond loopback; the worker's
 //!   `--ca-cert` and its refusal of plain HTTP to a remote host.
 
-#[allow(dead_code, unused_imports)]
-#[path = "../e2e/helpers/mod.rs"]
-mod helpers;
+use tether_testsupport::helpers::Host;
 
 mod bounds;
 mod caps;
-mod exposure;
 mod files;
 mod pairing;
-mod raw_http;
-mod revocation;
 mod tls;
 
 /// The binary the suite runs.
 const TETHER_BIN: &str = env!("CARGO_BIN_EXE_tether");
 
-/// Nothing to set up before a scenario against `tether serve` (the
-/// revocation and exposure scenarios also run on the Lambda tier, which
-/// sets up there).
-fn before_scenario() {}
+/// `tether serve`, which needs nothing set up first and serves the web UI
+/// (on the Lambda tier CloudFront would).
+const HOST: Host = Host {
+    bin: TETHER_BIN,
+    serves_ui: true,
+    set_up: || {},
+};
 
-/// `tether serve` serves the web UI (on the Lambda tier CloudFront would).
-const SERVES_UI: bool = true;
+mod exposure {
+    tether_testsupport::exposure_scenarios!(crate::HOST);
+}
+
+mod revocation {
+    tether_testsupport::revocation_scenarios!(crate::HOST);
+}

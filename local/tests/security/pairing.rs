@@ -18,7 +18,7 @@ use tether_domain::model::WorkerStatus;
 use tether_domain::protocol::{Request, WorkerView};
 use tether_domain::ErrorCode;
 
-use crate::helpers::{
+use tether_testsupport::helpers::{
     http_post_with, paired, Mode, Paired, Server, UserClient, WAIT,
 };
 
@@ -162,7 +162,7 @@ impl Drop for WorkerProcess {
 /// in its credential file, and shows it again when it starts later.
 #[tokio::test]
 async fn the_worker_shows_and_keeps_who_approved_it() {
-    let server = Server::start(Mode::Sequential).await;
+    let server = Server::start(crate::HOST, Mode::Sequential).await;
     let alice = server.add_user("alice").await;
     let owner = UserClient::connect(&server, &alice).await;
     let root = tempfile::tempdir().expect("tempdir");
@@ -204,7 +204,7 @@ async fn the_worker_shows_and_keeps_who_approved_it() {
 /// someone else's, and the worker keeps working. An admin can revoke it.
 #[tokio::test]
 async fn a_second_user_cannot_reject_or_revoke_anothers_worker() {
-    let server = Server::start(Mode::Sequential).await;
+    let server = Server::start(crate::HOST, Mode::Sequential).await;
     let Paired { mut user, worker } = paired(&server, "alice").await;
     let id = worker.id().clone();
     let code = worker.identity.code.clone().expect("its code");
@@ -241,7 +241,7 @@ async fn a_second_user_cannot_reject_or_revoke_anothers_worker() {
 /// then, so guessing cannot be sped up.
 #[tokio::test]
 async fn code_guessing_is_rate_limited() {
-    let server = Server::start(Mode::Sequential).await;
+    let server = Server::start(crate::HOST, Mode::Sequential).await;
     let mallory = server.add_user("mallory").await;
     let guesser = UserClient::connect(&server, &mallory).await;
     let alice = server.add_user("alice").await;
@@ -284,7 +284,7 @@ async fn code_guessing_is_rate_limited() {
 /// client writes into `X-Forwarded-For` itself do not get it round the cap.
 #[tokio::test]
 async fn pending_workers_per_address_are_capped() {
-    let server = Server::start(Mode::Sequential).await;
+    let server = Server::start(crate::HOST, Mode::Sequential).await;
     // Straight from the loopback peer: a real worker process counts too.
     let roots: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
     let mut waiting = Vec::new();
@@ -325,7 +325,7 @@ async fn pending_workers_per_address_are_capped() {
 /// is refused and nothing is made for it.
 #[tokio::test]
 async fn a_headless_worker_pairs_with_a_token_once() {
-    let server = Server::start(Mode::Sequential).await;
+    let server = Server::start(crate::HOST, Mode::Sequential).await;
     let alice = server.add_user("alice").await;
     let owner = UserClient::connect(&server, &alice).await;
     let token: String = owner.call(Request::PairingTokenCreate {}).await.field("token");

@@ -20,8 +20,8 @@ use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::Connector;
 
-use crate::helpers::{Mode, Server, WAIT};
-use crate::raw_http::{request, request_on, Response};
+use tether_testsupport::helpers::{Mode, Server, WAIT};
+use tether_testsupport::security::raw_http::{request, request_on, Response};
 
 /// A private CA (as on a home server) and a host certificate it signed,
 /// for `127.0.0.1` and `localhost`, in files.
@@ -100,7 +100,7 @@ impl Pki {
             key.to_str().expect("path"),
         ];
         args.extend_from_slice(extra);
-        Server::start_with(Mode::Sequential, &args).await
+        Server::start_with(crate::HOST, Mode::Sequential, &args).await
     }
 }
 

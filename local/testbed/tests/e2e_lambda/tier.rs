@@ -28,7 +28,7 @@ use std::time::Instant;
 
 /// What lives as long as the test process.
 struct Tier {
-    _moto: crate::moto::Moto,
+    _moto: tether_testsupport::moto::Moto,
     _settings: tempfile::NamedTempFile,
 }
 
@@ -41,7 +41,7 @@ pub fn ensure() {
 
 fn start() -> Tier {
     let started = Instant::now();
-    let moto = crate::moto::start();
+    let moto = tether_testsupport::moto::start();
     let moto_url = moto.url.clone();
     let proxy = one_at_a_time_proxy(&moto_url);
     let (target_dir, functions_dir) = build_functions();

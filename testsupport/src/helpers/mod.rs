@@ -1,6 +1,7 @@
 //! What every scenario needs, one concern a file:
 //!
 //! - this file: the bounds on waits, the handling [`Mode`] and [`run`];
+//! - [`host`]: the [`Host`] a suite runs against, and its commands;
 //! - [`server`]: a `tether serve` (or `tether up`) process on a fresh data
 //!   directory, and users made with `tether user add`;
 //! - [`http`]: a small HTTP client for `/api/ticket` and `/api/pair`;
@@ -17,6 +18,7 @@
 use std::time::Duration;
 
 mod flows;
+mod host;
 mod http;
 mod reply;
 mod server;
@@ -26,6 +28,7 @@ mod user;
 mod worker;
 
 pub use flows::*;
+pub use host::*;
 pub use http::*;
 pub use reply::*;
 pub use server::*;

@@ -5,16 +5,17 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use tether_domain::protocol::TicketData;
 use tokio::sync::oneshot;
 
-use super::{http_post, Mode, WAIT};
+use super::{http_post, Host, Mode, WAIT};
 
 /// A `tether serve` process on its own temporary data directory. Killed
 /// (SIGKILL) when dropped; its log is printed when the test fails.
 pub struct Server {
+    host: Host,
     child: Option<Child>,
     pub addr: SocketAddr,
     root: tempfile::TempDir,
@@ -36,53 +37,50 @@ pub struct UpLaunch {
 
 impl Server {
     /// A server on a fresh data directory.
-    pub async fn start(mode: Mode) -> Self {
-        Self::start_with(mode, &[]).await
+    pub async fn start(host: Host, mode: Mode) -> Self {
+        Self::start_with(host, mode, &[]).await
     }
 
     /// A server on a fresh data directory, with extra `serve` flags.
-    pub async fn start_with(mode: Mode, extra: &[&str]) -> Self {
-        let root = tempfile::Builder::new()
-            .prefix("tether-e2e-")
-            .tempdir()
-            .expect("create a temporary directory");
-        std::fs::create_dir_all(root.path().join("data")).expect("create the data directory");
-        let mut server = Self {
-            child: None,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            root,
-            mode,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            generation: 0,
-            up: None,
-        };
-        server.spawn().await;
-        server
+    pub async fn start_with(host: Host, mode: Mode, extra: &[&str]) -> Self {
+        Self::launch(host, mode, extra, None).await
     }
 
     /// `tether up` on a fresh data directory, with extra flags.
-    #[allow(dead_code, reason = "used by the agent suite, which shares this file")]
-    pub async fn start_up(mode: Mode, up: UpLaunch, extra: &[&str]) -> Self {
+    pub async fn start_up(host: Host, mode: Mode, up: UpLaunch, extra: &[&str]) -> Self {
+        Self::launch(host, mode, extra, Some(up)).await
+    }
+
+    async fn launch(host: Host, mode: Mode, extra: &[&str], up: Option<UpLaunch>) -> Self {
         let root = tempfile::Builder::new()
-            .prefix("tether-up-")
+            .prefix(if up.is_some() {
+                "tether-up-"
+            } else {
+                "tether-e2e-"
+            })
             .tempdir()
             .expect("create a temporary directory");
         std::fs::create_dir_all(root.path().join("data")).expect("create the data directory");
         let mut server = Self {
+            host,
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             root,
             mode,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             generation: 0,
-            up: Some(up),
+            up,
         };
         server.spawn().await;
         server
     }
 
+    /// The host this server is a process of.
+    pub fn host(&self) -> Host {
+        self.host
+    }
+
     /// The owner `tether up` made on its first start (its secret is printed once).
-    #[allow(dead_code, reason = "used by the agent suite, which shares this file")]
     pub fn owner(&self) -> User {
         let stdout =
             std::fs::read_to_string(self.root.path().join("server-0.stdout")).unwrap_or_default();
@@ -102,10 +100,6 @@ impl Server {
     }
 
     /// The process id of the running server.
-    #[allow(
-        dead_code,
-        reason = "used by the security suite, which shares this file"
-    )]
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -117,7 +111,7 @@ impl Server {
     async fn spawn(&mut self) {
         let log_path = self.log_path(self.generation);
         let log = std::fs::File::create(&log_path).expect("create the server log");
-        let mut cmd = Command::new(crate::TETHER_BIN);
+        let mut cmd = self.host.command();
         match &self.up {
             None => {
                 cmd.arg("serve").arg("--bind").arg("127.0.0.1:0");
@@ -140,12 +134,6 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
-        // Settings come from the flags alone, whatever this environment holds.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TETHER_") {
-                cmd.env_remove(&key);
-            }
-        }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "debug");
         }
@@ -221,7 +209,7 @@ impl Server {
     }
 
     pub async fn add_user_with(&self, name: &str, admin: bool) -> User {
-        let mut cmd = tokio::process::Command::new(crate::TETHER_BIN);
+        let mut cmd = tokio::process::Command::from(self.host.command());
         cmd.arg("user").arg("add").arg(name);
         if admin {
             cmd.arg("--admin");
@@ -229,11 +217,6 @@ impl Server {
         cmd.arg("--data-dir")
             .arg(self.data_dir())
             .stdin(Stdio::null());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TETHER_") {
-                cmd.env_remove(&key);
-            }
-        }
         let out = tokio::time::timeout(WAIT, cmd.output())
             .await
             .unwrap_or_else(|_| panic!("`tether user add {name}` did not finish within {WAIT:?}"))
@@ -260,22 +243,13 @@ impl Server {
 
     /// `tether user ARGS… --data-dir DIR` as a process (`reset NAME`,
     /// `remove NAME`, …): its output, whatever its exit status.
-    #[allow(
-        dead_code,
-        reason = "used by the revocation scenarios (security suite, Lambda tier)"
-    )]
     pub async fn user_command(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = tokio::process::Command::new(crate::TETHER_BIN);
+        let mut cmd = tokio::process::Command::from(self.host.command());
         cmd.arg("user")
             .args(args)
             .arg("--data-dir")
             .arg(self.data_dir())
             .stdin(Stdio::null());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TETHER_") {
-                cmd.env_remove(&key);
-            }
-        }
         tokio::time::timeout(WAIT, cmd.output())
             .await
             .unwrap_or_else(|_| {

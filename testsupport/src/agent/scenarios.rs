@@ -9,8 +9,8 @@ use tether_domain::protocol::{
     WorkerView,
 };
 
-use crate::helpers::{answer_text, Followed, Mode, Server, User, UserClient};
-use crate::support::{alive, eventually, Agentic, Proxy};
+use super::support::{alive, eventually, Agentic, Proxy};
+use crate::helpers::{answer_text, Followed, Host, Mode, Server, User, UserClient};
 
 /// Generous bound for a whole scenario: opencode starts, fetches its
 /// provider package on the very first run, and answers.
@@ -176,19 +176,18 @@ async fn follow(user: &mut UserClient, message: &MessageId) -> Followed {
     user.follow_on(message, Followed::default(), true).await
 }
 
-async fn run(name: &str, scenario: impl std::future::Future<Output = ()>) {
-    // The test binary's set-up (the AWS-shaped tier starts its Lambda
-    // emulator and moto here; the local one has none).
-    crate::before_scenario();
+async fn run(host: Host, name: &str, scenario: impl std::future::Future<Output = ()>) {
+    // The host's set-up (the AWS-shaped tier starts its Lambda emulator and
+    // moto here; the local one has none).
+    (host.set_up)();
     if tokio::time::timeout(LIMIT, scenario).await.is_err() {
         panic!("scenario {name} did not finish within {LIMIT:?}");
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_real_answers_and_a_second_message() {
-    run("streams", async {
-        let agent = Agentic::new().await;
+pub async fn streams_real_answers_and_a_second_message(host: Host) {
+    run(host, "streams", async {
+        let agent = Agentic::new(host).await;
         let server = agent.up(Mode::Sequential).await;
         let mut user = UserClient::connect(&server, &server.owner()).await;
         let worker = online_worker(&mut user).await;
@@ -246,10 +245,9 @@ async fn streams_real_answers_and_a_second_message() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permission_approve_and_deny_and_file_edits() {
-    run("permissions", async {
-        let agent = Agentic::new().await;
+pub async fn permission_approve_and_deny_and_file_edits(host: Host) {
+    run(host, "permissions", async {
+        let agent = Agentic::new(host).await;
         let server = agent.up(Mode::Sequential).await;
         let mut user = UserClient::connect(&server, &server.owner()).await;
         let worker = online_worker(&mut user).await;
@@ -301,10 +299,9 @@ async fn permission_approve_and_deny_and_file_edits() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn abort_and_end_session() {
-    run("abort", async {
-        let agent = Agentic::new().await;
+pub async fn abort_and_end_session(host: Host) {
+    run(host, "abort", async {
+        let agent = Agentic::new(host).await;
         let server = agent.up(Mode::Concurrent).await;
         let mut user = UserClient::connect(&server, &server.owner()).await;
         let worker = online_worker(&mut user).await;
@@ -383,11 +380,10 @@ async fn admin(server: &Server) -> User {
     server.add_user_with("ada", true).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offline_queue_and_a_cut_connection() {
-    run("offline", async {
-        let agent = Agentic::new().await;
-        let server = Server::start(Mode::Concurrent).await;
+pub async fn offline_queue_and_a_cut_connection(host: Host) {
+    run(host, "offline", async {
+        let agent = Agentic::new(host).await;
+        let server = Server::start(host, Mode::Concurrent).await;
         let ada = admin(&server).await;
         let mut user = UserClient::connect(&server, &ada).await;
         let proxy = Proxy::start(server.addr).await;
@@ -435,11 +431,10 @@ async fn offline_queue_and_a_cut_connection() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_worker_or_opencode_leaves_a_clear_state() {
-    run("crashes", async {
-        let agent = Agentic::new().await;
-        let server = Server::start(Mode::Sequential).await;
+pub async fn a_killed_worker_or_opencode_leaves_a_clear_state(host: Host) {
+    run(host, "crashes", async {
+        let agent = Agentic::new(host).await;
+        let server = Server::start(host, Mode::Sequential).await;
         let ada = admin(&server).await;
         let mut user = UserClient::connect(&server, &ada).await;
         let url = format!("http://{}", server.addr);
@@ -506,10 +501,9 @@ async fn a_killed_worker_or_opencode_leaves_a_clear_state() {
 /// gave no title, the title reaches the host and every tab of the owner,
 /// and the session list. A subagent's child session, titled by opencode
 /// too, changes nothing; a session the user titled keeps its title.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_title_opencode_makes_reaches_the_host() {
-    run("titles", async {
-        let agent = Agentic::new().await;
+pub async fn the_title_opencode_makes_reaches_the_host(host: Host) {
+    run(host, "titles", async {
+        let agent = Agentic::new(host).await;
         let server = agent.up(Mode::Concurrent).await;
         let mut user = UserClient::connect(&server, &server.owner()).await;
         let worker = online_worker(&mut user).await;
@@ -565,11 +559,10 @@ async fn the_title_opencode_makes_reaches_the_host() {
 /// user share the machine's state directory, each with its own project and
 /// opencode. Answers alternate between them; none fails, and no worker ever
 /// stops another's opencode.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_workers_on_one_machine_stay_apart() {
-    run("three workers", async {
-        let agent = Agentic::new().await;
-        let server = Server::start(Mode::Sequential).await;
+pub async fn three_workers_on_one_machine_stay_apart(host: Host) {
+    run(host, "three workers", async {
+        let agent = Agentic::new(host).await;
+        let server = Server::start(host, Mode::Sequential).await;
         let ada = admin(&server).await;
         let mut user = UserClient::connect(&server, &ada).await;
         let url = format!("http://{}", server.addr);
@@ -626,11 +619,10 @@ async fn online(user: &mut UserClient, id: &WorkerId) {
 /// proxy that stops forwarding and closes nothing). With default settings
 /// the worker notices within its ack timeout, reconnects and re-sends, and
 /// the answer resumes within 20 s and ends exact.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_network_drop_stalls_an_answer_for_seconds_only() {
-    run("silent drop", async {
-        let agent = Agentic::new().await;
-        let server = Server::start(Mode::Sequential).await;
+pub async fn a_silent_network_drop_stalls_an_answer_for_seconds_only(host: Host) {
+    run(host, "silent drop", async {
+        let agent = Agentic::new(host).await;
+        let server = Server::start(host, Mode::Sequential).await;
         let ada = admin(&server).await;
         let mut user = UserClient::connect(&server, &ada).await;
         let proxy = Proxy::start(server.addr).await;
@@ -661,10 +653,9 @@ async fn a_silent_network_drop_stalls_an_answer_for_seconds_only() {
 /// An answer far over API Gateway's 128 KB message limit completes, exact:
 /// it travels as bounded chunk frames, and the completion carries only the
 /// chunk count.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_300_kb_answer_completes_exact() {
-    run("300 KB", async {
-        let agent = Agentic::new().await;
+pub async fn a_300_kb_answer_completes_exact(host: Host) {
+    run(host, "300 KB", async {
+        let agent = Agentic::new(host).await;
         let server = agent.up(Mode::Sequential).await;
         let mut user = UserClient::connect(&server, &server.owner()).await;
         let worker = online_worker(&mut user).await;
@@ -762,10 +753,9 @@ fn tool_output_of(f: &Followed) -> String {
 /// session) whose bash call asks permission: the request reaches the user
 /// in the answer, the approval reaches opencode, the subagent's work shows
 /// as subagent chunks, and its command's output comes back into the answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subagents_permission_approved_through_the_protocol() {
-    run("subagent approved", async {
-        let agent = Agentic::new().await;
+pub async fn a_subagents_permission_approved_through_the_protocol(host: Host) {
+    run(host, "subagent approved", async {
+        let agent = Agentic::new(host).await;
         let server = agent.up(Mode::Sequential).await;
         let mut user = UserClient::connect(&server, &server.owner()).await;
         let worker = online_worker(&mut user).await;
@@ -803,10 +793,9 @@ async fn a_subagents_permission_approved_through_the_protocol() {
 /// ends in error, and the answer still completes. Then aborted while the
 /// subagent waits: the answer and the subagent end aborted, and the next
 /// answer is not troubled by them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subagents_permission_denied_through_the_protocol() {
-    run("subagent denied", async {
-        let agent = Agentic::new().await;
+pub async fn a_subagents_permission_denied_through_the_protocol(host: Host) {
+    run(host, "subagent denied", async {
+        let agent = Agentic::new(host).await;
         let server = agent.up(Mode::Concurrent).await;
         let mut user = UserClient::connect(&server, &server.owner()).await;
         let worker = online_worker(&mut user).await;

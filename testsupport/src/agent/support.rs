@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{Mode, Server, UpLaunch};
+use crate::helpers::{Host, Mode, Server, UpLaunch};
 
 /// The opencode binary the suite runs: `TETHER_TEST_OPENCODE`, or where
 /// `scripts/install-opencode` puts it.
@@ -35,13 +35,15 @@ pub fn opencode_binary() -> PathBuf {
 /// A scripted fake LLM, a project directory for opencode, and opencode's own
 /// state kept apart from the user's.
 pub struct Agentic {
+    /// The host whose `up` and `worker` commands this machine runs.
+    host: Host,
     /// Serves as long as the scenario holds it.
     _llm: tether_fakellm::FakeLlm,
     root: tempfile::TempDir,
 }
 
 impl Agentic {
-    pub async fn new() -> Self {
+    pub async fn new(host: Host) -> Self {
         let llm = tether_fakellm::FakeLlm::start(tether_fakellm::Config::default())
             .await
             .expect("start the fake LLM");
@@ -76,7 +78,11 @@ impl Agentic {
         for d in ["data", "config", "state"] {
             std::fs::create_dir_all(root.path().join("xdg").join(d)).expect("xdg directory");
         }
-        Self { _llm: llm, root }
+        Self {
+            host,
+            _llm: llm,
+            root,
+        }
     }
 
     pub fn workdir(&self) -> PathBuf {
@@ -142,6 +148,7 @@ impl Agentic {
     /// `tether up` here: host, worker and opencode.
     pub async fn up(&self, mode: Mode) -> Server {
         Server::start_up(
+            self.host,
             mode,
             UpLaunch {
                 workdir: self.workdir(),
@@ -155,18 +162,18 @@ impl Agentic {
 
     /// A `tether worker` process for `server_url` in this project.
     pub fn worker(&self, server_url: &str) -> WorkerProcess {
-        WorkerProcess::start(server_url, &self.workdir(), &self.env(), self.root.path(), &["--heartbeat-secs", "5"])
+        WorkerProcess::start(self.host, server_url, &self.workdir(), &self.env(), self.root.path(), &["--heartbeat-secs", "5"])
     }
 
     /// A `tether worker` process with the default heartbeat and timeouts.
     pub fn worker_with_defaults(&self, server_url: &str) -> WorkerProcess {
-        WorkerProcess::start(server_url, &self.workdir(), &self.env(), self.root.path(), &[])
+        WorkerProcess::start(self.host, server_url, &self.workdir(), &self.env(), self.root.path(), &[])
     }
 
     /// A `tether worker` process for `server_url` in another project of
     /// this machine (see [`Self::project`]).
     pub fn worker_in(&self, server_url: &str, project: &Path) -> WorkerProcess {
-        WorkerProcess::start(server_url, project, &self.env(), self.root.path(), &["--heartbeat-secs", "5"])
+        WorkerProcess::start(self.host, server_url, project, &self.env(), self.root.path(), &["--heartbeat-secs", "5"])
     }
 }
 
@@ -177,11 +184,11 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    fn start(server_url: &str, workdir: &Path, env: &[(String, String)], root: &Path, extra: &[&str]) -> Self {
+    fn start(host: Host, server_url: &str, workdir: &Path, env: &[(String, String)], root: &Path, extra: &[&str]) -> Self {
         let n = std::fs::read_dir(root).map(|d| d.count()).unwrap_or(0);
         let log = root.join(format!("worker-{n}.log"));
         let file = std::fs::File::create(&log).expect("worker log");
-        let mut cmd = Command::new(crate::TETHER_BIN);
+        let mut cmd = host.command();
         cmd.arg("worker")
             .arg("--server")
             .arg(server_url)
@@ -195,11 +202,6 @@ impl WorkerProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::from(file.try_clone().expect("log")))
             .stderr(Stdio::from(file));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TETHER_") {
-                cmd.env_remove(&key);
-            }
-        }
         cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.env("NO_COLOR", "1");
         if std::env::var_os("RUST_LOG").is_none() {

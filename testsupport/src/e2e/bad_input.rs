@@ -63,8 +63,8 @@ async fn refused_request(sock: &Socket, what: &str, request: Request, code: Erro
 }
 
 /// Scenario 9a: malformed, unknown, ill-typed, oversized and misaddressed frames.
-pub async fn bad_frames(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn bad_frames(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let Paired {
         mut user,
         mut worker,
@@ -414,8 +414,8 @@ pub async fn bad_frames(mode: Mode) {
 /// Scenario 9b: the rules of an answer: no chunk beyond a final count, one
 /// completion (identical retries are fine), duplicates acknowledged once,
 /// chunks out of order stored in order, a fragmented message over 32 KB.
-pub async fn answer_rules(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn answer_rules(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let Paired {
         mut user,
         mut worker,
@@ -571,10 +571,10 @@ pub async fn answer_rules(mode: Mode) {
 
 /// Scenario 9c: who may not connect or act: a pending worker, a revoked worker,
 /// reused and expired tickets, unknown credentials.
-pub async fn refused_connections(mode: Mode) {
+pub async fn refused_connections(host: Host, mode: Mode) {
     // A second server whose tickets live one second; its ticket is taken
     // first so the wait for its expiry overlaps the rest.
-    let short = Server::start_with(mode, &["--ticket-ttl-secs", "1"]).await;
+    let short = Server::start_with(host, mode, &["--ticket-ttl-secs", "1"]).await;
     let judy = short.add_user("judy").await;
     let asked_at = now_millis();
     let expiring = short.ticket(&judy).await;
@@ -583,7 +583,7 @@ pub async fn refused_connections(mode: Mode) {
         "--ticket-ttl-secs 1 gives a ticket that expires within a second: {expiring:?}, asked at {asked_at}"
     );
 
-    let server = Server::start(mode).await;
+    let server = Server::start(host, mode).await;
     let Paired {
         mut user,
         mut worker,
@@ -797,8 +797,8 @@ pub async fn refused_connections(mode: Mode) {
 /// source address may have 3 workers waiting for approval; a fourth gets
 /// 429 `too_many_pending`, another address is free, and an address a
 /// client writes into `X-Forwarded-For` itself does not count.
-pub async fn pairing_limits(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn pairing_limits(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let ada_account = server.add_user("ada").await;
     let ada = UserClient::connect(&server, &ada_account).await;
     // Codes nobody holds. The limit is per fixed minute: should the

@@ -16,8 +16,8 @@ fn deltas(n: u32) -> Vec<String> {
 /// Scenario 5: the user loses its connection mid-answer, the worker goes on, the user
 /// reconnects and watches from its cursor: page plus live events give every
 /// seq, without a gap.
-pub async fn user_reconnect_catch_up(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn user_reconnect_catch_up(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let Paired {
         mut user,
         mut worker,
@@ -167,8 +167,8 @@ fn check_page_from(page: &HistoryPage, message: &MessageId, cursor: Cursor) {
 /// Scenario 6: the worker loses its connection before reading some acks, reconnects
 /// and re-sends from the first unacknowledged seq: those already stored come
 /// back as duplicates, and every chunk is stored once.
-pub async fn worker_reconnect_resends_unacked(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn worker_reconnect_resends_unacked(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let Paired {
         mut user,
         mut worker,
@@ -246,8 +246,8 @@ pub async fn worker_reconnect_resends_unacked(mode: Mode) {
 /// Scenario 8: the server is killed (SIGKILL) with one answer complete and another
 /// mid-stream; restarted on the same data, everything acknowledged is there
 /// and the worker finishes the answer.
-pub async fn sigkill_and_restart(mode: Mode) {
-    let mut server = Server::start(mode).await;
+pub async fn sigkill_and_restart(host: Host, mode: Mode) {
+    let mut server = Server::start(host, mode).await;
     let Paired {
         mut user,
         mut worker,
@@ -363,10 +363,10 @@ pub async fn sigkill_and_restart(mode: Mode) {
 /// the lease ends the third; the sessions take messages again, and when
 /// the worker does come back it is told to stop all three and may add
 /// nothing to them.
-pub async fn worker_gone_for_good(mode: Mode) {
+pub async fn worker_gone_for_good(host: Host, mode: Mode) {
     use tether_domain::protocol::{MessageView, Request, ServerFrame};
     use tether_domain::ErrorCode;
-    let server = Server::start_with(mode, &["--worker-lease-secs", "1"]).await;
+    let server = Server::start_with(host, mode, &["--worker-lease-secs", "1"]).await;
     let Paired {
         mut user,
         mut worker,

@@ -11,8 +11,8 @@ use crate::helpers::*;
 /// Scenario 1: a worker pairs over HTTP, connects pending, its owner looks the code
 /// up and approves it; the worker hears so, says hello with its models and
 /// shows online in the owner's machine list.
-pub async fn pair_and_approve(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn pair_and_approve(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let alice = server.add_user("alice").await;
     let mut user = UserClient::connect(&server, &alice).await;
 
@@ -166,8 +166,8 @@ pub async fn pair_and_approve(mode: Mode) {
 /// Scenario 1b: a headless machine pairs with a token its owner minted: no
 /// code, approved for her at once; the token works once, and a second user
 /// can neither reject nor revoke her worker, while an admin can revoke it.
-pub async fn pair_with_a_token(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn pair_with_a_token(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let alice = server.add_user("alice").await;
     let mut user = UserClient::connect(&server, &alice).await;
     let minted = user.call(Request::PairingTokenCreate {}).await;
@@ -240,8 +240,8 @@ pub async fn pair_with_a_token(mode: Mode) {
 
 /// Scenario 2: a worker that disconnects (closing, or losing its connection) goes
 /// offline for its owner, and comes back online when it reconnects.
-pub async fn online_offline(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn online_offline(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let Paired { mut user, worker } = paired(&server, "bob").await;
     let identity = worker.identity.clone();
     let id = identity.worker_id.clone();
@@ -299,8 +299,8 @@ pub async fn online_offline(mode: Mode) {
 /// Scenario 2b: presence lapses: a worker not heard from for the presence timeout
 /// shows offline though its socket is open; its next ping brings it back,
 /// and its owner hears so.
-pub async fn presence_lapses(mode: Mode) {
-    let server = Server::start_with(mode, &["--presence-timeout-secs", "1"]).await;
+pub async fn presence_lapses(host: Host, mode: Mode) {
+    let server = Server::start_with(host, mode, &["--presence-timeout-secs", "1"]).await;
     let Paired { mut user, worker } = paired(&server, "nina").await;
     let id = worker.id().clone();
     assert!(

@@ -1,7 +1,7 @@
 //! What the host serves to anyone who can reach its port.
 
-use crate::helpers::{Mode, Server, UserClient};
-use crate::raw_http::request;
+use super::raw_http::request;
+use crate::helpers::{Host, Mode, Server, UserClient};
 
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 
@@ -26,10 +26,8 @@ const ABSENT: [&str; 14] = [
     "/api/ticket/extra",
 ];
 
-#[tokio::test]
-async fn only_the_ui_the_api_and_the_websocket_are_served() {
-    crate::before_scenario();
-    let server = Server::start(Mode::Sequential).await;
+pub async fn only_the_ui_the_api_and_the_websocket_are_served(host: Host) {
+    let server = Server::start(host, Mode::Sequential).await;
     for path in ABSENT {
         for method in METHODS {
             let res = request(server.addr, method, path, &[], "{}").await;
@@ -49,7 +47,7 @@ async fn only_the_ui_the_api_and_the_websocket_are_served() {
     assert_eq!(res.status, 404, "{res:?}");
     // What is served: the UI at `/` and its files (on AWS, CloudFront
     // serves the UI from S3: the Lambda tier has none).
-    if crate::SERVES_UI {
+    if host.serves_ui {
         let index = request(server.addr, "GET", "/", &[], "").await;
         assert_eq!(index.status, 200, "GET /: {index:?}");
         assert!(index.body.contains("<html") || index.body.contains("<!doctype"), "{index:?}");
@@ -79,10 +77,8 @@ async fn only_the_ui_the_api_and_the_websocket_are_served() {
 /// A connection id names a connection to push to: logs at `info` and above
 /// never carry one whole. (The suite's servers log at `debug`; only the
 /// lines of higher levels are checked.)
-#[tokio::test]
-async fn connection_ids_are_not_logged_at_info() {
-    crate::before_scenario();
-    let server = Server::start(Mode::Sequential).await;
+pub async fn connection_ids_are_not_logged_at_info(host: Host) {
+    let server = Server::start(host, Mode::Sequential).await;
     let user = server.add_user("ada").await;
     let client = UserClient::connect(&server, &user).await;
     client.ping().await;

@@ -13,7 +13,8 @@ use tether_domain::protocol::Request;
 use tether_domain::ErrorCode;
 
 use crate::helpers::{
-    assert_refused, http_post, paired, run, Mode, Server, Socket, User, UserClient, WorkerClient,
+    assert_refused, http_post, paired, run, Host, Mode, Paired, Server, Socket, User, UserClient,
+    WorkerClient,
 };
 
 /// How soon after the command finishes every socket must be closed.
@@ -21,16 +22,12 @@ const AT_ONCE: Duration = Duration::from_secs(1);
 /// The close code of a disconnect the server asks for.
 const SERVER_CLOSE: u16 = 1000;
 
-#[tokio::test]
-async fn a_reset_closes_the_users_sockets_and_kills_their_tickets() {
-    crate::before_scenario();
-    run("reset", Mode::Sequential, reset_ends_access(Mode::Sequential)).await;
+pub async fn a_reset_closes_the_users_sockets_and_kills_their_tickets(host: Host) {
+    run("reset", Mode::Sequential, reset_ends_access(host, Mode::Sequential)).await;
 }
 
-#[tokio::test]
-async fn a_removal_closes_the_users_and_their_workers_sockets() {
-    crate::before_scenario();
-    run("remove", Mode::Sequential, remove_ends_access(Mode::Sequential)).await;
+pub async fn a_removal_closes_the_users_and_their_workers_sockets(host: Host) {
+    run("remove", Mode::Sequential, remove_ends_access(host, Mode::Sequential)).await;
 }
 
 /// `tether user ARGS…`, which must succeed; its standard output.
@@ -87,8 +84,8 @@ async fn old_ticket_refused(server: &Server, user: &User, ticket: &str) {
     assert_eq!(res.status, 401, "POST /api/ticket with the old secret: {res:?}");
 }
 
-pub async fn reset_ends_access(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn reset_ends_access(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let ada = server.add_user("ada").await;
     let bob = server.add_user("bob").await;
     let mut tab = UserClient::connect(&server, &ada).await;
@@ -119,10 +116,10 @@ pub async fn reset_ends_access(mode: Mode) {
     again.assert_usable("signing in with the new secret").await;
 }
 
-pub async fn remove_ends_access(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn remove_ends_access(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let root = server.add_user_with("root", true).await;
-    let crate::helpers::Paired {
+    let Paired {
         user: mut tab,
         mut worker,
     } = paired(&server, "ada").await;

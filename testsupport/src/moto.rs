@@ -1,5 +1,5 @@
-//! Starting moto's DynamoDB server for a test process (shared by the
-//! functions' tests and the AWS-shaped e2e tier, which includes this file).
+//! Starting moto's DynamoDB server for a test process (the functions'
+//! tests, the AWS-shaped e2e tier, `cargo xtask lambda-init`).
 //!
 //! `TETHER_MOTO_URL` names a running server. Otherwise `moto_server` from
 //! `$TETHER_MOTO_BIN`, `$HOME/.cache/tether/venv/bin/moto_server` or `PATH`

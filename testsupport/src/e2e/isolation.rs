@@ -7,8 +7,8 @@ use tether_domain::ErrorCode;
 
 use crate::helpers::*;
 
-pub async fn second_user_isolation(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn second_user_isolation(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let Paired {
         user: mut alice,
         mut worker,

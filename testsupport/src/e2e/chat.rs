@@ -100,8 +100,8 @@ async fn answer_checked(
 
 /// Scenario 3: session start, two messages streamed and completed, session end, and
 /// the history of it all.
-pub async fn chat_flow(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn chat_flow(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let Paired {
         mut user,
         mut worker,
@@ -268,8 +268,8 @@ pub async fn chat_flow(mode: Mode) {
 
 /// Scenario 4: messages sent while the worker is offline are queued and dispatched
 /// when it says hello; a session started while it is offline starts then.
-pub async fn offline_queue(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn offline_queue(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let Paired {
         mut user,
         mut worker,
@@ -369,8 +369,8 @@ pub async fn offline_queue(mode: Mode) {
 /// Each request gets exactly one reply, every chunk is stored and pushed
 /// once, and the session is ready again after each answer. (With
 /// `--concurrent-frames` the frames are handled in any order.)
-pub async fn pipelined_burst(mode: Mode) {
-    let server = Server::start(mode).await;
+pub async fn pipelined_burst(host: Host, mode: Mode) {
+    let server = Server::start(host, mode).await;
     let Paired {
         mut user,
         mut worker,
