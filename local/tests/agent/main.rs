@@ -5,12 +5,8 @@
 
 use tether_testsupport::helpers::Host;
 
-/// `tether up` and `tether serve`, which need nothing set up first.
-const HOST: Host = Host {
-    bin: env!("CARGO_BIN_EXE_tether"),
-    serves_ui: true,
-    set_up: || {},
-};
+/// `tether up` and `tether serve`.
+const HOST: Host = Host::local(env!("CARGO_BIN_EXE_tether"));
 
 mod scenarios {
     tether_testsupport::agent_scenarios!(crate::HOST);

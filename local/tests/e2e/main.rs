@@ -8,11 +8,7 @@
 
 use tether_testsupport::helpers::Host;
 
-/// `tether serve`, which needs nothing set up first.
-const HOST: Host = Host {
-    bin: env!("CARGO_BIN_EXE_tether"),
-    serves_ui: true,
-    set_up: || {},
-};
+/// `tether serve`.
+const HOST: Host = Host::local(env!("CARGO_BIN_EXE_tether"));
 
 tether_testsupport::e2e_scenarios!(crate::HOST);

@@ -36,13 +36,8 @@ mod tls;
 /// The binary the suite runs.
 const TETHER_BIN: &str = env!("CARGO_BIN_EXE_tether");
 
-/// `tether serve`, which needs nothing set up first and serves the web UI
-/// (on the Lambda tier CloudFront would).
-const HOST: Host = Host {
-    bin: TETHER_BIN,
-    serves_ui: true,
-    set_up: || {},
-};
+/// `tether serve` (on the Lambda tier, CloudFront would serve the UI).
+const HOST: Host = Host::local(TETHER_BIN);
 
 mod exposure {
     tether_testsupport::exposure_scenarios!(crate::HOST);

@@ -22,6 +22,17 @@ pub struct Host {
 }
 
 impl Host {
+    /// `tether` (the binary's path): it serves the UI and needs nothing set
+    /// up first.
+    pub const fn local(bin: &'static str) -> Self {
+        fn nothing() {}
+        Self {
+            bin,
+            serves_ui: true,
+            set_up: nothing,
+        }
+    }
+
     /// Sets the host up, then runs a scenario within
     /// [`SCENARIO_LIMIT`](super::SCENARIO_LIMIT).
     pub async fn run<F: Future<Output = ()>>(self, name: &str, mode: Mode, scenario: F) {
