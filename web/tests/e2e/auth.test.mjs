@@ -3,10 +3,10 @@
 // (localStorage), cleared from both on sign-out, and never goes into a URL.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { DESKTOP, PHONE, launch, newPage, screenshotAll } from "../support/browser.mjs";
-import { startServer } from "../support/server.mjs";
+import { testBed } from "../support/bed.mjs";
+import { DESKTOP, PHONE, newPage, screenshotAll } from "../support/browser.mjs";
 import { WAIT, assertNoPageErrors, signIn } from "./flows.mjs";
 
 /** Where the page keeps the secret: `[sessionStorage, localStorage]`. */
@@ -14,26 +14,16 @@ function stored(page) {
   return page.evaluate(() => [sessionStorage.getItem("tether.secret"), localStorage.getItem("tether.secret")]);
 }
 
-let server;
-let browser;
-
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launch()]);
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const bed = testBed();
 
 test("sign in with the secret, refuse a wrong one, sign out", async () => {
-  const secret = await server.addUser("ada", { admin: true });
-  const { context, page } = await newPage(browser);
+  const secret = await bed.server.addUser("ada", { admin: true });
+  const { context, page } = await newPage(bed.browser);
   const urls = [];
   page.on("request", (r) => urls.push(r.url()));
   page.on("websocket", (ws) => urls.push(ws.url()));
 
-  await page.goto(server.url);
+  await page.goto(bed.server.url);
   await page.getByRole("heading", { name: "Tether" }).waitFor({ timeout: WAIT });
   await screenshotAll(page, "sign-in");
 
@@ -56,7 +46,7 @@ test("sign in with the secret, refuse a wrong one, sign out", async () => {
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("alert").filter({ hasText: "not accepted" }).waitFor({ timeout: WAIT });
 
-  await signIn(page, server.url, secret);
+  await signIn(page, bed.server.url, secret);
   await page.getByRole("heading", { name: "Machines", exact: true }).waitFor();
   await page.getByText("No machines yet").waitFor();
   assert.equal(await page.getByRole("navigation", { name: "Sidebar" }).getByText("ada").count(), 1);
@@ -70,7 +60,7 @@ test("sign in with the secret, refuse a wrong one, sign out", async () => {
 
   // Another tab does not have it.
   const other = await context.newPage();
-  await other.goto(server.url);
+  await other.goto(bed.server.url);
   await other.getByLabel("Secret").waitFor({ timeout: WAIT });
   await other.close();
 
@@ -84,8 +74,8 @@ test("sign in with the secret, refuse a wrong one, sign out", async () => {
     const registration = await navigator.serviceWorker.ready;
     return { script: registration.active?.scriptURL, scope: registration.scope };
   });
-  assert.equal(sw.script, `${server.url}/sw.js`);
-  assert.equal(sw.scope, `${server.url}/`);
+  assert.equal(sw.script, `${bed.server.url}/sw.js`);
+  assert.equal(sw.scope, `${bed.server.url}/`);
 
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.getByLabel("Secret").waitFor();
@@ -95,10 +85,10 @@ test("sign in with the secret, refuse a wrong one, sign out", async () => {
 });
 
 test("remember this device keeps the secret in localStorage; sign out clears both", async () => {
-  const secret = await server.addUser("grace");
-  const { context, page } = await newPage(browser);
+  const secret = await bed.server.addUser("grace");
+  const { context, page } = await newPage(bed.browser);
 
-  await page.goto(server.url);
+  await page.goto(bed.server.url);
   await page.getByLabel("Secret").fill(secret);
   await page.getByRole("checkbox", { name: "Remember this device" }).check();
   await page.getByRole("button", { name: "Sign in" }).click();
@@ -107,7 +97,7 @@ test("remember this device keeps the secret in localStorage; sign out clears bot
 
   // A new tab of the same browser is signed in too.
   const other = await context.newPage();
-  await other.goto(server.url);
+  await other.goto(bed.server.url);
   await other.getByRole("img", { name: "Connected", exact: true }).waitFor({ timeout: WAIT });
   await other.close();
 
@@ -134,9 +124,9 @@ test("remember this device keeps the secret in localStorage; sign out clears bot
 });
 
 test("a secret an earlier version kept in localStorage still signs in", async () => {
-  const secret = await server.addUser("linus");
-  const { context, page } = await newPage(browser);
-  await page.goto(server.url);
+  const secret = await bed.server.addUser("linus");
+  const { context, page } = await newPage(bed.browser);
+  await page.goto(bed.server.url);
   await page.getByLabel("Secret").waitFor({ timeout: WAIT });
   await page.evaluate((s) => localStorage.setItem("tether.secret", s), secret);
   await page.reload();

@@ -6,11 +6,11 @@
 // it.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { launch, newPage, screenshotAll } from "../support/browser.mjs";
-import { startServer } from "../support/server.mjs";
-import { DEFAULT_MODEL, FAKE_MODEL_LABEL, numberedText, startWorker } from "../support/worker.mjs";
+import { testBed } from "../support/bed.mjs";
+import { newPage, screenshotAll } from "../support/browser.mjs";
+import { DEFAULT_MODEL, FAKE_MODEL_LABEL, numberedText } from "../support/worker.mjs";
 import {
   WAIT,
   answer,
@@ -24,27 +24,17 @@ import {
   watchText,
 } from "./flows.mjs";
 
-let server;
-let browser;
 let worker;
 let firstSession;
 
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launch()]);
-});
-
-after(async () => {
-  await worker?.stop().catch(() => {});
-  await browser?.close();
-  await server?.stop();
-});
+const bed = testBed();
 
 test("a session from start to end, and its history after a reload", async () => {
-  const secret = await server.addUser("ada", { admin: true });
-  worker = await startWorker(server.url, { machine: "laptop", workdir: "/home/ada/src/app" });
-  const { context, page } = await newPage(browser);
-  await signIn(page, server.url, secret);
-  await approveByLink(page, server.url, worker.code, "app");
+  const secret = await bed.server.addUser("ada", { admin: true });
+  worker = await bed.startWorker({ machine: "laptop", workdir: "/home/ada/src/app" });
+  const { context, page } = await newPage(bed.browser);
+  await signIn(page, bed.server.url, secret);
+  await approveByLink(page, bed.server.url, worker.code, "app");
   await worker.ready();
 
   // New session: the worker's default model (its opencode.json's) is
@@ -91,12 +81,12 @@ test("a session from start to end, and its history after a reload", async () => 
   // 2. Markdown with a code block (the fake model echoes what it is sent).
   const FENCE = "```";
   // (The echo drops indentation, so the code has none.)
-  await send(page, `The test **hangs** when the server never closes its socket:\n\n${FENCE}rust\nfn shutdown(server: Server) { drop(server) }\nlet listener = TcpListener::bind("127.0.0.1:0")?;\n${FENCE}\n\nSee \`src/server.rs\`.`);
+  await send(page, `The test **hangs** when the server never closes its socket:\n\n${FENCE}rust\nfn shutdown(server: Server) { drop(server) }\nlet listener = TcpListener::bind("127.0.0.1:0")?;\n${FENCE}\n\nSee \`src/bed.server.rs\`.`);
   await waitComplete(page, 2);
   const a2 = answer(page, 2);
   await a2.locator("strong", { hasText: "hangs" }).waitFor(); // markdown rendered
   await a2.locator(".code-block .hljs-keyword", { hasText: "fn" }).first().waitFor(); // highlighted code
-  await a2.locator("code", { hasText: "src/server.rs" }).first().waitFor();
+  await a2.locator("code", { hasText: "src/bed.server.rs" }).first().waitFor();
   await screenshotAll(page, "chat-answer", {
     prepare: () => a2.locator(".code-block").scrollIntoViewIfNeeded(),
   });
@@ -185,7 +175,7 @@ test("a session from start to end, and its history after a reload", async () => 
   await screenshotAll(page, "session-list");
 
   // Reload the session: the whole history is there, once.
-  await page.goto(`${server.url}/#/s/${sessionId}`);
+  await page.goto(`${bed.server.url}/#/s/${sessionId}`);
   await page.reload();
   await waitComplete(page, 1);
   assert.equal(await page.getByRole("article").count(), 7);
@@ -209,9 +199,9 @@ test("a session from start to end, and its history after a reload", async () => 
 
 test("a second user cannot open the first user's session", async () => {
   assert.ok(firstSession, "the first test made a session");
-  const secret = await server.addUser("bob");
-  const { context, page } = await newPage(browser);
-  await signIn(page, server.url, secret, `/#/s/${firstSession}`);
+  const secret = await bed.server.addUser("bob");
+  const { context, page } = await newPage(bed.browser);
+  await signIn(page, bed.server.url, secret, `/#/s/${firstSession}`);
   await page.getByRole("heading", { name: "Session not found", exact: true }).first().waitFor({ timeout: WAIT });
   await page.getByText("There is no session at this address, or it is not yours.").waitFor();
   // Nothing of the first user's shows anywhere.

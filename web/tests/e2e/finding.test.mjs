@@ -4,43 +4,27 @@
 // at its latest step against the model's limit, at desktop and phone widths.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { DESKTOP, PHONE, launch, newPage, screenshotAll } from "../support/browser.mjs";
-import { startServer } from "../support/server.mjs";
-import { FAKE_MODEL_LABEL, startWorker } from "../support/worker.mjs";
-import { WAIT, approveByLink, assertNoPageErrors, send, signIn, startSession, waitComplete } from "./flows.mjs";
+import { testBed } from "../support/bed.mjs";
+import { DESKTOP, PHONE, newPage, screenshotAll } from "../support/browser.mjs";
+import { FAKE_MODEL_LABEL } from "../support/worker.mjs";
+import { WAIT, approveByLink, assertNoPageErrors, fitsWidth, send, signIn, startSession, waitComplete } from "./flows.mjs";
 
-let server;
-let browser;
 let worker;
 
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launch()]);
-});
-
-after(async () => {
-  await worker?.stop().catch(() => {});
-  await browser?.close();
-  await server?.stop();
-});
-
-/** No sideways scrolling on the page. */
-async function fitsWidth(page) {
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-  assert.ok(overflow <= 0, `no sideways scrolling (${overflow}px)`);
-}
+const bed = testBed();
 
 async function rowTitles(page) {
   return page.getByRole("list", { name: "Sessions", exact: true }).locator(".session-row-title").allTextContents();
 }
 
 test("the session list narrows by words and status; the composer shows the context used", async () => {
-  const secret = await server.addUser("ada");
-  worker = await startWorker(server.url, { machine: "laptop", workdir: "/home/ada/src/app" });
-  const { context, page } = await newPage(browser);
-  await signIn(page, server.url, secret);
-  await approveByLink(page, server.url, worker.code, "app");
+  const secret = await bed.server.addUser("ada");
+  worker = await bed.startWorker({ machine: "laptop", workdir: "/home/ada/src/app" });
+  const { context, page } = await newPage(bed.browser);
+  await signIn(page, bed.server.url, secret);
+  await approveByLink(page, bed.server.url, worker.code, "app");
   await worker.ready();
 
   // The context meter: none before the first step, then the latest step's
@@ -71,7 +55,7 @@ test("the session list narrows by words and status; the composer shows the conte
   await page.getByRole("list", { name: "Sessions", exact: true }).getByRole("link", { name: /Login page copy/ }).getByText("Ended").waitFor({ timeout: WAIT });
 
   // Every session, then narrowed.
-  await page.goto(`${server.url}/#/sessions`);
+  await page.goto(`${bed.server.url}/#/sessions`);
   await page.getByRole("list", { name: "Sessions", exact: true }).waitFor({ timeout: WAIT });
   assert.equal((await rowTitles(page)).length, 3);
   const search = page.getByRole("searchbox", { name: "Search sessions" });
@@ -96,7 +80,7 @@ test("the session list narrows by words and status; the composer shows the conte
   await screenshotAll(page, "sessions-filter");
 
   // The worker's own list has the same bar, without the worker choice.
-  await page.goto(`${server.url}/#/w/${encodeURIComponent(worker.workerId)}`);
+  await page.goto(`${bed.server.url}/#/w/${encodeURIComponent(worker.workerId)}`);
   await page.getByRole("list", { name: "Sessions", exact: true }).waitFor({ timeout: WAIT });
   await page.getByRole("searchbox", { name: "Search sessions" }).fill("routes");
   assert.deepEqual(await rowTitles(page), ["Refactor the routes"]);

@@ -76,6 +76,12 @@ export async function watchText(locator, done, { every = 40, timeout = 20_000 } 
   }
 }
 
+/** No sideways scrolling on the page. */
+export async function fitsWidth(page) {
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `no sideways scrolling (${overflow}px)`);
+}
+
 export function assertNoPageErrors(page) {
   assert.deepEqual(page.errors, [], `errors in the page:\n${page.errors.join("\n")}`);
 }

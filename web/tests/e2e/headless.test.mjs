@@ -4,33 +4,20 @@
 // with that token is hers at once and says who approved it.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { DESKTOP, PHONE, launch, newPage, screenshotAll } from "../support/browser.mjs";
-import { startServer } from "../support/server.mjs";
-import { startWorker } from "../support/worker.mjs";
-import { WAIT, assertNoPageErrors, signIn } from "./flows.mjs";
+import { testBed } from "../support/bed.mjs";
+import { DESKTOP, PHONE, newPage, screenshotAll } from "../support/browser.mjs";
+import { WAIT, assertNoPageErrors, fitsWidth, signIn } from "./flows.mjs";
 
-let server;
-let browser;
-const workers = [];
-
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launch()]);
-});
-
-after(async () => {
-  for (const w of workers) await w.stop().catch(() => {});
-  await browser?.close();
-  await server?.stop();
-});
+const bed = testBed();
 
 test("a token minted on the machines screen pairs a headless worker to you", async () => {
-  const secret = await server.addUser("ada");
-  const { context, page } = await newPage(browser);
-  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.url });
+  const secret = await bed.server.addUser("ada");
+  const { context, page } = await newPage(bed.browser);
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: bed.server.url });
   // The pairing screen offers it too.
-  await signIn(page, server.url, secret, "/#/pair");
+  await signIn(page, bed.server.url, secret, "/#/pair");
   await page.getByRole("region", { name: "Pair a headless machine" }).waitFor({ timeout: WAIT });
   await page.getByRole("link", { name: "Machines", exact: true }).click();
 
@@ -40,7 +27,7 @@ test("a token minted on the machines screen pairs a headless worker to you", asy
   const code = card.locator(".headless-command code");
   await code.waitFor({ timeout: WAIT });
   const command = (await code.textContent()).trim();
-  const origin = server.url.replace(/\/$/, "");
+  const origin = bed.server.url.replace(/\/$/, "");
   const escaped = origin.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
   assert.match(command, new RegExp(`^tether-worker --server ${escaped} --token tpt_[A-Za-z0-9_-]{43}$`));
 
@@ -56,13 +43,11 @@ test("a token minted on the machines screen pairs a headless worker to you", asy
   assert.ok(box && box.x >= 0 && box.x + box.width <= PHONE.width, `the command fits: ${JSON.stringify(box)}`);
   const copy = await card.getByRole("button", { name: "Copy the command" }).boundingBox();
   assert.ok(copy && copy.x + copy.width <= PHONE.width, `the copy button fits: ${JSON.stringify(copy)}`);
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-  assert.ok(overflow <= 0, `no sideways scrolling (${overflow}px)`);
+  await fitsWidth(page);
 
   // The worker, started with the token, is ada's at once.
   const token = command.split(" --token ")[1];
-  const worker = await startWorker(server.url, { machine: "buildbox", workdir: "/srv/app", token });
-  workers.push(worker);
+  const worker = await bed.startWorker({ machine: "buildbox", workdir: "/srv/app", token });
   assert.equal(worker.approvedBy, "ada");
   assert.equal(worker.code, undefined, "no code to type");
   await page.setViewportSize(DESKTOP);
@@ -72,7 +57,7 @@ test("a token minted on the machines screen pairs a headless worker to you", asy
 
   // Used once: a second machine with the same token is refused.
   await assert.rejects(
-    startWorker(server.url, { machine: "other", workdir: "/srv/other", token }),
+    bed.startWorker({ machine: "other", workdir: "/srv/other", token }),
     /unknown, used or expired/,
   );
 

@@ -2,35 +2,21 @@
 // and directory; approve and reject; live presence; revoke with confirmation.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { launch, newPage, screenshotAll } from "../support/browser.mjs";
-import { startServer } from "../support/server.mjs";
-import { startWorker } from "../support/worker.mjs";
+import { testBed } from "../support/bed.mjs";
+import { newPage, screenshotAll } from "../support/browser.mjs";
 import { WAIT, assertNoPageErrors, signIn } from "./flows.mjs";
 
-let server;
-let browser;
-const workers = [];
-
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launch()]);
-});
-
-after(async () => {
-  for (const w of workers) await w.stop().catch(() => {});
-  await browser?.close();
-  await server?.stop();
-});
+const bed = testBed();
 
 test("approve by link, reject, see presence live, revoke", async () => {
-  const secret = await server.addUser("ada", { admin: true });
-  const laptop = await startWorker(server.url, { machine: "laptop", workdir: "/home/ada/src/app" });
-  const other = await startWorker(server.url, { machine: "desktop", workdir: "/srv/unknown" });
-  workers.push(laptop, other);
+  const secret = await bed.server.addUser("ada", { admin: true });
+  const laptop = await bed.startWorker({ machine: "laptop", workdir: "/home/ada/src/app" });
+  const other = await bed.startWorker({ machine: "desktop", workdir: "/srv/unknown" });
 
-  const { context, page } = await newPage(browser);
-  await signIn(page, server.url, secret);
+  const { context, page } = await newPage(bed.browser);
+  await signIn(page, bed.server.url, secret);
 
   // An admin sees both pending pairings on the machines page.
   const pending = page.getByRole("region", { name: "Pending pairings" });
@@ -39,7 +25,7 @@ test("approve by link, reject, see presence live, revoke", async () => {
   await pending.getByText(other.code).waitFor();
 
   // The link a worker shows: machine and directory, then Approve.
-  await page.goto(`${server.url}/#/pair/${laptop.code}`);
+  await page.goto(`${bed.server.url}/#/pair/${laptop.code}`);
   const card = page.getByRole("region", { name: "Worker to approve" });
   await card.waitFor({ timeout: WAIT });
   await card.getByText("laptop", { exact: true }).waitFor();
@@ -50,7 +36,7 @@ test("approve by link, reject, see presence live, revoke", async () => {
   await page.getByText("app on laptop is paired.").waitFor({ timeout: WAIT });
 
   // Typing a code works too; this one is rejected.
-  await page.goto(`${server.url}/#/pair`);
+  await page.goto(`${bed.server.url}/#/pair`);
   await page.getByLabel("Pairing code").fill(other.code.toLowerCase().replace("-", " "));
   await page.getByRole("button", { name: "Look up" }).click();
   await page.getByRole("region", { name: "Worker to approve" }).getByText(other.workdir).waitFor({ timeout: WAIT });

@@ -4,32 +4,22 @@
 // cursor, and shows the whole answer exactly once. Also: the heartbeat.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { launch, newPage } from "../support/browser.mjs";
-import { startServer } from "../support/server.mjs";
-import { FAKE_MODEL_LABEL, numberedText, startWorker } from "../support/worker.mjs";
+import { testBed } from "../support/bed.mjs";
+import { newPage } from "../support/browser.mjs";
+import { FAKE_MODEL_LABEL, numberedText } from "../support/worker.mjs";
 import { WAIT, answer, approveByLink, assertNoPageErrors, send, signIn, startSession, waitComplete } from "./flows.mjs";
 
-let server;
-let browser;
 let worker;
 
-before(async () => {
-  // A short heartbeat so the test sees several pings.
-  [server, browser] = await Promise.all([startServer({ extraArgs: ["--heartbeat-secs", "0.4"] }), launch()]);
-});
-
-after(async () => {
-  await worker?.stop().catch(() => {});
-  await browser?.close();
-  await server?.stop();
-});
+// A short heartbeat so the test sees several pings.
+const bed = testBed({ extraArgs: ["--heartbeat-secs", "0.4"] });
 
 test("an answer survives a dropped connection: no gap, no duplicate", async () => {
-  const secret = await server.addUser("ada");
-  worker = await startWorker(server.url);
-  const { context, page } = await newPage(browser);
+  const secret = await bed.server.addUser("ada");
+  worker = await bed.startWorker();
+  const { context, page } = await newPage(bed.browser);
   const pings = [];
   const watches = [];
   page.on("websocket", (ws) =>
@@ -44,8 +34,8 @@ test("an answer survives a dropped connection: no gap, no duplicate", async () =
   page.on("request", (r) => {
     if (r.url().endsWith("/api/ticket")) tickets++;
   });
-  await signIn(page, server.url, secret);
-  await approveByLink(page, server.url, worker.code);
+  await signIn(page, bed.server.url, secret);
+  await approveByLink(page, bed.server.url, worker.code);
   await worker.ready();
   await startSession(page, { model: FAKE_MODEL_LABEL, title: "Slow story" });
   await page.locator(".topbar").getByText("Ready").waitFor({ timeout: 30_000 });

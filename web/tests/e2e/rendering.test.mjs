@@ -3,33 +3,23 @@
 // over several pages; keyboard, theme and the phone drawer work.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { PHONE, launch, newPage, screenshot } from "../support/browser.mjs";
-import { startServer } from "../support/server.mjs";
-import { FAKE_MODEL_LABEL, numberedText, startWorker } from "../support/worker.mjs";
+import { testBed } from "../support/bed.mjs";
+import { PHONE, newPage, screenshot } from "../support/browser.mjs";
+import { FAKE_MODEL_LABEL, numberedText } from "../support/worker.mjs";
 import { WAIT, answer, approveByLink, assertNoPageErrors, send, signIn, startSession, waitComplete } from "./flows.mjs";
 
-let server;
-let browser;
 let worker;
 
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launch()]);
-});
-
-after(async () => {
-  await worker?.stop().catch(() => {});
-  await browser?.close();
-  await server?.stop();
-});
+const bed = testBed();
 
 test("markup from the agent is sanitized; a long history pages back in", async () => {
-  const secret = await server.addUser("ada");
-  worker = await startWorker(server.url);
-  const { context, page } = await newPage(browser);
-  await signIn(page, server.url, secret);
-  await approveByLink(page, server.url, worker.code);
+  const secret = await bed.server.addUser("ada");
+  worker = await bed.startWorker();
+  const { context, page } = await newPage(bed.browser);
+  await signIn(page, bed.server.url, secret);
+  await approveByLink(page, bed.server.url, worker.code);
   await worker.ready();
   const sessionId = await startSession(page, { model: FAKE_MODEL_LABEL, title: "Rendering" });
   await page.locator(".topbar").getByText("Ready").waitFor({ timeout: 30_000 });

@@ -5,33 +5,23 @@
 // subagent's card ends completed with its call done.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { PHONE, launch, newPage, screenshotAll } from "../support/browser.mjs";
-import { startServer } from "../support/server.mjs";
-import { FAKE_MODEL_LABEL, startWorker } from "../support/worker.mjs";
+import { testBed } from "../support/bed.mjs";
+import { PHONE, newPage, screenshotAll } from "../support/browser.mjs";
+import { FAKE_MODEL_LABEL } from "../support/worker.mjs";
 import { WAIT, answer, approveByLink, assertNoPageErrors, send, signIn, startSession, waitComplete } from "./flows.mjs";
 
-let server;
-let browser;
 let worker;
 
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launch()]);
-});
-
-after(async () => {
-  await worker?.stop().catch(() => {});
-  await browser?.close();
-  await server?.stop();
-});
+const bed = testBed();
 
 test("a subagent's permission prompt and its card, on a phone", async () => {
-  const secret = await server.addUser("ada", { admin: true });
-  worker = await startWorker(server.url, { machine: "laptop", workdir: "/home/ada/src/app" });
-  const { context, page } = await newPage(browser);
-  await signIn(page, server.url, secret);
-  await approveByLink(page, server.url, worker.code, "app");
+  const secret = await bed.server.addUser("ada", { admin: true });
+  worker = await bed.startWorker({ machine: "laptop", workdir: "/home/ada/src/app" });
+  const { context, page } = await newPage(bed.browser);
+  await signIn(page, bed.server.url, secret);
+  await approveByLink(page, bed.server.url, worker.code, "app");
   await worker.ready();
   await startSession(page, { model: FAKE_MODEL_LABEL, title: "Delegate" });
   await page.locator(".topbar").getByText("Ready").waitFor({ timeout: 30_000 });

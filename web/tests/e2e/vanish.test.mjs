@@ -4,34 +4,24 @@
 // sent meanwhile waits for the worker and is answered when it is back.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { launch, newPage, screenshotAll } from "../support/browser.mjs";
-import { startServer } from "../support/server.mjs";
-import { FAKE_MODEL_LABEL, startWorker } from "../support/worker.mjs";
+import { testBed } from "../support/bed.mjs";
+import { newPage, screenshotAll } from "../support/browser.mjs";
+import { FAKE_MODEL_LABEL } from "../support/worker.mjs";
 import { WAIT, answer, approveByLink, assertNoPageErrors, send, signIn, startSession, turn, waitComplete } from "./flows.mjs";
 
-let server;
-let browser;
 let worker;
 
-before(async () => {
-  // A two-second lease, so the test need not wait minutes.
-  [server, browser] = await Promise.all([startServer({ extraArgs: ["--worker-lease-secs", "2"] }), launch()]);
-});
-
-after(async () => {
-  await worker?.stop().catch(() => {});
-  await browser?.close();
-  await server?.stop();
-});
+// A two-second lease, so the test need not wait minutes.
+const bed = testBed({ extraArgs: ["--worker-lease-secs", "2"] });
 
 test("a worker that vanishes mid-answer: Stop ends it at once, the lease ends it otherwise", async () => {
-  const secret = await server.addUser("vera");
-  worker = await startWorker(server.url);
-  const { context, page } = await newPage(browser);
-  await signIn(page, server.url, secret);
-  await approveByLink(page, server.url, worker.code);
+  const secret = await bed.server.addUser("vera");
+  worker = await bed.startWorker();
+  const { context, page } = await newPage(bed.browser);
+  await signIn(page, bed.server.url, secret);
+  await approveByLink(page, bed.server.url, worker.code);
   await worker.ready();
   await startSession(page, { model: FAKE_MODEL_LABEL, title: "Vanishing" });
   await page.locator(".topbar").getByText("Ready").waitFor({ timeout: 30_000 });

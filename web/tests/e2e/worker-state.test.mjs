@@ -8,40 +8,24 @@
 // session header, the sidebar and the session list.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { DESKTOP, PHONE, launch, newPage, screenshotAll } from "../support/browser.mjs";
-import { startServer } from "../support/server.mjs";
-import { FAKE_MODEL_LABEL, numberedText, startWorker } from "../support/worker.mjs";
-import { WAIT, answer, approveByLink, assertNoPageErrors, send, signIn, startSession, waitComplete } from "./flows.mjs";
+import { testBed } from "../support/bed.mjs";
+import { DESKTOP, PHONE, newPage, screenshotAll } from "../support/browser.mjs";
+import { FAKE_MODEL_LABEL, numberedText } from "../support/worker.mjs";
+import { WAIT, answer, approveByLink, assertNoPageErrors, fitsWidth, send, signIn, startSession, waitComplete } from "./flows.mjs";
 
-let server;
-let browser;
 let worker;
 
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launch()]);
-});
-
-after(async () => {
-  await worker?.stop().catch(() => {});
-  await browser?.close();
-  await server?.stop();
-});
-
-/** No sideways scrolling on the page. */
-async function fitsWidth(page) {
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-  assert.ok(overflow <= 0, `no sideways scrolling (${overflow}px)`);
-}
+const bed = testBed();
 
 test("a starting worker says so and offers no session until its opencode is ready; opencode's title shows", async () => {
-  const secret = await server.addUser("ada");
+  const secret = await bed.server.addUser("ada");
   // Long enough to look at every screen while opencode starts.
-  worker = await startWorker(server.url, { machine: "laptop", workdir: "/home/ada/src/app", opencodeStartDelayMs: 15_000 });
-  const { context, page } = await newPage(browser);
-  await signIn(page, server.url, secret);
-  await approveByLink(page, server.url, worker.code, "app");
+  worker = await bed.startWorker({ machine: "laptop", workdir: "/home/ada/src/app", opencodeStartDelayMs: 15_000 });
+  const { context, page } = await newPage(bed.browser);
+  await signIn(page, bed.server.url, secret);
+  await approveByLink(page, bed.server.url, worker.code, "app");
 
   // Machines, at both widths: the worker is starting its opencode, and its
   // New session button is disabled, saying why.
@@ -106,14 +90,14 @@ test("a starting worker says so and offers no session until its opencode is read
   assert.equal(await page.title(), "Fix the flaky parser test · Tether");
 
   // The session list, and both at phone width.
-  await page.goto(`${server.url}/#/sessions`);
+  await page.goto(`${bed.server.url}/#/sessions`);
   const listed = page.getByRole("list", { name: "Sessions", exact: true }).getByRole("link", { name: /Fix the flaky parser test/ });
   await listed.waitFor({ timeout: WAIT });
   await page.setViewportSize(PHONE);
   await listed.waitFor();
   await fitsWidth(page);
   await screenshotAll(page, "sessions-titled");
-  await page.goto(`${server.url}/#/s/${sessionId}`);
+  await page.goto(`${bed.server.url}/#/s/${sessionId}`);
   await header.getByRole("heading", { name: "Fix the flaky parser test" }).waitFor({ timeout: WAIT });
   const box = await header.getByRole("heading").boundingBox();
   assert.ok(box && box.x >= 0 && box.x + box.width <= PHONE.width, `the title fits: ${JSON.stringify(box)}`);
