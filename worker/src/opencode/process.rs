@@ -280,6 +280,8 @@ pub async fn install(cache_dir: &Path) -> anyhow::Result<PathBuf> {
         .args(["install", "--no-audit", "--no-fund", "--loglevel", "error", "--prefix"])
         .arg(cache_dir)
         .arg(OPENCODE_PACKAGE)
+        // npm's "new version available" notice is not the user's business here.
+        .env("NPM_CONFIG_UPDATE_NOTIFIER", "false")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .status()
