@@ -38,6 +38,8 @@ pub enum ErrorCode {
     AlreadyAnswered,
     /// The request does not fit the current state (e.g. a model the worker does not offer).
     InvalidState,
+    /// `message_send` named a model its session's worker does not offer.
+    UnknownModel,
     /// The user, worker or source address already has as many open
     /// websockets as it may (`$connect`, HTTP 429).
     TooManyConnections,
@@ -64,7 +66,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Every code, in the order of the protocol's table (`docs/PROTOCOL.md`,
     /// checked by `domain/tests/protocol_doc.rs`).
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::BadJson,
         Self::BadRequest,
         Self::UnknownAction,
@@ -80,6 +82,7 @@ impl ErrorCode {
         Self::AlreadyComplete,
         Self::AlreadyAnswered,
         Self::InvalidState,
+        Self::UnknownModel,
         Self::TooManyConnections,
         Self::TooManySessions,
         Self::QueueFull,
@@ -107,6 +110,7 @@ impl ErrorCode {
             Self::AlreadyComplete => "already_complete",
             Self::AlreadyAnswered => "already_answered",
             Self::InvalidState => "invalid_state",
+            Self::UnknownModel => "unknown_model",
             Self::TooManyConnections => "too_many_connections",
             Self::TooManySessions => "too_many_sessions",
             Self::QueueFull => "queue_full",
@@ -180,7 +184,7 @@ mod tests {
                 BadJson | BadRequest | UnknownAction | FrameTooLarge | MessageTooLarge
                 | Unauthorized | Forbidden | NotFound | Conflict | WorkerNotApproved
                 | SessionClosed | MessageFinal | AlreadyComplete | AlreadyAnswered
-                | InvalidState | TooManyConnections | TooManySessions | QueueFull | Expired
+                | InvalidState | UnknownModel | TooManyConnections | TooManySessions | QueueFull | Expired
                 | RateLimited | TooManyPending | UnsupportedVersion | Internal => code,
             }
         }

@@ -378,6 +378,8 @@ pub struct Message {
     /// Position in the session, from 0.
     pub number: u32,
     pub text: String,
+    /// The model chosen for this message; `None`: the session's.
+    pub model: Option<ModelRef>,
     pub status: MessageStatus,
     /// Set when final: how many chunks the answer has (seqs `0..chunk_count`).
     pub chunk_count: Option<u32>,

@@ -178,6 +178,6 @@ fn dispatch_frame(session: &Session, message: &Message) -> ServerFrame {
         message_id: message.id.clone(),
         number: message.number,
         text: message.text.clone(),
-        model: session.model.clone(),
+        model: message.model.clone().unwrap_or_else(|| session.model.clone()),
     }
 }

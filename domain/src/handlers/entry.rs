@@ -156,8 +156,9 @@ impl<S: Store, P: Push> Domain<S, P> {
                 session_id,
                 message_id,
                 text,
+                model,
             } => Reply::MessageSend(
-                self.message_send(user, &session_id, message_id, text, now)
+                self.message_send(user, &session_id, message_id, text, model, now)
                     .await?,
             ),
             Request::MessageAbort { message_id } => {

@@ -5,7 +5,7 @@
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{MessageId, SessionId, UserId, WorkerId};
 use crate::model::{Message, MessageStatus, Millis, Session, SessionStatus, Worker, WorkerStatus};
-use crate::protocol::{MessageData, Outcome, ServerFrame, MAX_TEXT_BYTES};
+use crate::protocol::{MessageData, ModelRef, Outcome, ServerFrame, MAX_TEXT_BYTES};
 use crate::push::Push;
 use crate::store::{Capped, Inserted, MessagePatch, SessionPatch, Store};
 
@@ -22,6 +22,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         session_id: &SessionId,
         message_id: MessageId,
         text: String,
+        model: Option<ModelRef>,
         now: Millis,
     ) -> Result<MessageData, ApiError> {
         if text.trim().is_empty() {
@@ -50,6 +51,25 @@ impl<S: Store, P: Push> Domain<S, P> {
                 "this session's worker is not approved",
             ));
         }
+        // Only a model the worker offers (so the stored one is as bounded as
+        // the worker's list); the session's own is no choice at all.
+        let model = model.filter(|m| *m != session.model);
+        if let Some(m) = &model {
+            if !worker
+                .models
+                .iter()
+                .any(|o| o.provider_id == m.provider_id && o.model_id == m.model_id)
+            {
+                return Err(ApiError::new(
+                    ErrorCode::UnknownModel,
+                    format!(
+                        "this session's worker does not offer model {}/{}",
+                        truncate_chars(&m.provider_id, 64),
+                        truncate_chars(&m.model_id, 64)
+                    ),
+                ));
+            }
+        }
         if session.status == SessionStatus::Busy {
             self.end_if_worker_gone(&worker, now).await?;
         }
@@ -60,6 +80,7 @@ impl<S: Store, P: Push> Domain<S, P> {
             worker: worker.id.clone(),
             number: 0,
             text,
+            model,
             status: MessageStatus::Queued,
             chunk_count: None,
             error: None,
@@ -82,6 +103,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 return if m.session == message.session
                     && m.owner == message.owner
                     && m.text == message.text
+                    && m.model == message.model
                 {
                     Ok(MessageData {
                         message: message_view(&m),

@@ -62,6 +62,7 @@ pub(crate) fn message_view(m: &Message) -> MessageView {
         message_id: m.id.clone(),
         number: m.number,
         text: m.text.clone(),
+        model: m.model.clone(),
         status: m.status,
         chunk_count: m.chunk_count,
         error: m.error.clone(),

@@ -98,6 +98,10 @@ pub enum Request {
         session_id: SessionId,
         message_id: MessageId,
         text: String,
+        /// The model for this message only; one the session's worker
+        /// offers. Without it, the session's model answers.
+        #[serde(default)]
+        model: Option<ModelRef>,
     },
     /// Stops an answer that is queued or running.
     MessageAbort {

@@ -108,6 +108,9 @@ pub struct MessageView {
     pub message_id: MessageId,
     pub number: u32,
     pub text: String,
+    /// The model chosen for this message, if not the session's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRef>,
     pub status: MessageStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_count: Option<u32>,

@@ -142,6 +142,7 @@ pub fn message(session: &Session, text: &str) -> Message {
         worker: session.worker.clone(),
         number: 0,
         text: text.to_owned(),
+        model: None,
         status: MessageStatus::Queued,
         chunk_count: None,
         error: None,

@@ -2,6 +2,7 @@
 
 use crate::ids::{MessageId, SessionId};
 use crate::model::{Message, MessageStatus};
+use crate::protocol::ModelRef;
 use crate::store::{Capped, Inserted, MessagePatch, Store, StoreError};
 
 use super::{
@@ -50,6 +51,18 @@ pub async fn message_numbering_and_idempotent_insert<S: Store>(s: S) {
     for m in &stored {
         assert_eq!(s.message(&m.id).await.expect("get"), Some(m.clone()));
     }
+    // A message's own model is kept with it.
+    let chosen = Message {
+        model: Some(ModelRef {
+            provider_id: "fake".into(),
+            model_id: "other-model".into(),
+        }),
+        ..message(&sess, "four")
+    };
+    let got = assert_new(s.insert_message(&chosen, NO_CAP).await.expect("insert"));
+    assert_eq!(got.model, chosen.model);
+    assert_eq!(s.message(&got.id).await.expect("get"), Some(got.clone()));
+    stored.push(got);
     assert_eq!(
         assert_new(
             s.insert_message(&message(&other, "elsewhere"), NO_CAP)
@@ -74,7 +87,7 @@ pub async fn message_numbering_and_idempotent_insert<S: Store>(s: S) {
         stored[0]
     );
     let after = s.session(&sess.id).await.expect("get").expect("exists");
-    assert_eq!(after.message_count, 3, "a retried insert does not count");
+    assert_eq!(after.message_count, 4, "a retried insert does not count");
     assert_eq!(s.messages_of(&sess.id, 0, 10).await.expect("list"), stored);
     assert_eq!(
         s.message(&MessageId::random()).await.expect("missing"),

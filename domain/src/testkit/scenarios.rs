@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use crate::error::ErrorCode;
 use crate::fakes::RecordingPush;
 use crate::handlers::{Config, Domain};
-use crate::ids::{ConnectionId, SessionId};
+use crate::ids::{ConnectionId, MessageId, SessionId};
 use crate::model::{AgentState, Millis, TitleSource, User, Worker};
-use crate::protocol::{ServerFrame, WorkerView};
+use crate::protocol::{ModelRef, ServerFrame, WorkerView};
 use crate::store::Store;
 
 use super::{panic_text, user, user_connection, worker, worker_connection, T0};
@@ -42,6 +42,8 @@ where
         the_agent_does_not_rename_a_session_its_user_titled,
         a_worker_cannot_title_another_workers_session,
         bad_titles_are_refused_and_change_nothing,
+        a_message_sent_for_another_model_is_stored_and_dispatched_with_it,
+        a_message_for_a_model_the_worker_does_not_offer_is_refused_and_not_stored,
     );
     assert!(
         failed.is_empty(),
@@ -377,4 +379,100 @@ pub async fn bad_titles_are_refused_and_change_nothing<S: Store>(s: S) {
     let frame = json!({"action": "session_title", "session_id": sid, "title": longest});
     let reply = bed.ok(&agent, frame, T0 + 51).await;
     assert_eq!(reply["session"]["title"], longest, "{max} characters fit");
+}
+
+/// `bed`'s worker offers a second model (`fake/other-model`), as a hello
+/// says; the session on it (model `anthropic/claude-sonnet-4`) is ready.
+async fn two_models<S: Store>(bed: &Bed<S>) -> (ConnectionId, ConnectionId, SessionId) {
+    let (ada, browser) = bed.user("ada").await;
+    let (w, agent) = bed.worker(&ada).await;
+    let models = json!([
+        {"provider_id": "anthropic", "model_id": "claude-sonnet-4", "name": "Claude Sonnet 4"},
+        {"provider_id": "fake", "model_id": "other-model", "name": "Other"},
+    ]);
+    bed.ok(&agent, json!({"action": "worker_hello", "models": models}), T0).await;
+    let sid = bed.start(&browser, &w, None).await;
+    bed.ok(
+        &agent,
+        json!({"action": "session_ready", "session_id": sid, "agent_session_id": "ses_1"}),
+        T0 + 2,
+    )
+    .await;
+    bed.pushed(&agent);
+    (browser, agent, sid)
+}
+
+/// A message sent for another of the worker's models keeps it (stored, in
+/// its view) and its worker is told to answer with it; a message without
+/// one is answered by the session's model and names none.
+pub async fn a_message_sent_for_another_model_is_stored_and_dispatched_with_it<S: Store>(s: S) {
+    let bed = Bed::new(s);
+    let (browser, agent, sid) = two_models(&bed).await;
+    let other = ModelRef { provider_id: "fake".into(), model_id: "other-model".into() };
+    let mid = MessageId::random();
+    let reply = bed
+        .ok(
+            &browser,
+            json!({"action": "message_send", "session_id": sid, "message_id": mid, "text": "hi",
+                   "model": {"provider_id": "fake", "model_id": "other-model"}}),
+            T0 + 3,
+        )
+        .await;
+    assert_eq!(reply["message"]["model"]["model_id"], "other-model", "{reply}");
+    let stored = bed.store().message(&mid).await.expect("get").expect("stored");
+    assert_eq!(stored.model, Some(other.clone()));
+    let dispatched: Vec<ModelRef> = bed
+        .pushed(&agent)
+        .into_iter()
+        .filter_map(|f| match f {
+            ServerFrame::MessageDispatch { model, .. } => Some(model),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dispatched, [other]);
+
+    // Without a model (or naming the session's own), the session's answers.
+    let session_model = ModelRef { provider_id: "anthropic".into(), model_id: "claude-sonnet-4".into() };
+    for (i, model) in [None, Some(json!(session_model))].into_iter().enumerate() {
+        let mid = MessageId::random();
+        let mut frame = json!({"action": "message_send", "session_id": sid, "message_id": mid, "text": "more"});
+        if let Some(m) = model {
+            frame["model"] = m;
+        }
+        let reply = bed.ok(&browser, frame, T0 + 4 + i as Millis).await;
+        assert!(reply["message"].get("model").is_none(), "{reply}");
+        let stored = bed.store().message(&mid).await.expect("get").expect("stored");
+        assert_eq!(stored.model, None);
+    }
+}
+
+/// A model the session's worker does not offer is `unknown_model`, and
+/// nothing is stored or sent.
+pub async fn a_message_for_a_model_the_worker_does_not_offer_is_refused_and_not_stored<S: Store>(
+    s: S,
+) {
+    let bed = Bed::new(s);
+    let (browser, agent, sid) = two_models(&bed).await;
+    let long = "m".repeat(10_000);
+    for model in [
+        json!({"provider_id": "fake", "model_id": "nope"}),
+        json!({"provider_id": "other", "model_id": "other-model"}),
+        json!({"provider_id": "", "model_id": ""}),
+        json!({"provider_id": long, "model_id": long}),
+    ] {
+        let mid = MessageId::random();
+        let code = bed
+            .refused(
+                &browser,
+                json!({"action": "message_send", "session_id": sid, "message_id": mid, "text": "hi",
+                       "model": model}),
+                T0 + 3,
+            )
+            .await;
+        assert_eq!(code, ErrorCode::UnknownModel);
+        assert_eq!(bed.store().message(&mid).await.expect("get"), None);
+    }
+    let session = bed.store().session(&sid).await.expect("get").expect("exists");
+    assert_eq!(session.message_count, 0);
+    assert!(bed.pushed(&agent).is_empty(), "nothing dispatched");
 }

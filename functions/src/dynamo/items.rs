@@ -442,6 +442,7 @@ impl Entity for MessageRecord {
             .s(STATUS, m.status.as_str())
             .opt_n("chunk_count", m.chunk_count)
             .opt_s("error", m.error.as_deref())
+            .opt_json("model", m.model.as_ref())?
             .n("created_at", m.created_at)
             .n(UPDATED_AT, m.updated_at)
             .n("session_created", self.session_created)
@@ -459,6 +460,7 @@ impl Entity for MessageRecord {
                 worker: a.id("worker")?,
                 number: a.n("number")?,
                 text: a.s("text")?,
+                model: a.opt_json("model")?,
                 status: a.parsed(STATUS, MessageStatus::parse)?,
                 chunk_count: a.opt_n("chunk_count")?,
                 error: a.opt_s("error")?,

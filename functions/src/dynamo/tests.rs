@@ -135,6 +135,10 @@ fn entities_round_trip() {
         worker: WorkerId::random(),
         number: 4,
         text: "hi".into(),
+        model: Some(ModelRef {
+            provider_id: "fake".into(),
+            model_id: "other-model".into(),
+        }),
         status: MessageStatus::Complete,
         chunk_count: Some(0),
         error: Some(String::new()),
@@ -274,6 +278,7 @@ fn a_message_item_with_an_old_final_text_reads_without_it() {
             worker: WorkerId::random(),
             number: 0,
             text: "hi".into(),
+            model: None,
             status: MessageStatus::Complete,
             chunk_count: Some(2),
             error: None,

@@ -54,6 +54,7 @@ pub(super) async fn insert_message(
             {
                 return Ok(Capped::Full);
             }
+            let model = opt_json("model", m.model.as_ref())?;
             let p = params![
                 m.id.as_str(),
                 m.session.as_str(),
@@ -65,7 +66,8 @@ pub(super) async fn insert_message(
                 m.chunk_count,
                 m.error,
                 m.created_at,
-                m.updated_at
+                m.updated_at,
+                model
             ];
             exec(&tx, OP, &sql::INSERT_MESSAGE, p)?;
             commit(tx, OP)?;

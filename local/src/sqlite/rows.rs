@@ -175,7 +175,7 @@ pub(super) fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
 }
 
 pub(super) const MESSAGE_COLS: &str = "id, session, owner, worker, number, text, status, \
-     chunk_count, error, created_at, updated_at";
+     chunk_count, error, created_at, updated_at, model";
 
 pub(super) fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -190,6 +190,7 @@ pub(super) fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         error: row.get(8)?,
         created_at: row.get(9)?,
         updated_at: row.get(10)?,
+        model: opt_json(row, 11)?,
     })
 }
 

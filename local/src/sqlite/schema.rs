@@ -266,6 +266,11 @@ UPDATE sessions SET title_source = 'user' WHERE title <> '';
     r#"
 ALTER TABLE messages DROP COLUMN final_text;
 "#,
+    // 7: the model a message was sent for, if not its session's (JSON
+    // `{provider_id, model_id}`); messages stored before had none.
+    r#"
+ALTER TABLE messages ADD COLUMN model TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

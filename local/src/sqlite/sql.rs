@@ -246,7 +246,7 @@ query!(
 query!(
     INSERT_MESSAGE,
     "INSERT INTO messages ({MESSAGE_COLS}) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
 );
 query!(
     MESSAGES_OF,

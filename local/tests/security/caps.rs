@@ -221,6 +221,7 @@ async fn queued_messages_past_the_cap_are_refused_and_change_nothing() {
         session_id: session.clone(),
         message_id: id.clone(),
         text: "one too many".into(),
+        model: None,
     };
     pair.user.call(send(&refused)).await.expect_err(ErrorCode::QueueFull);
     let history = pair.user.history(&session).await;

@@ -221,6 +221,7 @@ pub async fn bad_frames(host: Host, mode: Mode) {
             session_id: session.clone(),
             message_id: MessageId::random(),
             text: "   ".into(),
+            model: None,
         },
         ErrorCode::BadRequest,
     )
@@ -284,6 +285,7 @@ pub async fn bad_frames(host: Host, mode: Mode) {
                 session_id: nobody_session.clone(),
                 message_id: MessageId::random(),
                 text: "hello?".into(),
+                model: None,
             },
         ),
         (
@@ -388,6 +390,7 @@ pub async fn bad_frames(host: Host, mode: Mode) {
             session_id: session.clone(),
             message_id: MessageId::random(),
             text: "from the worker".into(),
+            model: None,
         },
         ErrorCode::Forbidden,
     )
@@ -724,6 +727,7 @@ pub async fn refused_connections(host: Host, mode: Mode) {
             session_id: session.clone(),
             message_id: MessageId::random(),
             text: "anyone?".into(),
+            model: None,
         },
         ErrorCode::WorkerNotApproved,
     )

@@ -187,6 +187,7 @@ pub async fn chat_flow(host: Host, mode: Mode) {
         session_id: session.clone(),
         message_id: late.clone(),
         text: "Still there?".into(),
+        model: None,
     })
     .await
     .expect_err(ErrorCode::SessionClosed);

@@ -53,6 +53,7 @@ pub async fn second_user_isolation(host: Host, mode: Mode) {
                 session_id: session.clone(),
                 message_id: MessageId::random(),
                 text: "Mine now".into(),
+                model: None,
             },
         ),
         (

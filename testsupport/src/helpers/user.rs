@@ -98,6 +98,7 @@ impl UserClient {
             session_id: session.clone(),
             message_id: message.clone(),
             text: text.to_owned(),
+            model: None,
         })
         .await
         .field("message")

@@ -25,7 +25,12 @@ after?: PendingCursor, limit?: number, } | { "action": "pairing_lookup", code: s
 /**
  * Only sessions created before this time (paging).
  */
-before?: number, limit?: number, } | { "action": "session_watch", session_id: SessionId, after?: Cursor, } | { "action": "session_unwatch", session_id: SessionId, } | { "action": "session_history", session_id: SessionId, after?: Cursor, } | { "action": "session_end", session_id: SessionId, } | { "action": "message_send", session_id: SessionId, message_id: MessageId, text: string, } | { "action": "message_abort", message_id: MessageId, } | { "action": "prompt_reply", prompt_id: PromptId, answer: PromptAnswer, } | { "action": "worker_hello", machine?: string, name?: string, workdir?: string, version?: string, models: Array<ModelInfo>, default_model?: ModelRef, 
+before?: number, limit?: number, } | { "action": "session_watch", session_id: SessionId, after?: Cursor, } | { "action": "session_unwatch", session_id: SessionId, } | { "action": "session_history", session_id: SessionId, after?: Cursor, } | { "action": "session_end", session_id: SessionId, } | { "action": "message_send", session_id: SessionId, message_id: MessageId, text: string, 
+/**
+ * The model for this message only; one the session's worker
+ * offers. Without it, the session's model answers.
+ */
+model?: ModelRef, } | { "action": "message_abort", message_id: MessageId, } | { "action": "prompt_reply", prompt_id: PromptId, answer: PromptAnswer, } | { "action": "worker_hello", machine?: string, name?: string, workdir?: string, version?: string, models: Array<ModelInfo>, default_model?: ModelRef, 
 /**
  * Messages the worker is still answering or holds unacknowledged chunks of.
  */
