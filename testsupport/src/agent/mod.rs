@@ -28,6 +28,7 @@ macro_rules! agent_scenarios {
             a_300_kb_answer_completes_exact,
             a_subagents_permission_approved_through_the_protocol,
             a_subagents_permission_denied_through_the_protocol,
+            a_message_sent_for_another_model_reaches_it,
         );
     };
     (@tests $host:path; $($name:ident),* $(,)?) => {

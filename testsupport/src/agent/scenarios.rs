@@ -842,3 +842,64 @@ pub async fn a_subagents_permission_denied_through_the_protocol(host: Host) {
     })
     .await;
 }
+
+/// A message sent for the worker's other model is answered by it, and the
+/// next one, sent without a model, by the session's again: the fake LLM
+/// sees each request with its model's id.
+pub async fn a_message_sent_for_another_model_reaches_it(host: Host) {
+    run(host, "another model", async {
+        let agent = Agentic::new(host).await;
+        let server = agent.up(Mode::Sequential).await;
+        let mut user = UserClient::connect(&server, &server.owner()).await;
+        let worker = online_worker(&mut user).await;
+        let other = ModelRef {
+            provider_id: "fake".into(),
+            model_id: "other-model".into(),
+        };
+        assert!(
+            worker.models.iter().any(|m| m.provider_id == other.provider_id && m.model_id == other.model_id),
+            "the worker offers the second model: {:?}",
+            worker.models
+        );
+        let session = ready_session(&mut user, &worker.worker_id).await;
+
+        let mut asked = Vec::new();
+        for (marker, model) in [("first-marker", None), ("second-marker", Some(other.clone())), ("third-marker", None)] {
+            let message: MessageId = new_id("msg_");
+            let view: tether_domain::protocol::MessageView = user
+                .call(Request::MessageSend {
+                    session_id: session.clone(),
+                    message_id: message.clone(),
+                    text: format!("[tokens 3] {marker}"),
+                    model: model.clone(),
+                })
+                .await
+                .field("message");
+            assert_eq!(view.model, model);
+            let answer = follow(&mut user, &message).await;
+            assert_eq!(answer.last.as_ref().map(|m| m.status), Some(MessageStatus::Complete));
+            asked.push(marker);
+        }
+
+        // The request that answers a marker is the first to carry it (later
+        // ones carry it as history).
+        let completions = agent.completions();
+        let model_for = |marker: &str| -> String {
+            completions
+                .iter()
+                .filter(|c| c["messages"].to_string().contains(marker))
+                .filter(|c| !c["messages"].to_string().contains("title generator"))
+                .filter(|c| {
+                    let later = asked.iter().skip_while(|m| **m != marker).skip(1);
+                    !later.clone().any(|m| c["messages"].to_string().contains(m))
+                })
+                .map(|c| c["model"].as_str().unwrap_or_default().to_owned())
+                .next()
+                .unwrap_or_else(|| panic!("no request answered {marker}"))
+        };
+        assert_eq!(model_for("first-marker"), "fake-model");
+        assert_eq!(model_for("second-marker"), "other-model");
+        assert_eq!(model_for("third-marker"), "fake-model", "the session's model again");
+    })
+    .await;
+}

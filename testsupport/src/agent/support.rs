@@ -38,7 +38,7 @@ pub struct Agentic {
     /// The host whose `up` and `worker` commands this machine runs.
     host: Host,
     /// Serves as long as the scenario holds it.
-    _llm: tether_fakellm::FakeLlm,
+    llm: tether_fakellm::FakeLlm,
     root: tempfile::TempDir,
 }
 
@@ -66,6 +66,11 @@ impl Agentic {
                             "tool_call": true,
                             "reasoning": true,
                             "limit": { "context": 128000, "output": 8192 }
+                        },
+                        "other-model": {
+                            "name": "Other Fake Model",
+                            "tool_call": true,
+                            "limit": { "context": 64000, "output": 4096 }
                         }
                     }
                 }
@@ -80,9 +85,14 @@ impl Agentic {
         }
         Self {
             host,
-            _llm: llm,
+            llm,
             root,
         }
+    }
+
+    /// The bodies of the chat-completion requests the fake LLM got so far.
+    pub fn completions(&self) -> Vec<serde_json::Value> {
+        self.llm.completions()
     }
 
     pub fn workdir(&self) -> PathBuf {
