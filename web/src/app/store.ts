@@ -103,11 +103,49 @@ export interface ChatState {
   status: "loading" | "ready" | "not_found" | "error";
   error?: string;
   /** Messages sent but not confirmed: resent after a reconnect (same id, so harmless). */
-  outbox: Map<string, string>;
+  outbox: Map<string, Outgoing>;
   /** Prompts answered from this page, awaiting the worker's answer chunk. */
   answering: Map<string, string>;
 }
 export const chat = signal<ChatState | null>(null);
+
+/** A message on its way: its text and the model chosen for it, if any. */
+export interface Outgoing {
+  text: string;
+  model?: ModelRef;
+}
+
+const MODEL_KEY = "tether.model.";
+
+/** The model chosen in the composer, per session (kept in this browser); none: the session's. */
+export const modelChoices = signal<Map<string, ModelRef>>(new Map());
+
+/** The model the composer sends the session's next message for; `null`: the session's own. */
+export function chosenModel(sessionId: string): ModelRef | null {
+  const held = modelChoices.value.get(sessionId);
+  if (held) return held;
+  const stored = load(MODEL_KEY + sessionId);
+  if (!stored) return null;
+  try {
+    const m = JSON.parse(stored) as ModelRef;
+    return typeof m?.provider_id === "string" && typeof m?.model_id === "string" ? m : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Picks the model for the session's next messages; `null` (or its own) goes back to the session's. */
+export function chooseModel(sessionId: string, model: ModelRef | null): void {
+  const next = new Map(modelChoices.value);
+  if (model) next.set(sessionId, model);
+  else next.delete(sessionId);
+  modelChoices.value = next;
+  save(MODEL_KEY + sessionId, model ? JSON.stringify(model) : null);
+}
+
+function sameModel(a: ModelRef | null | undefined, b: ModelRef | null | undefined): boolean {
+  return !!a && !!b && a.provider_id === b.provider_id && a.model_id === b.model_id;
+}
 /** Bumped whenever the open transcript changes. */
 export const chatVersion = signal(0);
 
@@ -473,7 +511,7 @@ async function watch(c: ChatState, resumed: boolean): Promise<void> {
     bump();
     return;
   }
-  for (const [id, text] of c.outbox) void deliver(c, id, text);
+  for (const [id, out] of c.outbox) void deliver(c, id, out);
 }
 
 /**
@@ -495,13 +533,14 @@ export async function recheckChat(): Promise<void> {
   }
 }
 
-async function deliver(c: ChatState, messageId: string, text: string): Promise<void> {
+async function deliver(c: ChatState, messageId: string, out: Outgoing): Promise<void> {
   try {
     const data = await client.request({
       action: "message_send",
       session_id: c.sessionId,
       message_id: messageId,
-      text,
+      text: out.text,
+      ...(out.model ? { model: out.model } : {}),
     });
     c.outbox.delete(messageId);
     c.transcript.addMessage(data.message);
@@ -539,11 +578,19 @@ export function sendMessage(text: string): boolean {
   if (!c || !body || messageTooLarge(body)) return false;
   askNotificationPermission();
   const id = randomId("msg_");
+  const out = outgoing(c, body);
   c.transcript.addLocal(id, body, Date.now());
-  c.outbox.set(id, body);
+  c.outbox.set(id, out);
   bump();
-  if (client.isOpen) void deliver(c, id, body);
+  if (client.isOpen) void deliver(c, id, out);
   return true;
+}
+
+/** `text` with the model chosen for the chat's session, unless that is the session's own. */
+function outgoing(c: ChatState, text: string): Outgoing {
+  const model = chosenModel(c.sessionId);
+  const own = sessionMap.value.get(c.sessionId)?.model;
+  return model && !sameModel(model, own) ? { text, model } : { text };
 }
 
 export function retrySend(messageId: string): void {
@@ -551,10 +598,11 @@ export function retrySend(messageId: string): void {
   const t = c?.transcript.turn(messageId);
   if (!c || !t?.local) return;
   const text = t.local.text;
+  const out = outgoing(c, text);
   c.transcript.addLocal(messageId, text, t.local.createdAt);
-  c.outbox.set(messageId, text);
+  c.outbox.set(messageId, out);
   bump();
-  if (client.isOpen) void deliver(c, messageId, text);
+  if (client.isOpen) void deliver(c, messageId, out);
 }
 
 /** Drops a message the host refused, so it no longer sits in the way. */

@@ -6,17 +6,20 @@ import {
   abortRunning,
   chat,
   chatVersion,
+  chooseModel,
+  chosenModel,
   endSession,
   messageTooLarge,
   newSessionDialog,
   openChat,
   recheckChat,
+  modelChoices,
   sendMessage,
   workers,
 } from "../app/store";
 import { contextMeter, type ContextMeter } from "../lib/context";
 import { tokens } from "../lib/format";
-import type { ModelInfo, SessionView, WorkerView } from "../protocol";
+import type { ModelInfo, ModelRef, SessionView, WorkerView } from "../protocol";
 import { EmptyState, SessionStatusPill, TopBar, modelLabel } from "./common";
 import { IconAlert, IconChat, IconPlus, IconSend, IconStop } from "./icons";
 import { TurnView, turnStamp, type TurnContext } from "./Turn";
@@ -125,6 +128,7 @@ export function ChatPage({ sessionId }: { sessionId: string }) {
     workerOnline: !!w?.online,
     sessionStarting: session?.status === "starting",
     sessionClosed: closed,
+    modelName: (m) => modelLabel(w, m.provider_id, m.model_id),
   };
 
   const subtitle = session ? (
@@ -204,6 +208,10 @@ export function ChatPage({ sessionId }: { sessionId: string }) {
       ) : (
         <Composer
           running={!!running}
+          models={w?.models ?? []}
+          sessionModel={session?.model}
+          chosen={(void modelChoices.value, chosenModel(c.sessionId))}
+          onChoose={(m) => chooseModel(c.sessionId, m)}
           meter={contextMeter(c.transcript.lastStep(), sessionModel(w, session)?.context_limit)}
           onSend={(text) => {
             stick.current = true;
@@ -251,12 +259,64 @@ function ContextGauge({ meter }: { meter: ContextMeter }) {
   );
 }
 
+const modelKey = (m: ModelRef) => `${m.provider_id}/${m.model_id}`;
+
+/**
+ * The composer's choices for the next message: the model (the session's
+ * unless another of the worker's is picked). Shown when there is a choice.
+ */
+function ComposerControls({
+  models,
+  sessionModel,
+  chosen,
+  onChoose,
+}: {
+  models: ModelInfo[];
+  sessionModel?: ModelRef;
+  chosen: ModelRef | null;
+  onChoose: (m: ModelRef | null) => void;
+}) {
+  if (!sessionModel || models.length < 2) return null;
+  const offered = (m: ModelRef | null) => !!m && models.some((x) => modelKey(x) === modelKey(m));
+  const current = offered(chosen) ? chosen! : sessionModel;
+  return (
+    <div class="composer-controls">
+      <label class="composer-model">
+        <select
+          aria-label="Model for the next message"
+          value={modelKey(current)}
+          onChange={(e) => {
+            const key = (e.target as HTMLSelectElement).value;
+            const m = models.find((x) => modelKey(x) === key);
+            onChoose(!m || modelKey(m) === modelKey(sessionModel) ? null : { provider_id: m.provider_id, model_id: m.model_id });
+          }}
+        >
+          {models.map((m) => (
+            <option key={modelKey(m)} value={modelKey(m)}>
+              {m.name || m.model_id}
+              {modelKey(m) === modelKey(sessionModel) ? " (session)" : ""}
+            </option>
+          ))}
+        </select>
+      </label>
+    </div>
+  );
+}
+
 function Composer({
   running,
+  models,
+  sessionModel,
+  chosen,
+  onChoose,
   meter,
   onSend,
 }: {
   running: boolean;
+  models: ModelInfo[];
+  sessionModel?: ModelRef;
+  chosen: ModelRef | null;
+  onChoose: (m: ModelRef | null) => void;
   meter: ContextMeter | null;
   onSend: (text: string) => boolean;
 }) {
@@ -280,6 +340,7 @@ function Composer({
 
   return (
     <div class="composer-wrap">
+      <ComposerControls models={models} sessionModel={sessionModel} chosen={chosen} onChoose={onChoose} />
       <form
         class="composer"
         onSubmit={(e) => {

@@ -2,7 +2,7 @@ import { Component } from "preact";
 import { useMemo, useRef, useState } from "preact/hooks";
 
 import type { JsonValue } from "../protocol/serde_json/JsonValue";
-import type { PermissionReply } from "../protocol";
+import type { ModelRef, PermissionReply } from "../protocol";
 import { answerPrompt, discardSend, retrySend } from "../app/store";
 import { parseDiff } from "../lib/diff";
 import { cost, tokens } from "../lib/format";
@@ -29,6 +29,8 @@ export interface TurnContext {
   workerOnline: boolean;
   sessionStarting: boolean;
   sessionClosed: boolean;
+  /** A model's name, as the worker calls it (its id without). */
+  modelName?: (m: ModelRef) => string;
 }
 
 interface Props {
@@ -89,6 +91,11 @@ function TurnBody({ turn, index, ctx }: { turn: Turn; index: number; ctx: TurnCo
     <article class="turn" aria-label={`Message ${index + 1}`} data-message-id={turn.messageId} data-status={status ?? "local"}>
       <div class="user-row">
         <div class="user-bubble">{text}</div>
+        {turn.view?.model ? (
+          <span class="chip msg-chip" title="Answered by this model instead of the session's">
+            {ctx.modelName?.(turn.view.model) ?? turn.view.model.model_id}
+          </span>
+        ) : null}
         {us ? (
           <div class={`msg-status tone-${us.tone}`} data-state={status ?? turn.local?.state}>
             {us.tone === "warn" ? <IconClock size={13} /> : null}

@@ -138,9 +138,11 @@ async function startFakeLlm(logFile) {
  * `opencodeStartDelayMs` its `--opencode` is a script that waits that long
  * before it runs the real opencode, as a slow machine's first start does:
  * the worker says "starting" meanwhile (no product code is involved).
+ * `extraModels` (opencode.json model entries by id) are offered beside the
+ * fake model, by the same fake LLM.
  * Returns { code, approvedBy, workerId, machine, workdir, goOffline(), goOnline(), ready(), logs(), stop() }.
  */
-export async function startWorker(baseUrl, { machine = "testbox", workdir = "project", token, opencodeStartDelayMs } = {}) {
+export async function startWorker(baseUrl, { machine = "testbox", workdir = "project", token, opencodeStartDelayMs, extraModels = {} } = {}) {
   const root = mkdtempSync(join(tmpdir(), "tether-web-worker-"));
   const project = join(root, basename(workdir));
   const configDir = join(root, "worker-config");
@@ -163,6 +165,7 @@ export async function startWorker(baseUrl, { machine = "testbox", workdir = "pro
             reasoning: true,
             limit: { context: 128000, output: 8192 },
           },
+          ...extraModels,
         },
       },
     },
