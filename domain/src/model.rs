@@ -160,6 +160,13 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Whether the worker offers `model` (one of the models it advertised).
+    pub fn offers(&self, model: &ModelRef) -> bool {
+        self.models
+            .iter()
+            .any(|m| m.provider_id == model.provider_id && m.model_id == model.model_id)
+    }
+
     /// Pending with a code that has expired by `now`: as good as gone (the
     /// purge deletes it; pairing again starts afresh).
     pub fn pairing_expired(&self, now: Millis) -> bool {

@@ -55,11 +55,7 @@ impl<S: Store, P: Push> Domain<S, P> {
         // the worker's list); the session's own is no choice at all.
         let model = model.filter(|m| *m != session.model);
         if let Some(m) = &model {
-            if !worker
-                .models
-                .iter()
-                .any(|o| o.provider_id == m.provider_id && o.model_id == m.model_id)
-            {
+            if !worker.offers(m) {
                 return Err(ApiError::new(
                     ErrorCode::UnknownModel,
                     format!(

@@ -42,12 +42,7 @@ impl<S: Store, P: Push> Domain<S, P> {
                 "model needs provider_id and model_id",
             ));
         }
-        if !worker.models.is_empty()
-            && !worker
-                .models
-                .iter()
-                .any(|m| m.provider_id == model.provider_id && m.model_id == model.model_id)
-        {
+        if !worker.models.is_empty() && !worker.offers(&model) {
             return Err(ApiError::new(
                 ErrorCode::InvalidState,
                 format!(
